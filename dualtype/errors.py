@@ -7,7 +7,7 @@ raised inside ``__torch_function__`` during a Python operator (``-=``, ``+``, ``
 
 from __future__ import annotations
 
-__all__ = ["DualityError", "NormMismatchError", "ShapeError", "NonFiniteError"]
+__all__ = ["DualityError", "NormMismatchError", "ShapeError", "NonFiniteError", "ConfigError"]
 
 
 class DualityError(Exception):
@@ -26,3 +26,7 @@ class ShapeError(DualityError, ValueError):
 
 class NonFiniteError(DualityError, ValueError):
     """A tensor holds NaN or Inf where a finite value is required (dualize never returns NaN)."""
+
+
+class ConfigError(DualityError, ValueError):
+    """A bad argument: an unknown norm name, a negative learning rate, a momentum ≥ 1, ..."""

@@ -1,0 +1,339 @@
+"""Norms on weight space and their duality maps (DESIGN §3).
+
+Every norm ``N`` offers three functions of one tensor (torch layout: a weight is ``[out, in]``):
+
+- ``N.value(w)``       the norm ‖w‖,
+- ``N.dual_value(g)``  the dual norm ‖g‖† = max over ‖t‖ ≤ 1 of ⟨g, t⟩,
+- ``N.dualize(g)``     the maximiser: ‖dualize(g)‖ = 1 and ⟨g, dualize(g)⟩ = ‖g‖†
+                       (zero maps to zero; NaN/Inf raise :class:`NonFiniteError`).
+
+``value`` and ``dual_value`` return 0-dim tensors in float32 (float64 for float64 input) on
+the input's device, so they never force a host sync. ``dualize`` returns the input's dtype.
+
+Matrix norms (``rms->rms``, ``l1->rms``, ``rms->linf``, ``conv2d``) read the trailing
+dimensions as the matrix (or kernel) and any leading dimensions as a batch: ``value`` and
+``dual_value`` then return one number per batch entry.
+
+Names accepted by :func:`get` (case and spaces ignored, ``→`` or ``_to_`` may replace ``->``):
+
+========================  ==========================  ============================
+canonical name            aliases                     used for
+========================  ==========================  ============================
+``l2``                    euclidean, frobenius, fro   generic
+``linf``                  sign, max                   generic, sign descent
+``rms``                   bias, gain, vector          biases, gains (1-D)
+``rms->rms``              linear, spectral, hidden    Linear, hidden matrices
+``l1->rms``               embedding, embed            nn.Embedding ``[vocab, d]``
+``rms->linf``             head, output                output head ``[classes, d]``
+``conv2d``                conv                        nn.Conv2d ``[out, in, kh, kw]``
+========================  ==========================  ============================
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+from dualtype.errors import ConfigError, NonFiniteError, ShapeError
+from dualtype.kernels import orthogonalize
+
+__all__ = [
+    "Norm",
+    "Euclidean",
+    "LInf",
+    "RMS",
+    "RMSToRMS",
+    "L1ToRMS",
+    "RMSToLInf",
+    "Conv2D",
+    "get",
+    "names",
+]
+
+
+def _acc(t: Tensor) -> Tensor:
+    """Accumulation dtype: float64 stays float64, everything else computes in float32."""
+    return t if t.dtype == torch.float64 else t.float()
+
+
+def _require_finite(reduction: Tensor, norm: "Norm") -> None:
+    # One host sync on a value computed anyway: Inf/NaN anywhere in g makes it non-finite.
+    if not bool(torch.isfinite(reduction).all()):
+        raise NonFiniteError(
+            f"cannot dualize under {norm}: the gradient contains NaN or Inf. "
+            "Check the loss for overflow (lower the lr, use gradient clipping or a loss "
+            "scaler) before calling dualize."
+        )
+
+
+def _safe_div(x: Tensor, d: Tensor) -> Tensor:
+    """x / d with d == 0 giving 0 (zero in, zero out; never NaN)."""
+    return x / torch.where(d == 0, torch.ones_like(d), d)
+
+
+class Norm:
+    """A norm on one weight tensor together with its dual norm and duality map."""
+
+    name: str = ""
+    min_ndim: int = 1
+
+    def check(self, t: Tensor, what: str = "tensor") -> None:
+        """Raise :class:`ShapeError` if ``t`` cannot carry this norm."""
+        if not isinstance(t, Tensor):
+            raise ShapeError(f"{self} needs a torch.Tensor, got {type(t).__name__}")
+        if t.ndim < self.min_ndim:
+            raise ShapeError(
+                f"{self} needs a {self.min_ndim}-D {what} or more ({self._layout()}), "
+                f"got shape {tuple(t.shape)}. Choose a norm that fits the parameter, "
+                f"e.g. 'rms' for 1-D biases and gains."
+            )
+        if not (t.is_floating_point() or t.is_complex()):
+            raise ShapeError(f"{self} needs a floating-point {what}, got {t.dtype}")
+
+    def _layout(self) -> str:
+        return "any shape"
+
+    def value(self, w: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def dual_value(self, g: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def dualize(self, g: Tensor, method: str | None = None) -> Tensor:
+        """The duality map; ``method`` selects the orthogonalization kernel (matrix norms)."""
+        raise NotImplementedError
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Norm) and other.name == self.name
+
+    def __hash__(self) -> int:
+        return hash(("dualtype.Norm", self.name))
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}()"
+
+    def __str__(self) -> str:
+        return self.name
+
+    def __reduce__(self):
+        return (get, (self.name,))
+
+
+class Euclidean(Norm):
+    """ℓ2 (Frobenius) over all entries: ‖W‖_F, dual ‖G‖_F, dualize G/‖G‖_F."""
+
+    name = "l2"
+
+    def value(self, w: Tensor) -> Tensor:
+        self.check(w)
+        return torch.linalg.vector_norm(_acc(w))
+
+    def dual_value(self, g: Tensor) -> Tensor:
+        return self.value(g)
+
+    def dualize(self, g: Tensor, method: str | None = None) -> Tensor:
+        self.check(g, "gradient")
+        fro = torch.linalg.vector_norm(_acc(g))
+        _require_finite(fro, self)
+        return _safe_div(_acc(g), fro).to(g.dtype)
+
+
+class LInf(Norm):
+    """ℓ∞ over all entries: max|W_ij|, dual Σ|G_ij|, dualize sign(G)."""
+
+    name = "linf"
+
+    def value(self, w: Tensor) -> Tensor:
+        self.check(w)
+        return _acc(w).abs().amax() if w.numel() else _acc(w).new_zeros(())
+
+    def dual_value(self, g: Tensor) -> Tensor:
+        self.check(g, "gradient")
+        return _acc(g).abs().sum()
+
+    def dualize(self, g: Tensor, method: str | None = None) -> Tensor:
+        self.check(g, "gradient")
+        _require_finite(_acc(g).abs().sum(), self)
+        return torch.sign(g)
+
+
+class RMS(Norm):
+    """RMS over all n entries (biases, gains): ‖v‖₂/√n, dual √n‖g‖₂, dualize √n·g/‖g‖₂."""
+
+    name = "rms"
+
+    def value(self, w: Tensor) -> Tensor:
+        self.check(w)
+        return torch.linalg.vector_norm(_acc(w)) / math.sqrt(max(w.numel(), 1))
+
+    def dual_value(self, g: Tensor) -> Tensor:
+        self.check(g, "gradient")
+        return torch.linalg.vector_norm(_acc(g)) * math.sqrt(g.numel())
+
+    def dualize(self, g: Tensor, method: str | None = None) -> Tensor:
+        self.check(g, "gradient")
+        l2 = torch.linalg.vector_norm(_acc(g))
+        _require_finite(l2, self)
+        return (_safe_div(_acc(g), l2) * math.sqrt(g.numel())).to(g.dtype)
+
+
+class _MatrixNorm(Norm):
+    min_ndim = 2
+
+    def _layout(self) -> str:
+        return "[..., out, in]"
+
+
+class RMSToRMS(_MatrixNorm):
+    """RMS→RMS operator norm of W ``[..., out, in]`` (Linear, hidden matrices).
+
+    ‖W‖ = √(in/out)·σ_max(W);  ‖G‖† = √(out/in)·‖G‖_*;  dualize(G) = √(out/in)·U Vᵀ.
+    """
+
+    name = "rms->rms"
+
+    def value(self, w: Tensor) -> Tensor:
+        self.check(w)
+        out, inp = w.shape[-2:]
+        return math.sqrt(inp / out) * torch.linalg.matrix_norm(_acc(w), ord=2)
+
+    def dual_value(self, g: Tensor) -> Tensor:
+        self.check(g, "gradient")
+        out, inp = g.shape[-2:]
+        return math.sqrt(out / inp) * torch.linalg.matrix_norm(_acc(g), ord="nuc")
+
+    def dualize(self, g: Tensor, method: str | None = None) -> Tensor:
+        self.check(g, "gradient")
+        _require_finite(torch.linalg.vector_norm(_acc(g)), self)
+        out, inp = g.shape[-2:]
+        polar = orthogonalize(g) if method is None else orthogonalize(g, method=method)
+        return polar * math.sqrt(out / inp)
+
+
+class L1ToRMS(_MatrixNorm):
+    """ℓ1→RMS operator norm of an embedding table W ``[..., vocab, d]`` (rows are vectors).
+
+    ‖W‖ = max_i ‖w_i‖₂/√d;  ‖G‖† = Σ_i √d·‖g_i‖₂;  dualize: row g_i → √d·g_i/‖g_i‖₂.
+    """
+
+    name = "l1->rms"
+
+    def _layout(self) -> str:
+        return "[..., vocab, d]"
+
+    def value(self, w: Tensor) -> Tensor:
+        self.check(w)
+        rows = torch.linalg.vector_norm(_acc(w), dim=-1)
+        return rows.amax(dim=-1) / math.sqrt(w.shape[-1])
+
+    def dual_value(self, g: Tensor) -> Tensor:
+        self.check(g, "gradient")
+        return torch.linalg.vector_norm(_acc(g), dim=-1).sum(dim=-1) * math.sqrt(g.shape[-1])
+
+    def dualize(self, g: Tensor, method: str | None = None) -> Tensor:
+        self.check(g, "gradient")
+        rows = torch.linalg.vector_norm(_acc(g), dim=-1, keepdim=True)
+        _require_finite(rows, self)
+        return (_safe_div(_acc(g), rows) * math.sqrt(g.shape[-1])).to(g.dtype)
+
+
+class RMSToLInf(_MatrixNorm):
+    """RMS→ℓ∞ operator norm of an output head W ``[..., classes, in]``.
+
+    ‖W‖ = max_i √in·‖w_i‖₂;  ‖G‖† = Σ_i ‖g_i‖₂/√in;  dualize: row g_i → g_i/(√in·‖g_i‖₂).
+    """
+
+    name = "rms->linf"
+
+    def value(self, w: Tensor) -> Tensor:
+        self.check(w)
+        rows = torch.linalg.vector_norm(_acc(w), dim=-1)
+        return rows.amax(dim=-1) * math.sqrt(w.shape[-1])
+
+    def dual_value(self, g: Tensor) -> Tensor:
+        self.check(g, "gradient")
+        return torch.linalg.vector_norm(_acc(g), dim=-1).sum(dim=-1) / math.sqrt(g.shape[-1])
+
+    def dualize(self, g: Tensor, method: str | None = None) -> Tensor:
+        self.check(g, "gradient")
+        rows = torch.linalg.vector_norm(_acc(g), dim=-1, keepdim=True)
+        _require_finite(rows, self)
+        return (_safe_div(_acc(g), rows) / math.sqrt(g.shape[-1])).to(g.dtype)
+
+
+class Conv2D(Norm):
+    """Conv2D norm of W ``[..., out, in, kh, kw]``, with K = kh·kw kernel positions.
+
+    ‖W‖ = K·max_ij ‖W[:, :, i, j]‖_RMS→RMS;  ‖G‖† = Σ_ij (1/K)·‖G_ij‖†_RMS→RMS;
+    dualize: each slice G_ij → (1/K)·√(out/in)·U_ij V_ijᵀ, all K slices in one batched call.
+    """
+
+    name = "conv2d"
+    min_ndim = 4
+
+    def _layout(self) -> str:
+        return "[..., out, in, kh, kw]"
+
+    @staticmethod
+    def _slices(t: Tensor) -> Tensor:
+        """``[..., out, in, kh, kw]`` → ``[..., kh·kw, out, in]``."""
+        moved = t.movedim((-2, -1), (-4, -3))
+        return moved.reshape(*t.shape[:-4], -1, *t.shape[-4:-2])
+
+    def value(self, w: Tensor) -> Tensor:
+        self.check(w)
+        K = w.shape[-1] * w.shape[-2]
+        return K * RMSToRMS().value(self._slices(w)).amax(dim=-1)
+
+    def dual_value(self, g: Tensor) -> Tensor:
+        self.check(g, "gradient")
+        K = g.shape[-1] * g.shape[-2]
+        return RMSToRMS().dual_value(self._slices(g)).sum(dim=-1) / K
+
+    def dualize(self, g: Tensor, method: str | None = None) -> Tensor:
+        self.check(g, "gradient")
+        kh, kw = g.shape[-2:]
+        slices = RMSToRMS().dualize(self._slices(g), method=method) / (kh * kw)
+        return slices.reshape(*g.shape[:-4], kh, kw, *g.shape[-4:-2]).movedim((-4, -3), (-2, -1))
+
+
+_CANONICAL: dict[str, type[Norm]] = {
+    cls.name: cls for cls in (Euclidean, LInf, RMS, RMSToRMS, L1ToRMS, RMSToLInf, Conv2D)
+}
+_ALIASES: dict[str, str] = {
+    "euclidean": "l2", "frobenius": "l2", "fro": "l2",
+    "sign": "linf", "max": "linf", "inf": "linf",
+    "bias": "rms", "gain": "rms", "vector": "rms",
+    "linear": "rms->rms", "spectral": "rms->rms", "hidden": "rms->rms",
+    "embedding": "l1->rms", "embed": "l1->rms",
+    "head": "rms->linf", "output": "rms->linf",
+    "conv": "conv2d",
+}
+
+
+def names() -> list[str]:
+    """The canonical norm names :func:`get` understands."""
+    return sorted(_CANONICAL)
+
+
+def get(spec: "str | Norm") -> Norm:
+    """Parse a norm from its name (see the module table) or pass a :class:`Norm` through.
+
+    >>> get("RMS → RMS")
+    RMSToRMS()
+    """
+    if isinstance(spec, Norm):
+        return spec
+    if not isinstance(spec, str):
+        raise ConfigError(f"a norm is given by name or Norm object, got {type(spec).__name__}")
+    key = "".join(spec.lower().split()).replace("→", "->").replace("_to_", "->")
+    key = key.replace("ℓ", "l").replace("∞", "inf")
+    key = _ALIASES.get(key, key)
+    if key not in _CANONICAL:
+        raise ConfigError(
+            f"unknown norm {spec!r}; known norms: {', '.join(names())} "
+            f"(aliases: {', '.join(sorted(_ALIASES))})"
+        )
+    return _CANONICAL[key]()

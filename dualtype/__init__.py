@@ -1,0 +1,30 @@
+"""dualtype: gradients are dual vectors. Typed duality maps for PyTorch training code.
+
+``w -= lr * w.grad`` raises :class:`DualityError`; ``w -= lr * dualize(w.grad)`` runs.
+"""
+
+from dualtype import norms
+from dualtype.errors import ConfigError, DualityError, NonFiniteError, NormMismatchError, ShapeError
+from dualtype.guard import TypedModel, typed, untyped
+from dualtype.tensor import DualTensor, PrimalTensor, assume_primal, dual, dualize, norm_of, role
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "norms",
+    "DualityError",
+    "NormMismatchError",
+    "ShapeError",
+    "NonFiniteError",
+    "ConfigError",
+    "DualTensor",
+    "PrimalTensor",
+    "dual",
+    "dualize",
+    "assume_primal",
+    "role",
+    "norm_of",
+    "typed",
+    "untyped",
+    "TypedModel",
+]

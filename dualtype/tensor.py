@@ -1,0 +1,478 @@
+"""Typed tensors: a role (dual or primal) and a norm tag, with the type rules of DESIGN §4.
+
+A gradient is ``Dual[N]``: a dual vector under the norm ``N`` of its parameter. The only way
+from dual to primal is :func:`dualize`, which returns ``Primal[N]``. Weights and activations
+stay plain tensors, so the forward pass pays nothing.
+
+The rules, enforced in ``__torch_function__``:
+
+- ``c·Dual[N] → Dual[N]``; ``Dual[N] ± Dual[N] → Dual[N]``; clone, detach, to, view,
+  indexing, stack, ``zeros_like`` ... keep the tag (momentum buffers stay Dual). Any other
+  function of a dual value stays dual, with the norm dropped when inputs disagree; reductions
+  that observe a value (norms, sums, comparisons) give plain tensors.
+- ``Dual[N] ± Dual[M]`` with N ≠ M → :class:`NormMismatchError`; Dual mixed with Primal
+  → :class:`DualityError`; a Dual added to a weight (out of place, e.g. ``p.data - lr * g``
+  or coupled weight decay ``g + wd * p``) → :class:`DualityError`.
+- Writing a Dual into a weight by any in-place form (``-=``, ``sub_``, ``add_(g, alpha=-lr)``,
+  ``_foreach_add_``, ``copy_``, ``addcdiv_``, ``out=``, ``p[...] = g``) → :class:`DualityError`
+  naming the parameter, its norm and the fix. Writing ``Primal[M]`` into a weight whose norm is
+  ``N ≠ M`` → :class:`NormMismatchError`. Writing a Dual into a plain non-weight buffer makes
+  the buffer Dual (so Adam-style moments built in ``zeros_like(p)`` cannot sneak back).
+- ``Primal ± weight`` gives a plain tensor: the new weight value.
+
+A *weight* is an ``nn.Parameter``, a leaf tensor that requires grad, or any tensor sharing
+storage with a parameter of a model passed to :func:`dualtype.typed` (this covers ``p.data``).
+None of the errors is a ``TypeError``: PyTorch would turn it into ``NotImplemented`` inside
+Python operators and the update would silently fall back (DESIGN §4, "a trap").
+"""
+
+from __future__ import annotations
+
+import copy
+import weakref
+from typing import Any, Iterable
+
+import torch
+from torch import Tensor
+from torch._C import DisableTorchFunctionSubclass
+
+from dualtype import norms as _norms
+from dualtype.errors import ConfigError, DualityError, NonFiniteError, NormMismatchError
+from dualtype.norms import Norm
+
+__all__ = [
+    "DualTensor",
+    "PrimalTensor",
+    "dual",
+    "dualize",
+    "assume_primal",
+    "role",
+    "norm_of",
+    "register_weight",
+    "unregister_weight",
+]
+
+# --- weights -----------------------------------------------------------------------------
+
+# storage data pointer -> (weakref to parameter, name, norm); filled by dualtype.typed.
+_WEIGHTS: dict[int, tuple[weakref.ref, str, Norm | None]] = {}
+
+
+def register_weight(param: Tensor, name: str, norm: Norm | None) -> None:
+    """Declare ``param`` a weight of norm ``norm`` so views of it (``p.data``) are guarded."""
+    _WEIGHTS[param.untyped_storage().data_ptr()] = (weakref.ref(param), name, norm)
+
+
+def unregister_weight(param: Tensor) -> None:
+    _WEIGHTS.pop(param.untyped_storage().data_ptr(), None)
+
+
+def _weight_info(t: Tensor) -> tuple[str | None, Norm | None] | None:
+    """(name, norm) if ``t`` is a weight (see module doc), else None."""
+    if t.device.type != "meta" and _WEIGHTS:
+        entry = _WEIGHTS.get(t.untyped_storage().data_ptr())
+        if entry is not None:
+            param = entry[0]()
+            if param is not None and param.untyped_storage().data_ptr() == t.untyped_storage().data_ptr():
+                return entry[1], entry[2]
+    if isinstance(t, torch.nn.Parameter) or (t.is_leaf and t.requires_grad):
+        return None, None
+    return None
+
+
+# --- the typed tensor classes ------------------------------------------------------------
+
+_DUAL, _PRIMAL = "dual", "primal"
+
+# Functions whose result observes a value: plain tensors (or Python values) come out.
+_OBSERVE = {
+    "norm", "vector_norm", "matrix_norm", "svdvals", "dist", "sum", "mean", "nansum",
+    "nanmean", "max", "min", "amax", "amin", "aminmax", "std", "var", "std_mean", "var_mean",
+    "dot", "vdot", "inner", "count_nonzero", "all", "any", "eq", "ne", "lt", "le", "gt", "ge",
+    "__eq__", "__ne__", "__lt__", "__le__", "__gt__", "__ge__", "isclose", "equal",
+    "allclose", "isnan", "isinf", "isfinite", "isposinf", "isneginf", "signbit", "argmax",
+    "argmin", "nonzero", "_foreach_norm", "_foreach_max", "item", "tolist", "numpy",
+}
+# Functions that add their tensor arguments (the ± of the algebra).
+_ADDITIVE = {
+    "add", "sub", "subtract", "rsub", "__add__", "__radd__", "__sub__", "__rsub__",
+    "__iadd__", "__isub__", "lerp", "addcmul", "addcdiv", "where", "copy", "index_add",
+    "scatter_add", "index_copy", "masked_scatter", "put", "__setitem__",
+}
+_PASSTHROUGH = {
+    "__reduce_ex__", "__setstate__", "__format__", "__hash__", "__len__",
+    "size", "dim", "numel", "stride", "storage_offset", "data_ptr", "untyped_storage",
+    "is_contiguous", "element_size", "get_device", "is_floating_point", "is_complex",
+    "__get__", "__set__", "register_hook", "register_post_accumulate_grad_hook",
+    "requires_grad_", "retain_grad", "as_subclass",
+}
+
+
+def _base_name(func: Any) -> str:
+    name = getattr(func, "__name__", "")
+    return name[:-1] if name.endswith("_") and not name.endswith("__") else name
+
+
+def _is_inplace(name: str) -> bool:
+    return (name.endswith("_") and not name.endswith("__")) or name in (
+        "__iadd__", "__isub__", "__imul__", "__itruediv__", "__idiv__", "__setitem__",
+    )
+
+
+def _typed_in(obj: Any, out: list) -> None:
+    if isinstance(obj, _Typed):
+        out.append(obj)
+    elif isinstance(obj, (list, tuple)):
+        for item in obj:
+            if isinstance(item, _Typed):
+                out.append(item)
+
+
+def _describe(t: "_Typed") -> str:
+    name = t._dt_name
+    return f"{t._tag()}" + (f" (gradient of '{name}')" if name and t._role == _DUAL else "") + (
+        f" (update for '{name}')" if name and t._role == _PRIMAL else ""
+    )
+
+
+def _fix_hint(name: str | None, norm: Norm | None) -> str:
+    n = f"'{norm}'" if norm is not None else "its norm"
+    return (
+        "Map it to the primal space first: `p.sub_(lr * dualtype.dualize(p.grad))` "
+        f"(dualize uses {n}). If this update deliberately leaves the algebra (e.g. Adam's "
+        "m/sqrt(v)), say so: `dualtype.assume_primal(x, norm, reason=...)`."
+    )
+
+
+def _check_write(op: str, dest: Any, sources: list["_Typed"]) -> tuple[str, Norm | None, str | None] | None:
+    """Check writing ``sources`` into ``dest``; return the tag dest must take, if any."""
+    if not isinstance(dest, Tensor):
+        return None
+    roles = {s._role for s in sources}
+    if len(roles) > 1:
+        raise DualityError(
+            f"{op} mixes a dual and a primal value: {', '.join(_describe(s) for s in sources)}. "
+            "Dual (gradients) and primal (updates) live in different spaces; dualize the "
+            "gradient before combining."
+        )
+    if isinstance(dest, _Typed):
+        for s in sources:
+            if s._role != dest._role:
+                raise DualityError(
+                    f"{op} writes {_describe(s)} into {_describe(dest)}. Dual (gradients) "
+                    "and primal (updates) live in different spaces; dualize the gradient first."
+                )
+            if s._dt_norm is not None and dest._dt_norm is not None and s._dt_norm != dest._dt_norm:
+                raise NormMismatchError(
+                    f"{op} writes {_describe(s)} into {_describe(dest)}: the norms differ. "
+                    "Combine only values of the same parameter or norm."
+                )
+        return None
+    if not sources:
+        return None
+    info = _weight_info(dest)
+    src = sources[0]
+    if info is None:  # a plain buffer: it takes the tag of what is written into it
+        return src._role, _common_norm(sources), src._dt_name
+    wname, wnorm = info
+    name = wname or src._dt_name
+    label = f"weight '{name}'" if name else "a weight"
+    if src._role == _DUAL:
+        raise DualityError(
+            f"{op} applies {_describe(src)} to {label}"
+            + (f" of norm '{wnorm}'" if wnorm is not None else "")
+            + ". A gradient is a dual vector and may not be subtracted from the weights. "
+            + _fix_hint(name, wnorm or src._dt_norm)
+        )
+    for s in sources:
+        if wnorm is not None and s._dt_norm is not None and s._dt_norm != wnorm:
+            raise NormMismatchError(
+                f"{op} applies {_describe(s)} to {label} of norm '{wnorm}'. "
+                f"Dualize the gradient under '{wnorm}': `dualtype.dualize(g, '{wnorm}')`, or "
+                "give the parameter the norm you meant in `dualtype.typed(model, norms=...)`."
+            )
+    return None
+
+
+def _common_norm(sources: Iterable["_Typed"]) -> Norm | None:
+    found = {s._dt_norm for s in sources}
+    return found.pop() if len(found) == 1 else None
+
+
+def _check_mix(op: str, typed: list["_Typed"], args: tuple, kwargs: dict) -> bool:
+    """Check an out-of-place call; return True if the result is a plain new weight value."""
+    roles = {t._role for t in typed}
+    if len(roles) > 1:
+        raise DualityError(
+            f"{op} mixes a dual and a primal value: {', '.join(_describe(t) for t in typed)}. "
+            "Dual (gradients) and primal (updates) live in different spaces; dualize the "
+            "gradient before combining."
+        )
+    if op not in _ADDITIVE:
+        return False
+    norms_ = {t._dt_norm for t in typed} - {None}
+    if len(norms_) > 1:
+        raise NormMismatchError(
+            f"{op} adds values of different norms: {', '.join(_describe(t) for t in typed)}. "
+            "Only values of the same norm may be added."
+        )
+    weights = [a for a in (*args, *kwargs.values()) if isinstance(a, Tensor)
+               and not isinstance(a, _Typed) and _weight_info(a) is not None]
+    if not weights:
+        return False
+    if _DUAL in roles:
+        src = typed[0]
+        wname, wnorm = _weight_info(weights[0])  # type: ignore[misc]
+        name = wname or src._dt_name
+        raise DualityError(
+            f"{op} adds {_describe(src)} to weight '{name or '?'}' (out of place, e.g. "
+            "`p.data = p.data - lr * g`, or coupled weight decay `g + wd * p`). A gradient is a "
+            "dual vector and may not be combined with the weights. Use decoupled weight decay "
+            "(`p.mul_(1 - lr * wd)`). " + _fix_hint(name, wnorm or src._dt_norm)
+        )
+    for w in weights:
+        wname, wnorm = _weight_info(w)  # type: ignore[misc]
+        for t in typed:
+            if wnorm is not None and t._dt_norm is not None and t._dt_norm != wnorm:
+                raise NormMismatchError(
+                    f"{op} adds {_describe(t)} to weight '{wname}' of norm '{wnorm}'. "
+                    f"Dualize the gradient under '{wnorm}'."
+                )
+    return True
+
+
+def _tag(t: Any, role: str, norm: Norm | None, name: str | None) -> Any:
+    if isinstance(t, Tensor):
+        cls = DualTensor if role == _DUAL else PrimalTensor
+        if type(t) is not cls:
+            t.__class__ = cls  # retag in place: the cheapest way (DESIGN §4)
+        d = t.__dict__
+        d["_dt_norm"] = norm
+        d["_dt_name"] = name
+        return t
+    if isinstance(t, (list, tuple)):
+        items = [_tag(x, role, norm, name) for x in t]
+        return type(t)(items) if not hasattr(t, "_fields") else type(t)(*items)
+    return t
+
+
+class _Typed(Tensor):
+    """Base of :class:`DualTensor` and :class:`PrimalTensor`; not used directly."""
+
+    _role = ""
+    _dt_norm: Norm | None = None  # instance attributes, set by _tag; defaults here
+    _dt_name: str | None = None
+
+    @property
+    def param_name(self) -> str | None:
+        """Name of the parameter this gradient or update belongs to, when known."""
+        return self._dt_name
+
+    def _tag(self) -> str:
+        n = self._dt_norm
+        return f"{'Dual' if self._role == _DUAL else 'Primal'}[{n if n is not None else '?'}]"
+
+    @classmethod
+    def __torch_function__(cls, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        name = getattr(func, "__name__", "")
+        if name in _PASSTHROUGH:
+            with DisableTorchFunctionSubclass():
+                ret = func(*args, **kwargs)
+            if name == "__get__" and isinstance(ret, Tensor) and isinstance(args[0], _Typed):
+                src = args[0]
+                ret = _tag(ret, src._role, src._dt_norm, src._dt_name)
+            return ret
+        if name == "__repr__":
+            return _repr(args[0])
+        if name == "__deepcopy__":
+            src, memo = args
+            copied = _tag(_plain(src).clone(), src._role, src._dt_norm, src._dt_name)
+            copied.__dict__.update(copy.deepcopy({k: v for k, v in src.__dict__.items()
+                                                  if k.startswith("_dt_")}, memo))
+            memo[id(src)] = copied
+            return copied
+        op = _base_name(func)
+        if name.startswith("_foreach_"):
+            return _foreach(func, name, op, args, kwargs)
+
+        typed: list[_Typed] = []
+        for a in args:
+            _typed_in(a, typed)
+        for v in kwargs.values():
+            _typed_in(v, typed)
+
+        out = kwargs.get("out")
+        if _is_inplace(name) or out is not None:
+            dests = [args[0]] if out is None else (list(out) if isinstance(out, (list, tuple)) else [out])
+            sources = [t for t in typed if not any(t is d for d in dests)]
+            promote = [(d, _check_write(name, d, sources)) for d in dests]
+            with DisableTorchFunctionSubclass():
+                ret = func(*args, **kwargs)
+            for d, tag in promote:
+                if tag is not None:
+                    _tag(d, *tag)
+            return ret
+
+        new_weight = _check_mix(op, typed, args, kwargs)
+        with DisableTorchFunctionSubclass():
+            ret = func(*args, **kwargs)
+        if new_weight or op in _OBSERVE or not typed:
+            return ret
+        first = typed[0]
+        return _tag(ret, first._role, _common_norm(typed), first._dt_name)
+
+
+def _foreach(func, name: str, op: str, args: tuple, kwargs: dict):
+    """Apply the rules elementwise over the lists of a ``torch._foreach_*`` call."""
+    length = len(args[0])
+    lists = [a if isinstance(a, (list, tuple)) and len(a) == length else None for a in args]
+    inplace = _is_inplace(name)
+    tags: list[tuple[str, Norm | None, str | None] | None] = []
+    for i in range(length):
+        elems = [lst[i] if lst is not None else a for lst, a in zip(lists, args)]
+        typed = [e for e in elems if isinstance(e, _Typed)]
+        if inplace:
+            tags.append(_check_write(name, elems[0], [t for t in typed if t is not elems[0]]))
+        else:
+            tags.append(None if _check_mix(op[len("_foreach_"):], typed, tuple(elems), {})
+                        or not typed else (typed[0]._role, _common_norm(typed),
+                                           typed[0]._dt_name))
+    with DisableTorchFunctionSubclass():
+        ret = func(*args, **kwargs)
+    if inplace:
+        for d, tag in zip(args[0], tags):
+            if tag is not None:
+                _tag(d, *tag)
+        return ret
+    if op in _OBSERVE or not isinstance(ret, (list, tuple)):
+        return ret
+    return [r if tag is None else _tag(r, *tag) for r, tag in zip(ret, tags)]
+
+
+def _repr(t: "_Typed") -> str:
+    with DisableTorchFunctionSubclass():
+        body = Tensor.__repr__(t.as_subclass(Tensor))
+    name = t._dt_name
+    return f"{t._tag()}{f' {name!r}' if name else ''} {body}"
+
+
+class DualTensor(_Typed):
+    """A dual vector (a gradient) tagged with the norm of its parameter: ``Dual[N]``.
+
+    It cannot be applied to a weight; :func:`dualize` maps it to ``Primal[N]``.
+    """
+
+    _role = _DUAL
+
+
+class PrimalTensor(_Typed):
+    """A primal vector (an update direction) of norm type ``N``: ``Primal[N]``.
+
+    Made only by :func:`dualize` (or the explicit :func:`assume_primal`); may be applied to a
+    weight whose norm is ``N``.
+    """
+
+    _role = _PRIMAL
+
+
+# --- constructors and the door -----------------------------------------------------------
+
+
+def _plain(t: Tensor) -> Tensor:
+    if isinstance(t, _Typed):
+        with DisableTorchFunctionSubclass():
+            return t.as_subclass(Tensor)
+    return t
+
+
+def _new(t: Tensor, role: str, norm: Norm | None, name: str | None) -> Tensor:
+    with DisableTorchFunctionSubclass():
+        out = _plain(t).as_subclass(Tensor)
+    return _tag(out, role, norm, name)
+
+
+def dual(t: Tensor, norm: "str | Norm | None", name: str | None = None) -> DualTensor:
+    """Tag ``t`` as ``Dual[norm]`` (a gradient computed by hand, say). Shares ``t``'s data."""
+    n = None if norm is None else _norms.get(norm)
+    if n is not None:
+        n.check(t, "gradient")
+    return _new(t, _DUAL, n, name)  # type: ignore[return-value]
+
+
+def role(t: Any) -> str | None:
+    """``"dual"``, ``"primal"`` or None for a plain tensor."""
+    return t._role if isinstance(t, _Typed) else None
+
+
+def norm_of(t: Any) -> Norm | None:
+    """The norm tag of a typed tensor (None for plain tensors or an unknown norm)."""
+    return t._dt_norm if isinstance(t, _Typed) else None
+
+
+def dualize(
+    g: Tensor,
+    norm: "str | Norm | None" = None,
+    *,
+    scale: float = 1.0,
+    method: str | None = None,
+) -> PrimalTensor:
+    """The only door from dual to primal: ``Dual[N] → Primal[N]``.
+
+    Returns ``scale · dualize_N(g)``, a tensor of ``N``-norm ``scale`` (zero for a zero
+    gradient) with ⟨g, dualize(g)⟩ = scale · ‖g‖†. Uses the tag's norm, or ``norm`` for an
+    untagged tensor; ``method`` picks the orthogonalization kernel for matrix norms.
+
+    Raises :class:`NormMismatchError` if ``norm`` contradicts the tag, :class:`DualityError`
+    for a value that is already primal or whose norm is unknown, :class:`NonFiniteError` for
+    NaN/Inf and :class:`ShapeError` for a shape the norm cannot take.
+    """
+    if isinstance(g, PrimalTensor):
+        raise DualityError(
+            f"dualize was given {_describe(g)}, which is already primal; dualize maps dual "
+            "vectors (gradients) to primal ones."
+        )
+    tag = g._dt_norm if isinstance(g, DualTensor) else None
+    n = None if norm is None else _norms.get(norm)
+    if tag is not None and n is not None and n != tag:
+        raise NormMismatchError(
+            f"dualize(g, '{n}') was given {_describe(g)}; the gradient's parameter has norm "
+            f"'{tag}'. Drop the norm argument or retag the parameter with dualtype.typed(...)."
+        )
+    n = n or tag
+    if n is None:
+        raise ConfigError(
+            "dualize needs a norm: the tensor carries none. Pass one, e.g. "
+            "`dualtype.dualize(g, 'rms->rms')`, or make the model's gradients typed with "
+            "`dualtype.typed(model)`."
+        )
+    if not isinstance(scale, (int, float)) or not scale == scale or scale < 0:
+        raise ConfigError(f"dualize scale must be a finite number ≥ 0, got {scale!r}")
+    name = g._dt_name if isinstance(g, _Typed) else None
+    try:
+        out = n.dualize(_plain(g), method=method)
+    except NonFiniteError as e:
+        raise NonFiniteError(f"gradient of '{name}': {e}" if name else str(e)) from None
+    if scale != 1.0:
+        out = out * scale
+    return _tag(out, _PRIMAL, n, name)
+
+
+def assume_primal(x: Tensor, norm: "str | Norm | None", *, reason: str) -> PrimalTensor:
+    """Escape hatch: declare ``x`` a primal update of norm ``norm`` without dualizing.
+
+    For updates that deliberately leave the algebra, such as Adam's m/√v. ``reason`` is
+    required and kept on the tensor, so every use is greppable and explained.
+    """
+    if not isinstance(reason, str) or not reason.strip():
+        raise ConfigError(
+            "assume_primal needs a reason, e.g. reason='Adam m/sqrt(v) is not a duality map'"
+        )
+    n = None if norm is None else _norms.get(norm)
+    name = x._dt_name if isinstance(x, _Typed) else None
+    out = _new(x, _PRIMAL, n, name)
+    out.__dict__["_dt_reason"] = reason
+    return out  # type: ignore[return-value]
+
+
+torch.serialization.add_safe_globals([DualTensor, PrimalTensor, _norms.get])

@@ -3,15 +3,20 @@
 ``w -= lr * w.grad`` raises :class:`DualityError`; ``w -= lr * dualize(w.grad)`` runs.
 """
 
-from dualtype import norms
+from dualtype import norms, typing
 from dualtype.errors import ConfigError, DualityError, NonFiniteError, NormMismatchError, ShapeError
 from dualtype.guard import TypedModel, typed, untyped
 from dualtype.tensor import DualTensor, PrimalTensor, assume_primal, dual, dualize, norm_of, role
+from dualtype.typing import Dual, Primal, typechecked
 
 __version__ = "0.1.0"
 
 __all__ = [
     "norms",
+    "typing",
+    "Dual",
+    "Primal",
+    "typechecked",
     "DualityError",
     "NormMismatchError",
     "ShapeError",

@@ -268,6 +268,10 @@ class _Typed(Tensor):
         """Name of the parameter this gradient or update belongs to, when known."""
         return self._dt_name
 
+    def __class_getitem__(cls, norm: "str | Norm") -> type:
+        """``Dual["rms->rms"]``: an annotation matching dual values of that norm (see typing)."""
+        return _spec(cls, _norms.get(norm))
+
     def _tag(self) -> str:
         n = self._dt_norm
         return f"{'Dual' if self._role == _DUAL else 'Primal'}[{n if n is not None else '?'}]"
@@ -348,6 +352,24 @@ def _foreach(func, name: str, op: str, args: tuple, kwargs: dict):
     if op in _OBSERVE or not isinstance(ret, (list, tuple)):
         return ret
     return [r if tag is None else _tag(r, *tag) for r, tag in zip(ret, tags)]
+
+
+class _SpecMeta(type(Tensor)):  # type: ignore[misc]
+    """Metaclass of ``Dual[N]``/``Primal[N]``: isinstance checks role and norm tag."""
+
+    def __instancecheck__(cls, obj: Any) -> bool:
+        return isinstance(obj, cls._dt_base) and obj._dt_norm == cls._dt_spec
+
+
+_SPECS: dict[tuple[type, Norm], type] = {}
+
+
+def _spec(base: type, norm: Norm) -> type:
+    key = (base, norm)
+    if key not in _SPECS:
+        label = f"{'Dual' if base is DualTensor else 'Primal'}[{norm}]"
+        _SPECS[key] = _SpecMeta(label, (base,), {"_dt_base": base, "_dt_spec": norm})
+    return _SPECS[key]
 
 
 def _repr(t: "_Typed") -> str:

@@ -328,17 +328,26 @@ class Bond(Module):
 class _Compound(Module):
     """A module built from children (``self.parts``, an ``nn.ModuleList``)."""
 
-    def __init__(self, *parts: Module) -> None:
+    def __init__(self, *parts: Module, names: Sequence[str] | None = None) -> None:
         super().__init__()
         if not parts:
             raise ConfigError(f"{type(self).__name__} needs at least one module")
-        for p in parts:
+        names = [str(i) for i in range(len(parts))] if names is None else list(names)
+        if len(names) != len(parts) or len(set(names)) != len(names):
+            raise ConfigError(f"{type(self).__name__}: need {len(parts)} distinct names, got {names}")
+        for name, p in zip(names, parts):
             if not isinstance(p, Module):
                 raise ConfigError(
                     f"{type(self).__name__} takes dualtype.modules.Module parts, got "
                     f"{type(p).__name__} (wrap torch models with dualtype.modules.modular)"
                 )
-        self.parts = nn.ModuleList(parts)
+            self.add_module(name, p)
+        self._n_parts = len(parts)
+
+    @property
+    def parts(self) -> tuple[Module, ...]:
+        """The children in running (composition) or listing (concatenation) order."""
+        return tuple(self._modules.values())[: self._n_parts]
 
     @property
     def mass(self) -> float:
@@ -435,18 +444,20 @@ class Scale(Composition):
     def __init__(self, module: Module, alpha: float) -> None:
         from dualtype.modules.bonds import Mul
 
-        super().__init__(module, Mul(alpha))
+        super().__init__(module, Mul(alpha), names=("inner", "mul"))
 
     @property
     def alpha(self) -> float:
         return self.parts[1].alpha
 
 
-def compose(*parts: Module) -> Composition:
+def compose(*parts: Module, names: Sequence[str] | None = None) -> Composition:
     """Composition of ``parts`` in running order (``compose(M1, M2)`` = M2 ∘ M1).
 
     Plain compositions are flattened into one chain (the rules are associative).
     """
+    if names is not None:
+        return Composition(*parts, names=names)
     flat: list[Module] = []
     for p in parts:
         if type(p) is Composition:
@@ -483,4 +494,4 @@ def residual(block: Module, depth: float) -> Sum:
 
     if isinstance(depth, bool) or not isinstance(depth, (int, float)) or not depth > 1:
         raise ConfigError(f"residual depth L must be > 1, got {depth!r}")
-    return Sum(Scale(Identity(), 1 - 1 / depth), Scale(block, 1 / depth))
+    return Sum(Scale(Identity(), 1 - 1 / depth), Scale(block, 1 / depth), names=("skip", "branch"))

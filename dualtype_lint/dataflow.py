@@ -1,0 +1,1090 @@
+"""Intra-procedural taint analysis over a libcst tree, in one walk.
+
+Abstract values
+    Every expression evaluates to a :class:`Value`: does it carry a raw gradient (``taint``),
+    is it a reference to a weight or a list of weights (``weight_ref``: ``p``, ``p.data``,
+    ``params[i]``, ``group["params"]``), is it computed from a weight (``weight_derived``:
+    ``p - lr * g``), and, for tuples and ``zip``, the values of its elements.
+
+Sources
+    ``x.grad`` (and anything reached from it: ``.data``, arithmetic, method calls),
+    ``torch.autograd.grad(...)`` and ``torch.func.grad(f)(...)`` results, function parameters
+    and free names that are named like gradients (``grads``, ``d_p_list``, ``device_grads``),
+    and *buffers*: any non-weight that a raw gradient is written into (``buf.mul_(m).add_(g)``,
+    ``buf += g``, ``torch._foreach_lerp_(exp_avgs, grads, w)``) becomes a source itself.
+
+Sanitizers
+    Calls of ``dualize`` (bare, ``dualtype.dualize``, ``dt.dualize``, ``norm.dualize``, any
+    import alias) and of configured dualizers. Scalars computed from a gradient (``g.norm()``,
+    ``.item()``, ``torch.linalg.vector_norm``) are clean too: scaling an update by ``‖g‖†`` is
+    exactly what steepest descent does.
+
+Sinks
+    Writes into weights. The analyzer finds the update sites and hands them to the rules
+    (:mod:`dualtype_lint.rules`), which decide what to report.
+
+Control flow
+    A may-analysis: branches of ``if``/``try``/``match`` are walked from the same state and
+    joined by union; loop bodies are walked until the state stops growing (at most four
+    times), so a buffer tainted late in an iteration is seen at the top of the next. Nested
+    functions start from a copy of the enclosing state (closures read it). Assignment to a
+    plain name is a strong update (``g = dualize(g)`` cleans ``g``).
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Iterable, Sequence
+
+import libcst as cst
+
+from .names import is_grad_name, is_inplace_method, is_weight_name
+from .rules.base import AssignSite, AugAssignSite, CollectionUpdate, InplaceCall, Rule
+
+# ----------------------------------------------------------------------------- values
+
+
+class Value:
+    __slots__ = ("taint", "weight_ref", "weight_derived", "elems")
+
+    def __init__(
+        self,
+        taint: bool = False,
+        weight_ref: bool = False,
+        weight_derived: bool = False,
+        elems: tuple["Value", ...] | None = None,
+    ) -> None:
+        self.taint = taint
+        self.weight_ref = weight_ref
+        self.weight_derived = weight_derived
+        self.elems = elems
+
+    def __repr__(self) -> str:  # for debugging and test failure messages
+        flags = [n for n in ("taint", "weight_ref", "weight_derived") if getattr(self, n)]
+        return f"Value({', '.join(flags)}{', elems=' + repr(self.elems) if self.elems else ''})"
+
+
+CLEAN = Value()
+TAINT = Value(True)
+WEIGHT = Value(False, True)
+
+
+def _join(vals: Iterable[Value]) -> Value:
+    t = r = d = False
+    for v in vals:
+        t = t or v.taint
+        r = r or v.weight_ref
+        d = d or v.weight_derived
+    if not (t or r or d):
+        return CLEAN
+    return Value(t, r, d)
+
+
+def _combine(vals: Iterable[Value]) -> Value:
+    """The value of an arithmetic combination: references become derivations."""
+    t = d = False
+    for v in vals:
+        t = t or v.taint
+        d = d or v.weight_ref or v.weight_derived
+    if not (t or d):
+        return CLEAN
+    return Value(t, False, d)
+
+
+# ----------------------------------------------------------------------------- state
+
+
+class State:
+    """What is known at one program point of one function."""
+
+    __slots__ = ("tainted", "weights", "bound", "aliases")
+
+    def __init__(self) -> None:
+        self.tainted: set[str] = set()  # access paths holding raw gradients
+        self.weights: set[str] = set()  # access paths bound to weights
+        self.bound: set[str] = set()  # names assigned in this scope (name heuristics off)
+        self.aliases: dict[str, str] = {}  # name -> access path it refers to (buf = state["m"])
+
+    def copy(self) -> "State":
+        s = State()
+        s.tainted = set(self.tainted)
+        s.weights = set(self.weights)
+        s.bound = set(self.bound)
+        s.aliases = dict(self.aliases)
+        return s
+
+    def join(self, other: "State") -> None:
+        self.tainted |= other.tainted
+        self.weights |= other.weights
+        self.bound |= other.bound
+        for k, v in other.aliases.items():
+            self.aliases.setdefault(k, v)
+
+    def same(self, other: "State") -> bool:
+        return (
+            self.tainted == other.tainted
+            and self.weights == other.weights
+            and self.bound == other.bound
+        )
+
+
+# ----------------------------------------------------------------------------- tables
+
+CLEAN_ATTRS = frozenset(
+    """shape dtype device ndim is_leaf requires_grad is_sparse is_cuda layout names grad_fn
+    itemsize nbytes is_meta is_quantized is_cpu is_mps""".split()
+)
+VIEW_ATTRS = frozenset("data T mT H mH real imag _local_tensor".split())
+VIEW_METHODS = frozenset(
+    """detach view view_as reshape reshape_as flatten narrow select t transpose squeeze
+    unsqueeze to_local as_strided unflatten movedim permute expand expand_as""".split()
+)
+SCALAR_METHODS = frozenset(
+    """item numel nelement dim size tolist stride element_size data_ptr storage_offset
+    is_contiguous is_floating_point is_complex get_device dual_value isfinite isnan isinf
+    all any equal allclose __len__ type eq ne lt le gt ge""".split()
+)
+# Full reductions are scalars when called without a dimension.
+REDUCTION_METHODS = frozenset("sum mean max min amax amin std var prod".split())
+CLEAN_BUILTINS = frozenset(
+    """len float int bool str repr print isinstance issubclass hasattr id type range format
+    round callable hash""".split()
+)
+CONSTRUCTORS = frozenset(
+    """zeros_like ones_like empty_like full_like rand_like randn_like randint_like zeros ones
+    empty full arange linspace logspace eye rand randn randint empty_strided new_zeros
+    new_ones new_empty new_full new_tensor""".split()
+)
+GRAD_FUNCTIONS = frozenset(
+    ("torch.autograd.grad", "torch.autograd.functional.vjp", "torch.autograd.functional.jacobian")
+)
+GRAD_TRANSFORMS = frozenset(
+    ("torch.func.grad", "torch.func.grad_and_value", "functorch.grad", "functorch.grad_and_value")
+)
+ELEMENT_PRESERVING = frozenset(("reversed", "list", "tuple", "sorted", "iter", "set"))
+_COMPREHENSIONS = (cst.ListComp, cst.GeneratorExp, cst.SetComp, cst.DictComp)
+
+
+def dotted(node: cst.BaseExpression) -> str | None:
+    """``a.b.c`` for a Name/Attribute chain, else None."""
+    parts = []
+    while type(node) is cst.Attribute:
+        parts.append(node.attr.value)
+        node = node.value
+    if type(node) is not cst.Name:
+        return None
+    parts.append(node.value)
+    return ".".join(reversed(parts))
+
+
+def key_of(node: cst.BaseExpression) -> str | None:
+    """The access path of a Name/Attribute/Subscript chain: ``state['m']``, ``bufs[*]``."""
+    t = type(node)
+    if t is cst.Name:
+        return node.value
+    if t is cst.Attribute:
+        k = key_of(node.value)
+        return None if k is None else f"{k}.{node.attr.value}"
+    if t is cst.Subscript:
+        k = key_of(node.value)
+        if k is None:
+            return None
+        sl = node.slice
+        if len(sl) == 1 and type(sl[0].slice) is cst.Index:
+            idx = sl[0].slice.value
+            if type(idx) is cst.SimpleString and idx.value[:1] in "'\"":
+                return f"{k}[{idx.value[1:-1]!r}]"
+            if type(idx) is cst.Integer:
+                return f"{k}[{idx.value}]"
+        return f"{k}[*]"
+    return None
+
+
+def _string_index(node: cst.Subscript) -> str | None:
+    sl = node.slice
+    if len(sl) == 1 and type(sl[0].slice) is cst.Index:
+        idx = sl[0].slice.value
+        if type(idx) is cst.SimpleString and idx.value[:1] in "'\"":
+            return idx.value[1:-1]
+    return None
+
+
+class Dualizers:
+    """Which callees count as a duality map (sanitizer)."""
+
+    def __init__(self, names: Iterable[str] = ()) -> None:
+        self.bare = {"dualize"}
+        self.dotted: set[str] = set()
+        for n in names:
+            (self.dotted if "." in n else self.bare).add(n)
+
+    def __contains__(self, resolved: str) -> bool:
+        return resolved.rsplit(".", 1)[-1] in self.bare or resolved in self.dotted
+
+
+# ----------------------------------------------------------------------------- analyzer
+
+
+class Finding:
+    __slots__ = ("code", "node", "message", "fix_leaves")
+
+    def __init__(self, code: str, node: cst.CSTNode, message: str, fix_leaves) -> None:
+        self.code = code
+        self.node = node
+        self.message = message
+        self.fix_leaves = fix_leaves
+
+
+class Analyzer:
+    """Walks one module once and reports findings through the enabled rules' hooks."""
+
+    def __init__(
+        self, module: cst.Module, rules: Sequence[Rule], dualizers: Dualizers | None = None
+    ) -> None:
+        self.module = module
+        self.dualizers = dualizers or Dualizers()
+        self.imports: dict[str, str] = {}  # local name -> dotted origin
+        self.findings: dict[tuple[int, str], Finding] = {}
+        self.quiet = False
+        self.st = State()
+        self._h_inplace = [r for r in rules if _overrides(r, "on_inplace")]
+        self._h_aug = [r for r in rules if _overrides(r, "on_augassign")]
+        self._h_assign = [r for r in rules if _overrides(r, "on_assign")]
+        self._h_coll = [r for r in rules if _overrides(r, "on_collection")]
+
+    # ---- reporting API used by rules
+
+    def report(self, rule: Rule, node: cst.CSTNode, message: str, fix_leaves=None) -> None:
+        if self.quiet:
+            return
+        self.findings.setdefault((id(node), rule.code), Finding(rule.code, node, message, fix_leaves))
+
+    def code(self, node: cst.CSTNode, limit: int = 60) -> str:
+        text = " ".join(self.module.code_for_node(node).split())
+        return text if len(text) <= limit else text[: limit - 3] + "..."
+
+    def is_map_call(self, node: cst.BaseExpression) -> bool:
+        return type(node) is cst.Call and self.resolve(node.func) == "map"
+
+    def fix_leaves(self, exprs: Iterable[cst.BaseExpression]) -> list[cst.BaseExpression] | None:
+        """The raw-gradient operands to wrap in ``dualize``, or None if there is no clean fix.
+
+        Leaves are names, attributes and subscripts that carry a raw gradient, reached through
+        arithmetic only. A gradient hidden inside another call (``f(g)``) has no mechanical fix.
+        """
+        out: list[cst.BaseExpression] = []
+        self.quiet = True
+        try:
+            for e in exprs:
+                if not self._leaves(e, out):
+                    return None
+        finally:
+            self.quiet = False
+        return out or None
+
+    def _leaves(self, e: cst.BaseExpression, out: list) -> bool:
+        if not self.expr(e).taint:
+            return True
+        t = type(e)
+        if t in (cst.Name, cst.Attribute, cst.Subscript):
+            out.append(e)
+            return True
+        if t is cst.BinaryOperation:
+            return self._leaves(e.left, out) and self._leaves(e.right, out)
+        if t is cst.UnaryOperation:
+            return self._leaves(e.expression, out)
+        if t in _COMPREHENSIONS:
+            return self._leaves(e.elt, out) if t is not cst.DictComp else self._leaves(e.value, out)
+        return False
+
+    # ---- name resolution
+
+    def resolve(self, func: cst.BaseExpression) -> str | None:
+        d = dotted(func)
+        if d is None:
+            return None
+        head, _, rest = d.partition(".")
+        origin = self.imports.get(head)
+        if origin is None:
+            return d
+        return f"{origin}.{rest}" if rest else origin
+
+    def _record_import(self, node: cst.Import | cst.ImportFrom) -> None:
+        if type(node) is cst.Import:
+            for alias in node.names:
+                full = dotted(alias.name)
+                if full is None:
+                    continue
+                if alias.asname is not None and type(alias.asname.name) is cst.Name:
+                    self.imports[alias.asname.name.value] = full
+                else:
+                    head = full.split(".", 1)[0]
+                    self.imports[head] = head
+            return
+        if node.module is None or isinstance(node.names, cst.ImportStar):
+            return
+        mod = dotted(node.module)
+        if mod is None:
+            return
+        mod = "." * len(node.relative) + mod
+        for alias in node.names:
+            if type(alias.name) is not cst.Name:
+                continue
+            local = alias.name.value
+            if alias.asname is not None and type(alias.asname.name) is cst.Name:
+                local = alias.asname.name.value
+            self.imports[local] = f"{mod}.{alias.name.value}"
+
+    # ---- weights
+
+    def is_weight_target(self, node: cst.BaseExpression) -> bool:
+        """Does writing into ``node`` change a weight?"""
+        t = type(node)
+        if t is cst.Name:
+            n = node.value
+            return n in self.st.weights or is_weight_name(n)
+        if t is cst.Attribute:
+            attr = node.attr.value
+            if attr == "grad" or is_grad_name(attr):
+                return False
+            if attr in VIEW_ATTRS:
+                return self.is_weight_target(node.value)
+            k = key_of(node)
+            return is_weight_name(attr) or (k is not None and k in self.st.weights)
+        if t is cst.Subscript:
+            s = _string_index(node)
+            if s is not None:
+                return is_weight_name(s)
+            k = key_of(node)
+            return (k is not None and k in self.st.weights) or self.is_weight_target(node.value)
+        if t is cst.Call and type(node.func) is cst.Attribute:
+            if node.func.attr.value in VIEW_METHODS:
+                return self.is_weight_target(node.func.value)
+        return False
+
+    # ---- state updates
+
+    def _set_key(self, k: str, v: Value, strong: bool = True) -> None:
+        st = self.st
+        if v.taint:
+            st.tainted.add(k)
+        elif strong and st.tainted:
+            st.tainted.discard(k)
+            if any(t.startswith(k) for t in st.tainted):
+                pre1, pre2 = k + ".", k + "["
+                st.tainted = {t for t in st.tainted if not (t.startswith(pre1) or t.startswith(pre2))}
+        if v.weight_ref:
+            st.weights.add(k)
+        elif strong:
+            st.weights.discard(k)
+
+    def taint_target(self, node: cst.BaseExpression) -> None:
+        """A raw gradient was written into ``node``: it is a buffer now (a source)."""
+        k = key_of(node)
+        if k is None:
+            return
+        st = self.st
+        st.tainted.add(k)
+        a = st.aliases.get(k)
+        if a is not None:
+            st.tainted.add(a)
+        for name, path in st.aliases.items():
+            if path == k:
+                st.tainted.add(name)
+        # an element of a list written: the list holds a gradient now
+        while k.endswith("]") and not k.endswith("']"):
+            k = k[: k.rindex("[")]
+            st.tainted.add(k)
+
+    # ---- hooks
+
+    def _fire_inplace(self, site: InplaceCall) -> None:
+        if not self.quiet:
+            for r in self._h_inplace:
+                r.on_inplace(self, site)
+
+    # ---- expressions
+
+    def expr(self, node: cst.BaseExpression) -> Value:
+        f = _EXPR.get(type(node))
+        if f is None:
+            return self._e_generic(node)
+        return f(self, node)
+
+    def _e_generic(self, node: cst.CSTNode) -> Value:
+        vals = [self.expr(c) for c in node.children if isinstance(c, cst.BaseExpression)]
+        return _combine(vals)
+
+    def _e_const(self, node) -> Value:
+        return CLEAN
+
+    def _e_name(self, node: cst.Name) -> Value:
+        n = node.value
+        st = self.st
+        taint = n in st.tainted or (n not in st.bound and is_grad_name(n))
+        ref = n in st.weights or is_weight_name(n)
+        if not (taint or ref):
+            return CLEAN
+        return Value(taint, ref, False)
+
+    def _e_attribute(self, node: cst.Attribute) -> Value:
+        attr = node.attr.value
+        if attr == "grad":
+            k = key_of(node.value)
+            if k is not None:
+                self.st.weights.add(k)  # whatever has a .grad is a parameter
+            self.expr(node.value)
+            return TAINT
+        base = self.expr(node.value)
+        if attr in CLEAN_ATTRS:
+            return CLEAN
+        if attr in VIEW_ATTRS:
+            return base
+        k = key_of(node)
+        taint = base.taint or is_grad_name(attr) or (k is not None and k in self.st.tainted)
+        ref = is_weight_name(attr) or (k is not None and k in self.st.weights)
+        if not (taint or ref):
+            return CLEAN
+        return Value(taint, ref, False)
+
+    def _e_subscript(self, node: cst.Subscript) -> Value:
+        base = self.expr(node.value)
+        for el in node.slice:
+            s = el.slice
+            if type(s) is cst.Index:
+                self.expr(s.value)
+        k = key_of(node)
+        st = self.st
+        s = _string_index(node)
+        if s is not None:
+            taint = (k is not None and k in st.tainted) or is_grad_name(s) or (
+                base.taint and not is_weight_name(s)
+            )
+            ref = is_weight_name(s) or (k is not None and k in st.weights)
+        else:
+            taint = base.taint or (k is not None and k in st.tainted)
+            ref = base.weight_ref or (k is not None and k in st.weights)
+        if not (taint or ref or base.weight_derived):
+            return CLEAN
+        return Value(taint, ref, base.weight_derived)
+
+    def _e_binop(self, node: cst.BinaryOperation) -> Value:
+        return _combine((self.expr(node.left), self.expr(node.right)))
+
+    def _e_unary(self, node: cst.UnaryOperation) -> Value:
+        v = self.expr(node.expression)
+        if type(node.operator) is cst.Not:
+            return CLEAN
+        return _combine((v,))
+
+    def _e_boolop(self, node: cst.BooleanOperation) -> Value:
+        return _join((self.expr(node.left), self.expr(node.right)))
+
+    def _e_compare(self, node: cst.Comparison) -> Value:
+        self.expr(node.left)
+        for c in node.comparisons:
+            self.expr(c.comparator)
+        return CLEAN
+
+    def _e_ifexp(self, node: cst.IfExp) -> Value:
+        self.expr(node.test)
+        return _join((self.expr(node.body), self.expr(node.orelse)))
+
+    def _e_seq(self, node) -> Value:
+        vals = []
+        for el in node.elements:
+            vals.append(self.expr(el.value))
+        j = _join(vals)
+        if type(node) is cst.Tuple or type(node) is cst.List:
+            return Value(j.taint, j.weight_ref, j.weight_derived, tuple(vals))
+        return j
+
+    def _e_dict(self, node: cst.Dict) -> Value:
+        vals = []
+        for el in node.elements:
+            if type(el) is cst.DictElement:
+                self.expr(el.key)
+            vals.append(self.expr(el.value))
+        return _join(vals)
+
+    def _e_named(self, node: cst.NamedExpr) -> Value:
+        v = self.expr(node.value)
+        self._assign(node, node.target, node.value, v)
+        return v
+
+    def _e_await(self, node) -> Value:
+        return self.expr(node.expression)
+
+    def _e_yield(self, node: cst.Yield) -> Value:
+        if node.value is not None:
+            v = node.value
+            self.expr(v.item if type(v) is cst.From else v)
+        return CLEAN
+
+    def _e_lambda(self, node: cst.Lambda) -> Value:
+        saved = self.st
+        self.st = saved.copy()
+        self._bind_params(node.params)
+        try:
+            self.expr(node.body)
+        finally:
+            self.st = saved
+        return CLEAN
+
+    def _e_comp(self, node) -> Value:
+        saved = self.st
+        self.st = saved.copy()
+        try:
+            for_in = node.for_in
+            while for_in is not None:
+                it = self.elem_of(for_in.iter)
+                self._bind(for_in.target, it, None)
+                for cond in for_in.ifs:
+                    self.expr(cond.test)
+                for_in = for_in.inner_for_in
+            if type(node) is cst.DictComp:
+                self.expr(node.key)
+                elt_node = node.value
+            else:
+                elt_node = node.elt
+            elt = self.expr(elt_node)
+        finally:
+            self.st = saved
+        if self._h_coll and not self.quiet:
+            site = CollectionUpdate(node, elt, elt_node)
+            for r in self._h_coll:
+                r.on_collection(self, site)
+        return Value(elt.taint, elt.weight_ref, elt.weight_derived)
+
+    def _args(self, args: Sequence[cst.Arg]) -> list[Value]:
+        return [self.expr(a.value) for a in args]
+
+    def _e_call(self, node: cst.Call) -> Value:
+        func = node.func
+        args = node.args
+        ft = type(func)
+        resolved = self.resolve(func)
+        last = resolved.rsplit(".", 1)[-1] if resolved else None
+        is_module_func = False
+        if resolved is not None and ft is cst.Attribute:
+            head = resolved.split(".", 1)[0]
+            is_module_func = (dotted(func) or "").split(".", 1)[0] in self.imports or head in (
+                "torch",
+                "math",
+                "F",
+                "np",
+            )
+
+        # 1. in-place writes -------------------------------------------------------------
+        out_arg = None
+        for a in args:
+            if a.keyword is not None and a.keyword.value == "out":
+                out_arg = a
+                break
+        if last is not None and last.startswith("_foreach_") and last.endswith("_") and args:
+            if ft is cst.Attribute and not is_module_func:
+                self.expr(func.value)
+            return self._inplace(node, "foreach", last, args[0].value, args[1:])
+        if ft is cst.Attribute and not is_module_func and is_inplace_method(func.attr.value):
+            recv = self.expr(func.value)
+            target = func.value
+            while (
+                type(target) is cst.Call
+                and type(target.func) is cst.Attribute
+                and is_inplace_method(target.func.attr.value)
+            ):
+                target = target.func.value
+            v = self._inplace(node, "method", func.attr.value, target, args)
+            return Value(recv.taint or v.taint, recv.weight_ref, recv.weight_derived)
+        if last is not None and last.rstrip("_").endswith(("norm", "norms")):
+            # clip_grad_norm_(...), vector_norm(g), total_norm(...): a scalar
+            if ft is cst.Attribute and not is_module_func:
+                self.expr(func.value)
+            self._args(args)
+            return CLEAN
+        if is_module_func and last is not None and is_inplace_method(last) and args:
+            # torch.relu_(x), nn.init.zeros_(w): the first argument is written
+            return self._inplace(node, "function", last, args[0].value, args[1:])
+        if out_arg is not None:
+            if ft is cst.Attribute:
+                self.expr(func.value)
+            others = [a for a in args if a is not out_arg]
+            return self._inplace(node, "out", last or "out", out_arg.value, others)
+        if last == "vector_to_parameters" and len(args) >= 2:
+            return self._inplace(node, "function", last, args[1].value, [args[0]])
+
+        # 2. sanitizers, sources, scalars, constructors -----------------------------------
+        if resolved is not None and resolved in self.dualizers:
+            self._args(args)
+            return CLEAN
+        if ft is cst.Call:  # torch.func.grad(f)(x)
+            inner = self.resolve(func.func)
+            self.expr(func)
+            self._args(args)
+            if inner in GRAD_TRANSFORMS:
+                return TAINT
+            return _combine(())
+        if resolved in GRAD_FUNCTIONS:
+            self._args(args)
+            return TAINT
+        if last is not None:
+            if last in CONSTRUCTORS:
+                if ft is cst.Attribute and not is_module_func:
+                    self.expr(func.value)
+                self._args(args)
+                return CLEAN
+            if (
+                last.endswith("norm")
+                or last.endswith("norms")
+                or (resolved in CLEAN_BUILTINS)
+                or (is_module_func and (resolved.startswith("math.") or last.startswith("is_")))
+            ):
+                self._args(args)
+                if ft is cst.Attribute and not is_module_func:
+                    self.expr(func.value)
+                return CLEAN
+            if resolved == "map":
+                return self._map(node)
+
+        # 3. method calls -----------------------------------------------------------------
+        if ft is cst.Attribute and not is_module_func:
+            mname = func.attr.value
+            recv = self.expr(func.value)
+            vals = self._args(args)
+            if mname in SCALAR_METHODS or (mname in REDUCTION_METHODS and not args):
+                return CLEAN
+            if mname in VIEW_METHODS:
+                return _join((recv, _combine(vals))) if any(v.taint for v in vals) else recv
+            if mname == "get" and args and type(args[0].value) is cst.SimpleString:
+                k = key_of(func.value)
+                s = args[0].value.value
+                if k is not None and s[:1] in "'\"":
+                    kk = f"{k}[{s[1:-1]!r}]"
+                    if kk in self.st.tainted or is_grad_name(s[1:-1]):
+                        return TAINT
+                    if is_weight_name(s[1:-1]):
+                        return WEIGHT
+            if mname in ("parameters",):
+                return WEIGHT
+            if mname in ("items", "values", "keys", "named_parameters"):
+                return Value(recv.taint, recv.weight_ref or mname == "named_parameters", False)
+            return _combine([recv, *vals])
+
+        # 4. plain function calls -----------------------------------------------------------
+        if ft is not cst.Name:
+            self.expr(func)
+        vals = self._args(args)
+        if resolved in ("zip", "enumerate", "max", "min", "sum", "list", "tuple", "reversed", "sorted"):
+            return _join(vals)
+        return _combine(vals)
+
+    def _inplace(
+        self,
+        node: cst.Call,
+        kind: str,
+        name: str,
+        target: cst.BaseExpression,
+        value_args: Sequence[cst.Arg],
+    ) -> Value:
+        if kind != "method":
+            self.expr(target)
+        tainted = []
+        for a in value_args:
+            if self.expr(a.value).taint:
+                tainted.append(a.value)
+        is_weight = self.is_weight_target(target)
+        if tainted:
+            self._fire_inplace(InplaceCall(node, kind, name, target, is_weight, tuple(tainted)))
+            if not is_weight:
+                self.taint_target(target)
+                return TAINT
+        return WEIGHT if is_weight else CLEAN
+
+    def _map(self, node: cst.Call) -> Value:
+        args = node.args
+        if not args:
+            return CLEAN
+        fn = args[0].value
+        iters = [self.elem_of(a.value) for a in args[1:]]
+        if type(fn) is cst.Lambda:
+            saved = self.st
+            self.st = saved.copy()
+            try:
+                params = [p.name for p in fn.params.params]
+                for i, p in enumerate(params):
+                    self._bind(p, iters[i] if i < len(iters) else CLEAN, None)
+                elt = self.expr(fn.body)
+            finally:
+                self.st = saved
+            fix_expr = fn.body
+        else:
+            r = self.resolve(fn)
+            if r is not None and r in self.dualizers:
+                return CLEAN
+            self.expr(fn)
+            elt = _combine(iters)
+            fix_expr = None
+        if self._h_coll and not self.quiet:
+            site = CollectionUpdate(node, elt, fix_expr)
+            for r in self._h_coll:
+                r.on_collection(self, site)
+        return Value(elt.taint, False, elt.weight_ref or elt.weight_derived)
+
+    def elem_of(self, it: cst.BaseExpression) -> Value:
+        """The value of one element when iterating over ``it``."""
+        if type(it) is cst.Call:
+            r = self.resolve(it.func)
+            args = it.args
+            if r == "zip":
+                elems = tuple(self.elem_of(a.value) for a in args)
+                j = _join(elems)
+                return Value(j.taint, j.weight_ref, j.weight_derived, elems)
+            if r == "enumerate" and args:
+                e = self.elem_of(args[0].value)
+                for a in args[1:]:
+                    self.expr(a.value)
+                return Value(e.taint, e.weight_ref, e.weight_derived, (CLEAN, e))
+            if r in ELEMENT_PRESERVING and len(args) == 1:
+                return self.elem_of(args[0].value)
+            if r == "range":
+                self._args(args)
+                return CLEAN
+            if type(it.func) is cst.Attribute:
+                m = it.func.attr.value
+                if m == "parameters":
+                    self.expr(it.func.value)
+                    self._args(args)
+                    return WEIGHT
+                if m in ("named_parameters", "items"):
+                    recv = self.expr(it.func.value)
+                    self._args(args)
+                    e = WEIGHT if m == "named_parameters" else recv
+                    return Value(e.taint, e.weight_ref, False, (CLEAN, e))
+        v = self.expr(it)
+        if v.elems is not None and not v.elems:
+            return CLEAN
+        if v.elems is not None and all(
+            (e.taint, e.weight_ref) == (v.elems[0].taint, v.elems[0].weight_ref) for e in v.elems
+        ):
+            return v.elems[0]
+        return v if v.elems is None else Value(v.taint, v.weight_ref, v.weight_derived)
+
+    # ---- binding
+
+    def _bind(self, target: cst.BaseExpression, v: Value, value_node) -> None:
+        t = type(target)
+        st = self.st
+        if t is cst.Name:
+            n = target.value
+            st.bound.add(n)
+            self._set_key(n, v)
+            if value_node is not None and type(value_node) in (cst.Name, cst.Attribute, cst.Subscript):
+                k = key_of(value_node)
+                if k is not None and k != n:
+                    st.aliases[n] = k
+                    return
+            st.aliases.pop(n, None)
+        elif t is cst.Attribute or t is cst.Subscript:
+            if t is cst.Subscript:
+                for el in target.slice:
+                    if type(el.slice) is cst.Index:
+                        self.expr(el.slice.value)
+            k = key_of(target)
+            if k is None:
+                return
+            if k.endswith("[*]"):
+                if v.taint:
+                    self.taint_target(target)
+            else:
+                self._set_key(k, v)
+        elif t is cst.Tuple or t is cst.List:
+            elts = target.elements
+            starred = any(type(e) is cst.StarredElement for e in elts)
+            if v.elems is not None and len(v.elems) == len(elts) and not starred:
+                vals_nodes = (
+                    [e.value for e in value_node.elements]
+                    if type(value_node) in (cst.Tuple, cst.List) and len(value_node.elements) == len(elts)
+                    else [None] * len(elts)
+                )
+                for e, ev, vn in zip(elts, v.elems, vals_nodes):
+                    self._bind(e.value, ev, vn)
+                return
+            for e in elts:
+                sub = e.value
+                ev = v
+                if v.taint and type(sub) is cst.Name:
+                    # unpacking an opaque aggregate that holds gradients: trust names
+                    if is_weight_name(sub.value):
+                        ev = WEIGHT
+                    elif not is_grad_name(sub.value) and v.weight_ref:
+                        ev = CLEAN
+                self._bind(sub, ev, None)
+        elif t is cst.StarredElement:
+            self._bind(target.value, v, None)
+        else:
+            self.expr(target)
+
+    def _assign(
+        self, stmt: cst.CSTNode, target: cst.BaseExpression, value_node: cst.BaseExpression, v: Value
+    ) -> None:
+        if self._h_assign and not self.quiet and v.taint:
+            tt = type(target)
+            if tt in (cst.Name, cst.Attribute, cst.Subscript):
+                site = AssignSite(stmt, target, value_node, v, self.is_weight_target(target))
+                for r in self._h_assign:
+                    r.on_assign(self, site)
+        self._bind(target, v, value_node)
+
+    def _bind_params(self, params: cst.Parameters) -> None:
+        st = self.st
+        allp = list(params.posonly_params) + list(params.params) + list(params.kwonly_params)
+        for extra in (params.star_arg, params.star_kwarg):
+            if isinstance(extra, cst.Param):
+                allp.append(extra)
+        for p in allp:
+            n = p.name.value
+            st.bound.add(n)
+            st.aliases.pop(n, None)
+            st.weights.discard(n)
+            if is_grad_name(n):
+                st.tainted.add(n)
+            else:
+                st.tainted.discard(n)
+
+    # ---- statements
+
+    def run(self) -> dict[tuple[int, str], Finding]:
+        self.block(self.module.body)
+        return self.findings
+
+    def block(self, stmts: Sequence[cst.CSTNode]) -> None:
+        for s in stmts:
+            f = _STMT.get(type(s))
+            if f is not None:
+                f(self, s)
+
+    def _suite(self, body) -> None:
+        # IndentedBlock or SimpleStatementSuite: both have .body
+        self.block(body.body)
+
+    def _s_simple_line(self, node) -> None:
+        self.block(node.body)
+
+    def _s_expr(self, node: cst.Expr) -> None:
+        self.expr(node.value)
+
+    def _s_assign(self, node: cst.Assign) -> None:
+        v = self.expr(node.value)
+        for t in node.targets:
+            self._assign(node, t.target, node.value, v)
+
+    def _s_annassign(self, node: cst.AnnAssign) -> None:
+        if node.value is not None:
+            v = self.expr(node.value)
+            self._assign(node, node.target, node.value, v)
+
+    def _s_augassign(self, node: cst.AugAssign) -> None:
+        v = self.expr(node.value)
+        target = node.target
+        self.expr(target)
+        is_weight = self.is_weight_target(target)
+        if v.taint:
+            if self._h_aug and not self.quiet:
+                site = AugAssignSite(node, is_weight, v)
+                for r in self._h_aug:
+                    r.on_augassign(self, site)
+            if not is_weight:
+                self.taint_target(target)
+
+    def _s_return(self, node) -> None:
+        if node.value is not None:
+            self.expr(node.value)
+
+    def _s_raise(self, node: cst.Raise) -> None:
+        if node.exc is not None:
+            self.expr(node.exc)
+
+    def _s_assert(self, node: cst.Assert) -> None:
+        self.expr(node.test)
+
+    def _s_del(self, node: cst.Del) -> None:
+        pass
+
+    def _s_import(self, node) -> None:
+        self._record_import(node)
+
+    def _s_if(self, node: cst.If) -> None:
+        self.expr(node.test)
+        pre = self.st
+        self.st = pre.copy()
+        self._suite(node.body)
+        after_body = self.st
+        self.st = pre
+        orelse = node.orelse
+        if orelse is not None:
+            if type(orelse) is cst.If:
+                self._s_if(orelse)
+            else:
+                self._suite(orelse.body)
+        self.st.join(after_body)
+
+    def _loop(self, node, is_for: bool) -> None:
+        if is_for:
+            item = self.elem_of(node.iter)
+        cur = self.st
+        for _ in range(4):
+            self.st = cur.copy()
+            if is_for:
+                self._bind(node.target, item, None)
+            else:
+                self.expr(node.test)
+            self._suite(node.body)
+            nxt = cur.copy()
+            nxt.join(self.st)
+            if nxt.same(cur):
+                cur = nxt
+                break
+            cur = nxt
+        self.st = cur
+        if node.orelse is not None:
+            self._suite(node.orelse.body)
+
+    def _s_for(self, node: cst.For) -> None:
+        self._loop(node, True)
+
+    def _s_while(self, node: cst.While) -> None:
+        self._loop(node, False)
+
+    def _s_try(self, node) -> None:
+        pre = self.st.copy()
+        self._suite(node.body)
+        after_body = self.st
+        merged = pre.copy()
+        merged.join(after_body)
+        outs = [after_body]
+        for h in node.handlers:
+            self.st = merged.copy()
+            if h.type is not None:
+                self.expr(h.type)
+            self._suite(h.body)
+            outs.append(self.st)
+        if node.orelse is not None:
+            self.st = after_body.copy()
+            self._suite(node.orelse.body)
+            outs.append(self.st)
+        res = outs[0]
+        for o in outs[1:]:
+            res.join(o)
+        self.st = res
+        if node.finalbody is not None:
+            self._suite(node.finalbody.body)
+
+    def _s_with(self, node: cst.With) -> None:
+        for item in node.items:
+            v = self.expr(item.item)
+            if item.asname is not None:
+                self._bind(item.asname.name, v, None)
+        self._suite(node.body)
+
+    def _s_match(self, node) -> None:
+        self.expr(node.subject)
+        pre = self.st
+        outs = []
+        for case in node.cases:
+            self.st = pre.copy()
+            if case.guard is not None:
+                self.expr(case.guard)
+            self._suite(case.body)
+            outs.append(self.st)
+        self.st = pre
+        for o in outs:
+            self.st.join(o)
+
+    def _s_funcdef(self, node: cst.FunctionDef) -> None:
+        for d in node.decorators:
+            self.expr(d.decorator)
+        params = node.params
+        for p in (*params.posonly_params, *params.params, *params.kwonly_params):
+            if p.default is not None:
+                self.expr(p.default)
+        saved = self.st
+        self.st = saved.copy()
+        try:
+            self._bind_params(params)
+            self._suite(node.body)
+        finally:
+            self.st = saved
+        saved.bound.add(node.name.value)
+
+    def _s_classdef(self, node: cst.ClassDef) -> None:
+        saved = self.st
+        self.st = saved.copy()
+        try:
+            self._suite(node.body)
+        finally:
+            self.st = saved
+        saved.bound.add(node.name.value)
+
+
+def _overrides(rule: Rule, hook: str) -> bool:
+    return getattr(type(rule), hook) is not getattr(Rule, hook)
+
+
+_EXPR: dict[type, Callable[[Analyzer, cst.CSTNode], Value]] = {
+    cst.Name: Analyzer._e_name,
+    cst.Attribute: Analyzer._e_attribute,
+    cst.Subscript: Analyzer._e_subscript,
+    cst.Call: Analyzer._e_call,
+    cst.BinaryOperation: Analyzer._e_binop,
+    cst.UnaryOperation: Analyzer._e_unary,
+    cst.BooleanOperation: Analyzer._e_boolop,
+    cst.Comparison: Analyzer._e_compare,
+    cst.IfExp: Analyzer._e_ifexp,
+    cst.Tuple: Analyzer._e_seq,
+    cst.List: Analyzer._e_seq,
+    cst.Set: Analyzer._e_seq,
+    cst.Dict: Analyzer._e_dict,
+    cst.ListComp: Analyzer._e_comp,
+    cst.SetComp: Analyzer._e_comp,
+    cst.GeneratorExp: Analyzer._e_comp,
+    cst.DictComp: Analyzer._e_comp,
+    cst.Lambda: Analyzer._e_lambda,
+    cst.NamedExpr: Analyzer._e_named,
+    cst.Await: Analyzer._e_await,
+    cst.Yield: Analyzer._e_yield,
+    cst.Integer: Analyzer._e_const,
+    cst.Float: Analyzer._e_const,
+    cst.Imaginary: Analyzer._e_const,
+    cst.SimpleString: Analyzer._e_const,
+    cst.ConcatenatedString: Analyzer._e_const,
+    cst.FormattedString: Analyzer._e_const,
+    cst.Ellipsis: Analyzer._e_const,
+    cst.Slice: Analyzer._e_const,
+}
+if hasattr(cst, "TemplatedString"):
+    _EXPR[cst.TemplatedString] = Analyzer._e_const
+_EXPR[cst.StarredElement] = lambda a, n: a.expr(n.value)
+_EXPR[cst.Element] = lambda a, n: a.expr(n.value)
+_EXPR[cst.Arg] = lambda a, n: a.expr(n.value)
+
+_STMT: dict[type, Callable[[Analyzer, cst.CSTNode], None]] = {
+    cst.SimpleStatementLine: Analyzer._s_simple_line,
+    cst.Expr: Analyzer._s_expr,
+    cst.Assign: Analyzer._s_assign,
+    cst.AnnAssign: Analyzer._s_annassign,
+    cst.AugAssign: Analyzer._s_augassign,
+    cst.Return: Analyzer._s_return,
+    cst.Raise: Analyzer._s_raise,
+    cst.Assert: Analyzer._s_assert,
+    cst.Del: Analyzer._s_del,
+    cst.Import: Analyzer._s_import,
+    cst.ImportFrom: Analyzer._s_import,
+    cst.If: Analyzer._s_if,
+    cst.For: Analyzer._s_for,
+    cst.While: Analyzer._s_while,
+    cst.Try: Analyzer._s_try,
+    cst.TryStar: Analyzer._s_try,
+    cst.With: Analyzer._s_with,
+    cst.Match: Analyzer._s_match,
+    cst.FunctionDef: Analyzer._s_funcdef,
+    cst.ClassDef: Analyzer._s_classdef,
+}

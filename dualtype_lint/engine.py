@@ -1,0 +1,276 @@
+"""Lint one file: read, decode, pre-filter, parse, analyze, position, suppress, fix.
+
+Everything that can go wrong with a single file becomes a diagnostic on that file
+(DTL900 parse failure, DTL901 unreadable or undecodable, DTL902 internal error); nothing
+raises out of :func:`lint_path` or :func:`lint_text`.
+"""
+
+from __future__ import annotations
+
+import difflib
+import io
+import re
+import sys
+import tokenize
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import libcst as cst
+from libcst.metadata import MetadataWrapper, PositionProvider
+
+from .config import Settings
+from .dataflow import Analyzer, Dualizers, Finding
+from .rules import DECODE_ERROR, FLOW_CODES, INTERNAL_ERROR, RULES_BY_CODE, SYNTAX_ERROR
+
+# Every finding needs a gradient source: ``.grad``, ``autograd``, a ``*grad*`` name or
+# ``d_p``. A file without any of these cannot produce one, so it costs only a read.
+PREFILTER_NEEDLES = ("grad", "d_p", "_foreach")
+
+_NOQA = re.compile(
+    r"#\s*noqa(?::\s*(?P<codes>[A-Za-z]+[0-9]+(?:[\s,]+[A-Za-z]+[0-9]+)*))?", re.IGNORECASE
+)
+_FILE_DIRECTIVE = re.compile(
+    r"^[ \t]*#[ \t]*dualtype-lint:[ \t]*(?P<kind>skip-file|noqa)"
+    r"(?:[ \t]*:[ \t]*(?P<codes>[A-Za-z]+[0-9]+(?:[\s,]+[A-Za-z]+[0-9]+)*))?[ \t]*$",
+    re.IGNORECASE | re.MULTILINE,
+)
+
+
+@dataclass
+class Diagnostic:
+    path: str
+    code: str
+    message: str
+    line: int  # 1-based
+    col: int  # 1-based, in characters
+    end_line: int
+    end_col: int  # 1-based, exclusive
+    fixable: bool = False  # an (unsafe) fix exists
+
+    @property
+    def name(self) -> str:
+        r = RULES_BY_CODE.get(self.code)
+        return r.name if r else self.code
+
+    def sort_key(self) -> tuple:
+        return (self.path, self.line, self.col, self.code)
+
+
+@dataclass
+class FileResult:
+    path: str
+    diagnostics: list[Diagnostic] = field(default_factory=list)
+    lines: int = 0
+    parsed: bool = False
+    prefiltered: bool = False  # skipped by the text pre-filter (read and decoded only)
+    fixed: int = 0  # findings removed by applied fixes
+    diff: str | None = None  # unified diff of the (would-be) fix
+    internal_error: bool = False
+
+
+def decode_source(data: bytes) -> tuple[str | None, str, tuple[int, int, str] | None]:
+    """Decode per PEP 263 (UTF-8 unless a coding line says otherwise).
+
+    Returns ``(text, encoding, None)`` or ``(None, encoding, (line, col, message))``.
+    """
+    try:
+        encoding, _ = tokenize.detect_encoding(io.BytesIO(data).readline)
+    except SyntaxError as exc:
+        # no usable coding line and the first lines are not UTF-8: point at the bad byte
+        try:
+            data.decode("utf-8")
+        except UnicodeDecodeError:
+            encoding = "utf-8"
+        else:
+            return None, "utf-8", (1, 1, f"cannot decode: {exc}")
+    try:
+        return data.decode(encoding), encoding, None
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        col = exc.start - (data.rfind(b"\n", 0, exc.start) + 1) + 1
+        return None, encoding, (line, col, f"not valid {encoding}: byte {data[exc.start]:#04x} at offset {exc.start}")
+    except LookupError:
+        return None, encoding, (1, 1, f"unknown encoding {encoding!r}")
+
+
+def _file_directive(text: str) -> tuple[bool, frozenset[str]]:
+    """``# dualtype-lint: skip-file`` / ``noqa`` (whole file) or ``noqa: CODES`` (those codes)."""
+    skip_all = False
+    codes: set[str] = set()
+    for m in _FILE_DIRECTIVE.finditer(text):
+        if m.group("codes"):
+            codes.update(c.upper() for c in re.split(r"[\s,]+", m.group("codes")) if c)
+        else:
+            skip_all = True
+    return skip_all, frozenset(codes)
+
+
+def _noqa_codes(line_text: str) -> frozenset[str] | None:
+    """None: no noqa; empty set: bare noqa (all codes); else the listed codes."""
+    m = _NOQA.search(line_text)
+    if m is None:
+        return None
+    if not m.group("codes"):
+        return frozenset()
+    return frozenset(c.upper() for c in re.split(r"[\s,]+", m.group("codes")) if c)
+
+
+def _suppressed(lines: Sequence[str], d: Diagnostic) -> bool:
+    for ln in {d.line, d.end_line}:
+        if 1 <= ln <= len(lines) and "noqa" in lines[ln - 1].lower():
+            codes = _noqa_codes(lines[ln - 1])
+            if codes is not None and (not codes or d.code in codes):
+                return True
+    return False
+
+
+def _syntax_error_location(text: str, exc: cst.ParserSyntaxError) -> tuple[int, int, str]:
+    """libcst's native parser reports where it gave up; CPython's parser says where the error
+    is. Ask CPython (only on this error path), and fall back to libcst."""
+    import ast
+
+    try:
+        ast.parse(text)
+    except SyntaxError as se:
+        if se.lineno:
+            return se.lineno, max(1, se.offset or 1), se.msg
+    except (ValueError, RecursionError, MemoryError):
+        pass
+    return exc.raw_line, exc.raw_column + 1, " ".join(str(exc.message).split())
+
+
+def lint_path(path: str, settings: Settings, display: str | None = None) -> FileResult:
+    display = display or path
+    try:
+        if path == "-":
+            data = sys.stdin.buffer.read()
+        else:
+            with open(path, "rb") as fh:
+                data = fh.read()
+    except OSError as exc:
+        res = FileResult(display)
+        res.diagnostics.append(
+            Diagnostic(display, DECODE_ERROR, f"cannot read file: {exc.strerror or exc}", 1, 1, 1, 1)
+        )
+        return res
+    return lint_bytes(data, path, settings, display, write_back=(path != "-"))
+
+
+def lint_bytes(
+    data: bytes, path: str, settings: Settings, display: str | None = None, write_back: bool = False
+) -> FileResult:
+    display = display or path
+    text, encoding, err = decode_source(data)
+    if text is None:
+        assert err is not None
+        res = FileResult(display, lines=data.count(b"\n"))
+        codes = settings.codes_for(path)
+        if DECODE_ERROR in codes:
+            ln, col, msg = err
+            res.diagnostics.append(Diagnostic(display, DECODE_ERROR, msg, ln, col, ln, col))
+        return res
+    res = lint_text(text, path, settings, display)
+    if res.diff is not None and settings.fix and write_back and not res.internal_error:
+        new_text = res.__dict__.pop("_new_text")
+        try:
+            with open(path, "wb") as fh:
+                fh.write(new_text.encode(encoding))
+        except (OSError, UnicodeEncodeError) as exc:
+            res.diagnostics.append(
+                Diagnostic(display, INTERNAL_ERROR, f"could not write the fix: {exc}", 1, 1, 1, 1)
+            )
+            res.internal_error = True
+    res.__dict__.pop("_new_text", None)
+    return res
+
+
+def lint_text(text: str, path: str, settings: Settings, display: str | None = None) -> FileResult:
+    display = display or path
+    res = FileResult(display, lines=text.count("\n") + (0 if text.endswith("\n") or not text else 1))
+    try:
+        _lint_text(text, path, settings, res)
+    except Exception as exc:  # a bug in the linter: report it on the file, keep going
+        res.internal_error = True
+        res.diagnostics.append(
+            Diagnostic(display, INTERNAL_ERROR, f"internal error: {type(exc).__name__}: {exc}", 1, 1, 1, 1)
+        )
+    return res
+
+
+def _lint_text(text: str, path: str, settings: Settings, res: FileResult) -> None:
+    codes = settings.codes_for(path)
+    skip_all, file_ignored = ("dualtype-lint" in text and _file_directive(text)) or (False, frozenset())
+    if skip_all:
+        return
+    codes = codes - file_ignored
+    flow = codes & FLOW_CODES
+    if settings.prefilter and (not flow or not any(n in text for n in PREFILTER_NEEDLES)):
+        res.prefiltered = True
+        return
+    if not flow and SYNTAX_ERROR not in codes:
+        res.prefiltered = True
+        return
+
+    try:
+        module = cst.parse_module(text)
+    except cst.ParserSyntaxError as exc:
+        if SYNTAX_ERROR in codes:
+            ln, col, msg = _syntax_error_location(text, exc)
+            res.diagnostics.append(Diagnostic(res.path, SYNTAX_ERROR, f"syntax error: {msg}", ln, col, ln, col))
+        return
+    except (RecursionError, MemoryError, ValueError, TypeError) as exc:  # nesting limits, NUL bytes
+        if SYNTAX_ERROR in codes:
+            msg = f"could not parse: {type(exc).__name__}: {' '.join(str(exc).split())[:200]}"
+            res.diagnostics.append(Diagnostic(res.path, SYNTAX_ERROR, msg, 1, 1, 1, 1))
+        return
+    res.parsed = True
+    if not flow:
+        return
+
+    rules = [RULES_BY_CODE[c]() for c in sorted(flow)]
+    analyzer = Analyzer(module, rules, Dualizers(settings.dualizers))
+    findings = analyzer.run()
+    if not findings:
+        return
+
+    positions = MetadataWrapper(module, unsafe_skip_copy=True).resolve(PositionProvider)
+    lines = text.splitlines()
+    kept: list[tuple[Diagnostic, Finding]] = []
+    for f in findings.values():
+        r = positions[f.node]
+        d = Diagnostic(
+            res.path,
+            f.code,
+            f.message,
+            r.start.line,
+            r.start.column + 1,
+            r.end.line,
+            r.end.column + 1,
+            fixable=f.fix_leaves is not None,
+        )
+        if not _suppressed(lines, d):
+            kept.append((d, f))
+    kept.sort(key=lambda df: df[0].sort_key())
+    res.diagnostics.extend(d for d, _ in kept)
+
+    if (settings.fix or settings.diff) and settings.unsafe_fixes:
+        from .fix import apply_fixes
+
+        leaves = [leaf for d, f in kept if f.fix_leaves for leaf in f.fix_leaves]
+        if leaves:
+            new_text = apply_fixes(module, leaves, analyzer.imports)
+            if new_text != text:
+                res.diff = "".join(
+                    difflib.unified_diff(
+                        text.splitlines(keepends=True),
+                        new_text.splitlines(keepends=True),
+                        fromfile=f"a/{res.path}",
+                        tofile=f"b/{res.path}",
+                    )
+                )
+                sub = Settings(**{**settings.__dict__, "fix": False, "diff": False})
+                after = lint_text(new_text, path, sub, res.path)
+                res.fixed = max(0, len(res.diagnostics) - len(after.diagnostics))
+                if settings.fix:
+                    res.diagnostics = after.diagnostics
+                    res.__dict__["_new_text"] = new_text

@@ -1,0 +1,63 @@
+"""Name heuristics: which identifiers look like weights and which look like gradients.
+
+The linter has no types, so it recognises parameters and gradients partly by how they are
+bound (``for p in params``, ``p.grad``) and partly by their names. The word lists here are the
+single place those naming conventions live.
+"""
+
+from __future__ import annotations
+
+import re
+from functools import lru_cache
+
+_SHORT_WEIGHT = re.compile(r"^(?:p|w|W|theta)\d*$")
+
+WEIGHT_WORDS = frozenset(
+    "param params parameter parameters weight weights bias biases theta thetas".split()
+)
+# A weight word next to one of these names something *about* weights, not a weight.
+NOT_WEIGHT_WORDS = frozenset(
+    """grad grads gradient gradients state states buf bufs buffer buffers momentum avg avgs
+    sq sum sums norm norms lr lrs group groups name names count counts num n step steps decay
+    shape shapes size sizes idx index indices id ids key keys dtype dtypes fn fns spec specs
+    info init type types hook hooks map dict to of per requires version flag flags mask masks
+    scheduler schedule tying tied sharing ema""".split()
+)
+
+GRAD_WORDS = frozenset("grad grads gradient gradients".split())
+# A grad word next to one of these names a setting, a function or a scalar, not a gradient.
+NOT_GRAD_WORDS = frozenset(
+    """norm norms fn fns func mode enabled enable requires is has no set clip clipping scaler
+    scale scales hook hooks count counts step steps accum accumulation checkpointing idx index
+    indices name names key keys shape shapes size sizes dtype type none zero sync ready flag
+    flags op ops param params parameter parameters with sample samples layout placement dim
+    dims check checks test tests enabled context ctx manager scope tracking""".split()
+)
+_GRAD_EXACT = frozenset(("d_p", "d_p_list", "dp_list", "main_grad"))
+
+
+@lru_cache(maxsize=8192)
+def is_weight_name(name: str) -> bool:
+    """True for identifiers that conventionally hold a weight or a list of weights."""
+    if _SHORT_WEIGHT.match(name):
+        return True
+    low = name.lower()
+    if "_with_" in low:  # params_with_grad: the list of params (that have a grad)
+        low = low.split("_with_", 1)[0]
+    words = [w for w in low.split("_") if w]
+    return any(w in WEIGHT_WORDS for w in words) and not any(w in NOT_WEIGHT_WORDS for w in words)
+
+
+@lru_cache(maxsize=8192)
+def is_grad_name(name: str) -> bool:
+    """True for identifiers that conventionally hold a gradient or a list of gradients."""
+    low = name.lower().strip("_")
+    if low in _GRAD_EXACT:
+        return True
+    words = low.split("_")
+    return any(w in GRAD_WORDS for w in words) and not any(w in NOT_GRAD_WORDS for w in words)
+
+
+def is_inplace_method(name: str) -> bool:
+    """Tensor in-place methods end in one underscore: ``add_``, ``mul_``; dunders do not count."""
+    return len(name) > 1 and name[-1] == "_" and name[0] != "_" and name[-2] != "_"

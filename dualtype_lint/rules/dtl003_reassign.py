@@ -1,0 +1,51 @@
+from __future__ import annotations
+
+import libcst as cst
+
+from .base import AssignSite, Rule
+
+_COMPREHENSIONS = (cst.ListComp, cst.GeneratorExp, cst.SetComp, cst.DictComp)
+
+
+class RawGradReassignment(Rule):
+    """DTL003 raw-grad-reassign: a weight assigned an out-of-place update computed from a raw
+    gradient: ``p.data = p.data - lr * g``, ``model.fc.weight = nn.Parameter(w - lr * g)``,
+    ``params[i] = params[i] - lr * g``, or a weight name rebound to ``w - lr * g``.
+
+    Rebinding a loop variable (``for p in params: p = p - lr * p.grad``) does not even change
+    the model; it is reported too, because the update is still a type error.
+
+    Bad::
+
+        with torch.no_grad():
+            w.data = w.data - lr * w.grad.data
+
+    Good::
+
+        with torch.no_grad():
+            w.data = w.data - lr * dualize(w.grad.data)
+
+    Not flagged: ``p.grad = None``, ``p.grad = p.grad * scale`` (the gradient slot is not a
+    weight), ``p.data = saved`` (restoring weights).
+    """
+
+    code = "DTL003"
+    name = "raw-grad-reassign"
+    summary = "weight reassigned from an out-of-place update with a raw gradient"
+    fixable = True
+
+    def on_assign(self, a, site: AssignSite) -> None:
+        v = site.value
+        if not (site.target_is_weight and v.taint):
+            return
+        if isinstance(site.value_node, _COMPREHENSIONS) or a.is_map_call(site.value_node):
+            return  # DTL005 reports the comprehension itself
+        if isinstance(site.target, cst.Name) and not (v.weight_ref or v.weight_derived):
+            return  # `w = p.grad`: a (badly named) gradient alias, not an update
+        a.report(
+            self,
+            site.node,
+            f"weight `{a.code(site.target)}` reassigned from `{a.code(site.value_node)}`, which "
+            f"applies a raw gradient; pass the gradient through `dualize(...)` first",
+            a.fix_leaves([site.value_node]),
+        )

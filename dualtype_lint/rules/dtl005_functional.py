@@ -1,0 +1,45 @@
+from __future__ import annotations
+
+from .base import CollectionUpdate, Rule
+
+
+class RawGradFunctionalUpdate(Rule):
+    """DTL005 raw-grad-functional: new weights computed out of place from old weights and raw
+    gradients over a whole collection: list/generator/dict comprehensions and ``map`` over
+    ``zip(params, grads)`` (the functional, ``torch.func`` style of update).
+
+    Bad::
+
+        grads = torch.autograd.grad(loss, params)
+        params = [p - lr * g for p, g in zip(params, grads)]
+
+    Good::
+
+        grads = torch.autograd.grad(loss, params)
+        params = [p - lr * dualize(g) for p, g in zip(params, grads)]
+
+    Not flagged: collections of gradient norms (``[g.norm() for g in grads]``), clipped or
+    scaled gradients (``[g * c for g in grads]``), copies of weights.
+
+    Fix (unsafe): for comprehensions, wraps the raw-gradient operands of the element in
+    ``dualize(...)``.
+    """
+
+    code = "DTL005"
+    name = "raw-grad-functional"
+    summary = "weights recomputed from raw gradients in a comprehension or map"
+    fixable = True
+
+    def on_collection(self, a, site: CollectionUpdate) -> None:
+        e = site.element
+        if not (e.taint and (e.weight_ref or e.weight_derived)):
+            return
+        leaves = a.fix_leaves([site.fix_expr]) if site.fix_expr is not None else None
+        a.report(
+            self,
+            site.node,
+            "new weights computed from raw gradients"
+            + (f" (`{a.code(site.fix_expr)}`)" if site.fix_expr is not None else "")
+            + "; pass each gradient through `dualize(...)` first",
+            leaves,
+        )

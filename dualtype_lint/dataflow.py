@@ -357,6 +357,8 @@ class Analyzer:
             k = key_of(node)
             return (k is not None and k in self.st.weights) or self.is_weight_target(node.value)
         if t is cst.Call and type(node.func) is cst.Attribute:
+            if node.func.attr.value == "parameters":
+                return True
             if node.func.attr.value in VIEW_METHODS:
                 return self.is_weight_target(node.func.value)
         return False
@@ -826,12 +828,17 @@ class Analyzer:
     def _assign(
         self, stmt: cst.CSTNode, target: cst.BaseExpression, value_node: cst.BaseExpression, v: Value
     ) -> None:
-        if self._h_assign and not self.quiet and v.taint:
-            tt = type(target)
-            if tt in (cst.Name, cst.Attribute, cst.Subscript):
-                site = AssignSite(stmt, target, value_node, v, self.is_weight_target(target))
+        tt = type(target)
+        if v.taint and tt in (cst.Name, cst.Attribute, cst.Subscript):
+            is_weight = self.is_weight_target(target)
+            if self._h_assign and not self.quiet:
+                site = AssignSite(stmt, target, value_node, v, is_weight)
                 for r in self._h_assign:
                     r.on_assign(self, site)
+            if is_weight and (tt is not cst.Name or v.weight_ref or v.weight_derived):
+                # A weight updated with a raw gradient is reported there; it is still a
+                # weight afterwards, not a gradient buffer (params = [p - lr*g ...]).
+                v = WEIGHT
         self._bind(target, v, value_node)
 
     def _bind_params(self, params: cst.Parameters) -> None:

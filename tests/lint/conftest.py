@@ -1,0 +1,46 @@
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+FIXTURES = Path(__file__).parent / "fixtures"
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _command() -> list[str]:
+    exe = shutil.which("dualtype-lint", path=os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", ""))
+    if exe is None:  # pragma: no cover - the project is installed editable in the venv
+        pytest.skip("the dualtype-lint console script is not installed (pip install -e .)")
+    return [exe]
+
+
+@pytest.fixture(scope="session")
+def lint_cmd() -> list[str]:
+    return _command()
+
+
+@pytest.fixture
+def run_lint(lint_cmd):
+    """Run the installed command; returns CompletedProcess with text stdout/stderr."""
+
+    def run(*args: str, cwd: Path | str | None = None, env: dict | None = None, input: str | None = None):
+        full_env = dict(os.environ)
+        full_env.pop("PYTHONPATH", None)
+        if env:
+            full_env.update(env)
+        return subprocess.run(
+            [*lint_cmd, *args],
+            cwd=cwd,
+            env=full_env,
+            input=input,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+
+    return run

@@ -1,0 +1,66 @@
+"""Fixture pairs: ``fixtures/<case>/input.py`` and the expected findings ``expected.txt``.
+
+``expected.txt`` lists ``line:col CODE`` (1-based), one per line. Every line of an input that
+carries a ``# flagged`` comment must be expected, and no other line: the fixtures document the
+not-flagged cases next to the flagged ones.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from dualtype_lint.config import Settings
+from dualtype_lint.engine import lint_path
+
+FIXTURES = Path(__file__).parent / "fixtures"
+CASES = sorted(p.name for p in FIXTURES.iterdir() if (p / "input.py").is_file())
+DUALIZERS = {"dualizers": ("zeropower_via_newtonschulz5", "mylib.ops.orthogonalize")}
+
+
+def _expected(case: str) -> list[str]:
+    text = (FIXTURES / case / "expected.txt").read_text()
+    return [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.startswith("#")]
+
+
+def _found(case: str) -> list[str]:
+    settings = Settings(dualizers=DUALIZERS.get(case, ()))
+    res = lint_path(str(FIXTURES / case / "input.py"), settings)
+    assert not res.internal_error, res.diagnostics
+    return [f"{d.line}:{d.col} {d.code}" for d in res.diagnostics]
+
+
+def test_every_rule_has_a_fixture():
+    assert {"dtl001", "dtl002", "dtl003", "dtl004", "dtl005", "not_flagged", "dataflow"} <= set(CASES)
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_fixture(case: str) -> None:
+    assert _found(case) == _expected(case)
+
+
+@pytest.mark.parametrize("case", [c for c in CASES if c != "syntax"])
+def test_markers_match_expectations(case: str) -> None:
+    lines = (FIXTURES / case / "input.py").read_text().splitlines()
+    marked = {i for i, ln in enumerate(lines, 1) if "# flagged" in ln or "still flagged" in ln}
+    expected = {int(e.split(":")[0]) for e in _expected(case)}
+    assert marked == expected
+
+
+@pytest.mark.parametrize("case", ["dtl001", "dtl002", "dtl003", "dtl004", "dtl005"])
+def test_rule_fixture_mostly_its_own_code(case: str) -> None:
+    codes = {e.split()[1] for e in _expected(case)}
+    assert codes == {case.upper()}
+
+
+def test_not_flagged_fixture_is_clean_even_without_prefilter() -> None:
+    settings = Settings(prefilter=False)
+    res = lint_path(str(FIXTURES / "not_flagged" / "input.py"), settings)
+    assert res.parsed and res.diagnostics == []
+
+
+def test_dualizers_are_needed() -> None:
+    """Without the configured dualizers the same file has two more findings."""
+    res = lint_path(str(FIXTURES / "dualizers" / "input.py"), Settings())
+    assert sorted(d.line for d in res.diagnostics) == [14, 15, 16, 17]

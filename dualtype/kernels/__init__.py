@@ -32,14 +32,27 @@ __all__ = [
     "QUINTIC_MUON",
 ]
 
-METHODS = ("svd", "cubic", "quintic", "polar_express", "gram")
-DEFAULT_METHOD = "polar_express"
+METHODS = ("auto", "svd", "cubic", "quintic", "polar_express", "gram")
+DEFAULT_METHOD = "auto"
+# "auto": the Polar Express schedule, evaluated in Gram space when that is measured faster:
+# working dtype float32/float64 and long side ≥ GRAM_ASPECT × short side (see
+# benchmarks/orthogonalize.md). In bf16 the Gram variant needs float32 small products and
+# loses on this CPU, so bf16 always uses standard space.
+GRAM_ASPECT = 2.0
 
 # Polar Express defaults: 5 steps (the cost of Muon's quintic) designed for singular values in
 # [PE_LOWER, 1] after the tightened normalization. Chosen by measurement (benchmarks/).
 PE_STEPS = 5
-PE_LOWER = 2e-3
+PE_LOWER = 2.5e-3
+PE_CUSHION = 0.02
 CUBIC_MAX_STEPS = 40
+
+
+@torch.compiler.assume_constant_result
+def _schedule(lower: float, steps: int) -> tuple[tuple[float, float, float], ...]:
+    # Plain Python floats, computed once per (lower, steps); opaque to dynamo, so a compiled
+    # caller sees constants instead of tracing the Remez exchange.
+    return polar_express_schedule(lower, steps, 1.01, PE_CUSHION)
 
 
 def _cubic_tol(work: torch.dtype) -> float:
@@ -127,10 +140,14 @@ def orthogonalize(
         X = _ns.iterate_cubic(X, max_steps, _cubic_tol(work) if tol is None else tol)
     else:
         schedule = list(
-            polar_express_schedule(
+            _schedule(
                 PE_LOWER if lower is None else float(lower), PE_STEPS if steps is None else steps
             )
         )
+        if method == "auto":
+            r, k = sorted(G.shape[-2:])
+            use_gram = work in (torch.float32, torch.float64) and k >= GRAM_ASPECT * r
+            method = "gram" if use_gram else "polar_express"
         if method == "polar_express":
             X = _ns.iterate(X, schedule, tighten=True)
         else:

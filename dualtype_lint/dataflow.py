@@ -80,11 +80,15 @@ def _join(vals: Iterable[Value]) -> Value:
 
 
 def _combine(vals: Iterable[Value]) -> Value:
-    """The value of an arithmetic combination: references become derivations."""
+    """The value of an arithmetic combination: references become derivations.
+
+    An operand that is both a weight reference and tainted is an ambiguous element of a mixed
+    collection (``for x in (grad, weight)``): it does not make the result weight-derived.
+    """
     t = d = False
     for v in vals:
         t = t or v.taint
-        d = d or v.weight_ref or v.weight_derived
+        d = d or v.weight_derived or (v.weight_ref and not v.taint)
     if not (t or d):
         return CLEAN
     return Value(t, False, d)
@@ -96,11 +100,12 @@ def _combine(vals: Iterable[Value]) -> Value:
 class State:
     """What is known at one program point of one function."""
 
-    __slots__ = ("tainted", "weights", "bound", "aliases")
+    __slots__ = ("tainted", "weights", "derived", "bound", "aliases")
 
     def __init__(self) -> None:
         self.tainted: set[str] = set()  # access paths holding raw gradients
         self.weights: set[str] = set()  # access paths bound to weights
+        self.derived: set[str] = set()  # access paths computed from weights
         self.bound: set[str] = set()  # names assigned in this scope (name heuristics off)
         self.aliases: dict[str, str] = {}  # name -> access path it refers to (buf = state["m"])
 
@@ -108,6 +113,7 @@ class State:
         s = State()
         s.tainted = set(self.tainted)
         s.weights = set(self.weights)
+        s.derived = set(self.derived)
         s.bound = set(self.bound)
         s.aliases = dict(self.aliases)
         return s
@@ -115,6 +121,7 @@ class State:
     def join(self, other: "State") -> None:
         self.tainted |= other.tainted
         self.weights |= other.weights
+        self.derived |= other.derived
         self.bound |= other.bound
         for k, v in other.aliases.items():
             self.aliases.setdefault(k, v)
@@ -123,6 +130,7 @@ class State:
         return (
             self.tainted == other.tainted
             and self.weights == other.weights
+            and self.derived == other.derived
             and self.bound == other.bound
         )
 
@@ -131,7 +139,12 @@ class State:
 
 CLEAN_ATTRS = frozenset(
     """shape dtype device ndim is_leaf requires_grad is_sparse is_cuda layout names grad_fn
-    itemsize nbytes is_meta is_quantized is_cpu is_mps""".split()
+    itemsize nbytes is_meta is_quantized is_cpu is_mps stride strides sizes numel""".split()
+)
+# Calls whose result is ``a ± b``-like: an out-of-place update when a weight and a gradient meet.
+UPDATE_CALLS = frozenset(
+    """add sub subtract addcdiv addcmul lerp Parameter _foreach_add _foreach_sub
+    _foreach_addcdiv _foreach_addcmul _foreach_lerp""".split()
 )
 VIEW_ATTRS = frozenset("data T mT H mH real imag _local_tensor".split())
 VIEW_METHODS = frozenset(
@@ -262,6 +275,27 @@ class Analyzer:
         text = " ".join(self.module.code_for_node(node).split())
         return text if len(text) <= limit else text[: limit - 3] + "..."
 
+    def is_update_expr(self, node: cst.BaseExpression) -> bool:
+        """Is ``node`` shaped like an out-of-place update: ``a - b``, ``a.add(b)``,
+        ``nn.Parameter(a - b)``, ``torch._foreach_sub(a, b)``?"""
+        t = type(node)
+        if t is cst.BinaryOperation:
+            if type(node.operator) in (cst.Add, cst.Subtract):
+                return True
+            return self.is_update_expr(node.left) or self.is_update_expr(node.right)
+        if t is cst.UnaryOperation:
+            return self.is_update_expr(node.expression)
+        if t is cst.IfExp:
+            return self.is_update_expr(node.body) or self.is_update_expr(node.orelse)
+        if t is cst.Call:
+            f = node.func
+            name = f.attr.value if type(f) is cst.Attribute else f.value if type(f) is cst.Name else None
+            if name in UPDATE_CALLS:
+                return True
+            if type(f) is cst.Attribute and name in VIEW_METHODS | {"clone", "to", "contiguous"}:
+                return self.is_update_expr(f.value)
+        return False
+
     def is_map_call(self, node: cst.BaseExpression) -> bool:
         return type(node) is cst.Call and self.resolve(node.func) == "map"
 
@@ -378,6 +412,10 @@ class Analyzer:
             st.weights.add(k)
         elif strong:
             st.weights.discard(k)
+        if v.weight_derived:
+            st.derived.add(k)
+        elif strong:
+            st.derived.discard(k)
 
     def taint_target(self, node: cst.BaseExpression) -> None:
         """A raw gradient was written into ``node``: it is a buffer now (a source)."""
@@ -424,9 +462,10 @@ class Analyzer:
         st = self.st
         taint = n in st.tainted or (n not in st.bound and is_grad_name(n))
         ref = n in st.weights or is_weight_name(n)
-        if not (taint or ref):
+        derived = n in st.derived
+        if not (taint or ref or derived):
             return CLEAN
-        return Value(taint, ref, False)
+        return Value(taint, ref, derived)
 
     def _e_attribute(self, node: cst.Attribute) -> Value:
         attr = node.attr.value
@@ -496,9 +535,11 @@ class Analyzer:
         for el in node.elements:
             vals.append(self.expr(el.value))
         j = _join(vals)
+        # a collection holding weights is derived from them (for unpacking after a call)
+        derived = j.weight_derived or (j.weight_ref and j.taint)
         if type(node) is cst.Tuple or type(node) is cst.List:
-            return Value(j.taint, j.weight_ref, j.weight_derived, tuple(vals))
-        return j
+            return Value(j.taint, j.weight_ref, derived, tuple(vals))
+        return Value(j.taint, j.weight_ref, derived) if derived != j.weight_derived else j
 
     def _e_dict(self, node: cst.Dict) -> Value:
         vals = []
@@ -667,8 +708,12 @@ class Analyzer:
                         return WEIGHT
             if mname in ("parameters",):
                 return WEIGHT
-            if mname in ("items", "values", "keys", "named_parameters"):
-                return Value(recv.taint, recv.weight_ref or mname == "named_parameters", False)
+            if mname == "named_parameters":
+                return WEIGHT
+            if mname in ("items", "values", "copy"):
+                return Value(recv.taint, recv.weight_ref, recv.weight_derived)
+            if mname == "keys":
+                return CLEAN
             return _combine([recv, *vals])
 
         # 4. plain function calls -----------------------------------------------------------
@@ -737,7 +782,12 @@ class Analyzer:
             r = self.resolve(it.func)
             args = it.args
             if r == "zip":
-                elems = tuple(self.elem_of(a.value) for a in args)
+                for a in args:
+                    if a.keyword is not None:  # strict=True
+                        self.expr(a.value)
+                if any(a.star for a in args):  # zip(*lists): no per-position structure
+                    return _join(self.elem_of(a.value) for a in args)
+                elems = tuple(self.elem_of(a.value) for a in args if a.keyword is None)
                 j = _join(elems)
                 return Value(j.taint, j.weight_ref, j.weight_derived, elems)
             if r == "enumerate" and args:
@@ -762,13 +812,15 @@ class Analyzer:
                     e = WEIGHT if m == "named_parameters" else recv
                     return Value(e.taint, e.weight_ref, False, (CLEAN, e))
         v = self.expr(it)
-        if v.elems is not None and not v.elems:
+        if v.elems is None:
+            return v
+        if not v.elems:
             return CLEAN
-        if v.elems is not None and all(
-            (e.taint, e.weight_ref) == (v.elems[0].taint, v.elems[0].weight_ref) for e in v.elems
-        ):
-            return v.elems[0]
-        return v if v.elems is None else Value(v.taint, v.weight_ref, v.weight_derived)
+        first = v.elems[0]
+        if all((e.taint, e.weight_ref) == (first.taint, first.weight_ref) for e in v.elems):
+            return first
+        # a literal mixing weights and non-weights: an element is not known to be a weight
+        return Value(v.taint, False, False)
 
     # ---- binding
 
@@ -810,15 +862,20 @@ class Analyzer:
                 for e, ev, vn in zip(elts, v.elems, vals_nodes):
                     self._bind(e.value, ev, vn)
                 return
+            # Unpacking an aggregate of unknown shape: if it mixes weights and gradients
+            # (torch's grouped tensors), trust the names of the targets.
+            mixed = v.taint and (v.weight_ref or v.weight_derived)
             for e in elts:
                 sub = e.value
                 ev = v
-                if v.taint and type(sub) is cst.Name:
-                    # unpacking an opaque aggregate that holds gradients: trust names
-                    if is_weight_name(sub.value):
-                        ev = WEIGHT
-                    elif not is_grad_name(sub.value) and v.weight_ref:
-                        ev = CLEAN
+                if mixed:
+                    if type(sub) is cst.Name:
+                        n = sub.value
+                        ev = WEIGHT if is_weight_name(n) else TAINT if is_grad_name(n) else CLEAN
+                    else:
+                        ev = v
+                elif v.taint:
+                    ev = TAINT
                 self._bind(sub, ev, None)
         elif t is cst.StarredElement:
             self._bind(target.value, v, None)

@@ -21,7 +21,9 @@ NOT_WEIGHT_WORDS = frozenset(
     sq sum sums norm norms lr lrs group groups name names count counts num n step steps decay
     shape shapes size sizes idx index indices id ids key keys dtype dtypes fn fns spec specs
     info init type types hook hooks map dict to of per requires version flag flags mask masks
-    scheduler schedule tying tied sharing ema""".split()
+    scheduler schedule tying tied sharing ema target targets loss losses class classes sample
+    samples attn attention neg pos label labels chunk chunks cast quant observer fake qparams
+    scale scales factor factors fn loader loading file path url correction corrected""".split()
 )
 
 GRAD_WORDS = frozenset("grad grads gradient gradients".split())
@@ -44,7 +46,7 @@ def is_weight_name(name: str) -> bool:
     low = name.lower()
     if "_with_" in low:  # params_with_grad: the list of params (that have a grad)
         low = low.split("_with_", 1)[0]
-    words = [w for w in low.split("_") if w]
+    words = [w.rstrip("0123456789") for w in low.split("_")]
     return any(w in WEIGHT_WORDS for w in words) and not any(w in NOT_WEIGHT_WORDS for w in words)
 
 

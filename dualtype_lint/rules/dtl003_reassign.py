@@ -40,8 +40,10 @@ class RawGradReassignment(Rule):
             return
         if isinstance(site.value_node, _COMPREHENSIONS) or a.is_map_call(site.value_node):
             return  # DTL005 reports the comprehension itself
-        if isinstance(site.target, cst.Name) and not (v.weight_ref or v.weight_derived):
-            return  # `w = p.grad`: a (badly named) gradient alias, not an update
+        if isinstance(site.target, cst.Name) and not (
+            v.weight_derived and a.is_update_expr(site.value_node)
+        ):
+            return  # `w = p.grad`, `w = f(w, g_shape)`: an alias or a call, not an update
         a.report(
             self,
             site.node,

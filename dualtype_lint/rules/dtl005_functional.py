@@ -34,6 +34,8 @@ class RawGradFunctionalUpdate(Rule):
         e = site.element
         if not (e.taint and (e.weight_ref or e.weight_derived)):
             return
+        if site.fix_expr is not None and not a.is_update_expr(site.fix_expr):
+            return  # [x.to(dtype) for x in (grad, weight)]: not an update
         leaves = a.fix_leaves([site.fix_expr]) if site.fix_expr is not None else None
         a.report(
             self,

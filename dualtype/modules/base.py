@@ -22,7 +22,9 @@ branch inside each composition (zero-mass terms get c_p = 0: they are dropped). 
     ‖g‖† = Σ_p c_p·‖g_p‖†_p
     dualize(g, t)_p = t·c_p·dualize_p(g_p)
 
-which is exactly the binary rules of DESIGN §3 applied recursively (composition is
+(zero-mass parameters are frozen: outside the space the norm measures, their gradient
+ignored by the dual norm, their update zero), which is exactly the binary rules of DESIGN §3
+applied recursively (composition is
 associative under them; ``tests/modules`` checks the flat form against the binary recursion
 written out). ``c_p`` is the per-parameter *target*: the optimizer's update
 ``lr·targets[p]·norm_p.dualize(g_p)`` is ``lr·dualize(g)`` of the whole module.

@@ -118,8 +118,8 @@ def ref_norm(module: Module, ws: list[Tensor]) -> Tensor:
     zero = torch.zeros((), dtype=F64)
     if isinstance(module, Bond):
         return zero
-    if isinstance(module, Atom):
-        return ref_value(module.norm_name, ws[0])
+    if isinstance(module, Atom):  # a zero-mass atom on its own is frozen: norm 0
+        return ref_value(module.norm_name, ws[0]) if module.mass > 0 else zero
     parts, kind = _parts(module)
     chunks = _split(module, ws)
     if kind == "concat":
@@ -146,7 +146,7 @@ def ref_dual_norm(module: Module, gs: list[Tensor]) -> Tensor:
     if isinstance(module, Bond):
         return zero
     if isinstance(module, Atom):
-        return ref_dual(module.norm_name, gs[0])
+        return ref_dual(module.norm_name, gs[0]) if module.mass > 0 else zero
     parts, kind = _parts(module)
     chunks = _split(module, gs)
     if kind == "concat":

@@ -144,8 +144,12 @@ def typed(model: nn.Module, norms: Mapping[str, "str | Norm"] | None = None) -> 
     untyped(model)
     entries: list[_Entry] = []
     used: set[str] = set()
+    seen: set[int] = set()
     for mname, module in model.named_modules():
         for pname, param in module.named_parameters(recurse=False):
+            if id(param) in seen:  # a tied weight: one entry, one hook, under its first name
+                continue           # (as model.named_parameters() lists it)
+            seen.add(id(param))
             name = f"{mname}.{pname}" if mname else pname
             norm = _override(name, overrides)
             if norm is not None:

@@ -29,6 +29,7 @@ Python operators and the update would silently fall back (DESIGN §4, "a trap").
 from __future__ import annotations
 
 import copy
+import math
 import weakref
 from typing import Any, Iterable
 
@@ -109,7 +110,8 @@ _PASSTHROUGH = {
 
 
 def _base_name(func: Any) -> str:
-    name = getattr(func, "__name__", "")
+    # torch.linalg.vector_norm is "linalg_vector_norm": match it as "vector_norm".
+    name = getattr(func, "__name__", "").removeprefix("linalg_")
     return name[:-1] if name.endswith("_") and not name.endswith("__") else name
 
 
@@ -194,6 +196,22 @@ def _check_write(op: str, dest: Any, sources: list["_Typed"]) -> tuple[str, Norm
     return None
 
 
+def _scaled_weight(t: Tensor) -> Tensor | None:
+    """The weight ``t`` was computed from by a chain of one-input ops with autograd on
+    (``wd * p``: coupled weight decay ``g + wd * p``), else None. Under ``no_grad`` there
+    is no graph to follow, so only ``g.add(p, alpha=wd)`` is caught there."""
+    fn = t.grad_fn
+    for _ in range(4):
+        if fn is None:
+            return None
+        var = getattr(fn, "variable", None)  # AccumulateGrad: the leaf itself
+        if var is not None:
+            return var if _weight_info(var) is not None else None
+        nxt = [f for f, _ in fn.next_functions if f is not None]
+        fn = nxt[0] if len(nxt) == 1 else None
+    return None
+
+
 def _common_norm(sources: Iterable["_Typed"]) -> Norm | None:
     found = {s._dt_norm for s in sources}
     return found.pop() if len(found) == 1 else None
@@ -218,6 +236,9 @@ def _check_mix(op: str, typed: list["_Typed"], args: tuple, kwargs: dict) -> boo
         )
     weights = [a for a in (*args, *kwargs.values()) if isinstance(a, Tensor)
                and not isinstance(a, _Typed) and _weight_info(a) is not None]
+    if not weights and _DUAL in roles:
+        weights = [w for a in (*args, *kwargs.values()) if isinstance(a, Tensor)
+                   and not isinstance(a, _Typed) and (w := _scaled_weight(a)) is not None]
     if not weights:
         return False
     if _DUAL in roles:
@@ -297,7 +318,9 @@ class _Typed(Tensor):
             memo[id(src)] = copied
             return copied
         op = _base_name(func)
-        if name.startswith("_foreach_"):
+        # torch.optim's fused kernels (_fused_adam_, _fused_sgd_, ...) update params[i] from
+        # grads[i] like an in-place _foreach op: check them the same way.
+        if name.startswith("_foreach_") or (name.startswith("_fused_") and _is_inplace(name)):
             return _foreach(func, name, op, args, kwargs)
 
         typed: list[_Typed] = []
@@ -468,7 +491,7 @@ def dualize(
             "`dualtype.dualize(g, 'rms->rms')`, or make the model's gradients typed with "
             "`dualtype.typed(model)`."
         )
-    if not isinstance(scale, (int, float)) or not scale == scale or scale < 0:
+    if not isinstance(scale, (int, float)) or not math.isfinite(scale) or scale < 0:
         raise ConfigError(f"dualize scale must be a finite number ≥ 0, got {scale!r}")
     name = g._dt_name if isinstance(g, _Typed) else None
     try:

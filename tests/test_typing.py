@@ -1,0 +1,219 @@
+"""Specification tests for dualtype.typing: Dual[N]/Primal[N] annotations and @typechecked.
+
+No ``from __future__ import annotations`` here on purpose: the decorated functions below are
+checked with real annotation objects; one test covers string annotations separately.
+"""
+
+import textwrap
+
+import pytest
+import torch
+from jaxtyping import Float
+
+import dualtype
+import dualtype.typing as dt_typing
+from dualtype import DualityError, dual, dualize
+from dualtype.typing import Dual, Primal, set_debug, typechecked
+
+
+@pytest.fixture(autouse=True)
+def _debug_off():
+    """Every test starts with debug mode off (DUALTYPE_DEBUG may be set in the environment)
+    and leaves the module as it found it."""
+    was = dt_typing.debug()
+    set_debug(False)
+    yield
+    set_debug(was)
+
+
+def g_(norm="rms->rms", shape=(3, 4), name=None):
+    return dual(torch.randn(shape), norm, name=name)
+
+
+def refused(match=None):
+    return pytest.raises(DualityError, match=match)
+
+
+def not_type_error(info):
+    assert not isinstance(info.value, TypeError)
+
+
+# --- isinstance semantics ----------------------------------------------------------------
+
+
+def test_dual_and_primal_are_the_tensor_classes():
+    assert Dual is dualtype.DualTensor and Primal is dualtype.PrimalTensor
+    assert dualtype.Dual is Dual and dualtype.Primal is Primal
+
+
+def test_isinstance_checks_role_and_norm():
+    g = g_("rms->rms")
+    d = dualize(g)
+    assert isinstance(g, Dual["rms->rms"]) and isinstance(g, Dual) and isinstance(g, torch.Tensor)
+    assert not isinstance(g, Dual["l2"])
+    assert not isinstance(g, Primal["rms->rms"]) and not isinstance(g, Primal)
+    assert isinstance(d, Primal["rms->rms"]) and not isinstance(d, Dual["rms->rms"])
+    assert not isinstance(torch.randn(3, 4), Dual["rms->rms"])
+    assert not isinstance(torch.randn(3, 4), Dual)
+    assert not isinstance(dual(torch.randn(3, 4), None), Dual["rms->rms"])  # unknown norm
+    assert isinstance(dual(torch.randn(3, 4), None), Dual)
+
+
+def test_spec_classes_are_cached_and_accept_aliases_and_norm_objects():
+    assert Dual["rms->rms"] is Dual["linear"] is Dual["RMS → RMS"] is Dual[dualtype.norms.RMSToRMS()]
+    assert Dual["rms->rms"] is not Primal["rms->rms"]
+    assert isinstance(g_("rms->rms"), Dual["spectral"])
+    with pytest.raises(dualtype.ConfigError):
+        Dual["no-such-norm"]
+
+
+# --- @typechecked: roles and norms -------------------------------------------------------
+
+
+@typechecked
+def direction(g: Dual["rms->rms"]) -> Primal["rms->rms"]:
+    return dualize(g)
+
+
+@typechecked
+def wrong_return(g: Dual["rms->rms"]) -> Primal["rms->rms"]:
+    return g
+
+
+@typechecked
+def any_dual(g: Dual, *, scale: float = 1.0) -> Primal:
+    return dualize(g, scale=scale)
+
+
+def test_typechecked_accepts_the_annotated_roles_and_norms():
+    g = g_()
+    out = direction(g)
+    assert isinstance(out, Primal["rms->rms"])
+    assert torch.equal(out.as_subclass(torch.Tensor), dualize(g).as_subclass(torch.Tensor))
+    assert isinstance(any_dual(g_("l2", (5,)), scale=2.0), Primal["l2"])
+
+
+@pytest.mark.parametrize("bad", ["plain", "wrong norm", "primal", "unknown norm"])
+def test_typechecked_rejects_wrong_arguments(bad):
+    value = {
+        "plain": lambda: torch.randn(3, 4),
+        "wrong norm": lambda: g_("rms->linf"),
+        "primal": lambda: dualize(g_()),
+        "unknown norm": lambda: dual(torch.randn(3, 4), None),
+    }[bad]()
+    with refused(match="direction") as info:
+        direction(value)
+    not_type_error(info)
+    assert "annotation" in str(info.value)
+
+
+def test_typechecked_rejects_a_wrong_return_value():
+    with refused(match="wrong_return") as info:
+        wrong_return(g_())
+    not_type_error(info)
+
+
+def test_typechecked_checks_other_annotations_too():
+    with refused():
+        any_dual(torch.randn(3))
+    with refused():
+        any_dual(g_(), scale="2")
+
+
+def test_typechecked_keeps_name_and_doc():
+    @typechecked
+    def step(g: Dual) -> Primal:
+        """Doc."""
+        return dualize(g)
+
+    assert step.__name__ == "step" and step.__doc__ == "Doc."
+
+
+# --- shapes: jaxtyping, only when asked --------------------------------------------------
+
+
+def _shaped(**kw):
+    @typechecked(**kw)
+    def step(
+        g: Float[Dual["rms->rms"], "out inp"], b: Float[Dual["rms"], " out"]
+    ) -> Float[Primal["rms->rms"], "out inp"]:
+        return dualize(g)
+
+    return step
+
+
+def test_shapes_true_rejects_mismatched_dims_and_accepts_matching():
+    step = _shaped(shapes=True)
+    assert isinstance(step(g_(shape=(3, 4)), g_("rms", (3,))), Primal["rms->rms"])
+    assert isinstance(step(g_(shape=(2, 5)), g_("rms", (2,))), Primal["rms->rms"])
+    with refused(match="step") as info:
+        step(g_(shape=(3, 4)), g_("rms", (5,)))  # "out" is 3 then 5
+    not_type_error(info)
+    with refused():
+        step(g_(shape=(3, 4, 1)), g_("rms", (3,)))  # wrong rank
+    with refused():
+        step(g_("l2", (3, 4)), g_("rms", (3,)))  # roles and norms still checked
+    with refused():
+        step(dual(torch.ones(3, 4, dtype=torch.int64), None), g_("rms", (3,)))  # dtype
+
+
+def test_shapes_true_checks_the_return_shape():
+    @typechecked(shapes=True)
+    def transpose(g: Float[Dual["rms->rms"], "out inp"]) -> Float[Primal["rms->rms"], "out inp"]:
+        return dualize(g).t()
+
+    assert transpose(g_(shape=(3, 3))).shape == (3, 3)
+    with refused():
+        transpose(g_(shape=(3, 4)))
+
+
+def test_default_does_not_check_shapes():
+    step = _shaped()
+    assert isinstance(step(g_(shape=(3, 4)), g_("rms", (5,))), Primal["rms->rms"])
+    with refused():  # but roles and norms are still checked
+        step(torch.randn(3, 4), g_("rms", (3,)))
+    with refused():
+        step(g_(shape=(3, 4)), g_("l2", (3,)))
+    assert isinstance(_shaped(shapes=False)(g_(shape=(3, 4)), g_("rms", (5,))), Primal)
+
+
+def test_set_debug_turns_shape_checks_on_for_functions_decorated_afterwards():
+    before = _shaped()
+    assert not dt_typing.debug()
+    set_debug(True)
+    assert dt_typing.debug()
+    after = _shaped()
+    with refused():
+        after(g_(shape=(3, 4)), g_("rms", (5,)))
+    before(g_(shape=(3, 4)), g_("rms", (5,)))  # decorated in fast mode: unchanged
+    _shaped(shapes=False)(g_(shape=(3, 4)), g_("rms", (5,)))  # explicit beats debug
+    set_debug(False)
+    assert not dt_typing.debug()
+    _shaped()(g_(shape=(3, 4)), g_("rms", (5,)))
+
+
+def test_string_annotations_under_postponed_evaluation():
+    src = textwrap.dedent(
+        """
+        from __future__ import annotations
+        from jaxtyping import Float
+        from dualtype import dualize
+        from dualtype.typing import Dual, Primal, typechecked
+
+        @typechecked
+        def fast(g: Float[Dual["rms->rms"], "o i"]) -> Float[Primal["rms->rms"], "o i"]:
+            return dualize(g)
+
+        @typechecked(shapes=True)
+        def slow(g: Float[Dual["rms->rms"], "o i"], b: Float[Dual["rms"], " o"]) -> Primal:
+            return dualize(g)
+        """
+    )
+    ns: dict = {}
+    exec(compile(src, "<postponed>", "exec"), ns)
+    assert isinstance(ns["fast"](g_()), Primal["rms->rms"])
+    with refused():
+        ns["fast"](torch.randn(3, 4))
+    assert isinstance(ns["slow"](g_(shape=(3, 4)), g_("rms", (3,))), Primal)
+    with refused():
+        ns["slow"](g_(shape=(3, 4)), g_("rms", (4,)))

@@ -1,0 +1,375 @@
+"""Dualize a list of updates across ranks: replicated (DDP) and sharded (FSDP2) paths.
+
+Both functions take the optimizer's seam items ``(param, update, norm, target)`` and a
+``dualize_fn`` with the seam's contract: ``dualize_fn(items)[i]`` is
+``target_i · norm_i.dualize(update_i)`` as a ``Primal[norm_i]`` (the optimizer's own batched
+implementation, applied here to a subset of the items). They return one ``Primal[norm_i]``
+per item, identical on every rank that holds it.
+
+**Replicated** (:func:`dualize_replicated`, DDP): every rank holds every full update. Each
+rank dualizes a cost-balanced share (:mod:`~dualtype.distributed.plan`) and one
+``all_gather`` per dtype shares the results; gloo cannot gather unequal sizes, so each rank's
+results are packed into one flat buffer padded to the largest rank's size.
+
+**Sharded** (:func:`dualize_sharded`, FSDP2): each rank holds a shard of every update
+(:class:`ShardLayout`). By norm:
+
+- ``linf`` (entrywise) and, when the shard dimension is not the last one, the row maps
+  ``l1->rms`` and ``rms->linf``: dualize the local shard, no communication.
+- ``rms`` and ``l2`` (whole-tensor normalisations): dualize the local shard, then rescale by
+  the ratio of local to global norm; the global squared norms of all such tensors travel in
+  one ``all_reduce`` of a float64 vector.
+- ``rms->rms``, ``conv2d`` and anything else: the whole matrix is needed. Its shards go to
+  one owner rank (``all_to_all``), the owner dualizes the whole matrices it owns (one
+  batched call), and the results go back as shards (a second ``all_to_all``).
+- replicated placements: every rank dualizes locally (identical results).
+
+``strategy="naive"`` is the baseline the benchmark compares against: every rank gathers every
+update whole (an all-gather, as ``DTensor.full_tensor()`` does) and dualizes all of them.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Callable, Sequence
+
+import torch
+import torch.distributed as dist
+from torch import Tensor
+
+from dualtype.errors import ConfigError
+from dualtype.norms import Euclidean, L1ToRMS, LInf, Norm, RMS, RMSToLInf
+from dualtype.tensor import dualize as _door
+from dualtype.distributed.plan import assign, dualize_cost
+from dualtype.distributed.wire import CommStats, as_dual, as_primal, pack
+
+__all__ = [
+    "Item",
+    "DualizeFn",
+    "ShardLayout",
+    "default_dualize",
+    "dualize_replicated",
+    "dualize_sharded",
+    "classify",
+]
+
+Item = tuple[Any, Tensor, Norm, float]  # (param, update: Dual[norm], norm, target)
+DualizeFn = Callable[[list[Item]], list[Tensor]]
+
+
+def default_dualize(items: list[Item]) -> list[Tensor]:
+    """``target · dualize(update)`` per item, same-shape same-norm updates in one batched call."""
+    out: list[Tensor | None] = [None] * len(items)
+    groups: dict[tuple, list[int]] = {}
+    for i, (_, u, n, _) in enumerate(items):
+        groups.setdefault((n.name, tuple(u.shape), u.dtype, u.device), []).append(i)
+    for idx in groups.values():
+        n = items[idx[0]][2]
+        if len(idx) == 1 or n.min_ndim < 2:  # vector norms read the whole tensor: no batching
+            for i in idx:
+                _, u, n, t = items[i]
+                out[i] = _door(u, n, scale=float(t))
+            continue
+        batch = _door(torch.stack([items[i][1] for i in idx]), n)  # Primal[n], [B, ...]
+        for j, i in enumerate(idx):
+            out[i] = batch[j] * float(items[i][3])
+    return out  # type: ignore[return-value]
+
+
+# --- process group helpers -----------------------------------------------------------------
+
+
+def _rank_world(group) -> tuple[int, int]:
+    if not (dist.is_available() and dist.is_initialized()):
+        return 0, 1
+    return dist.get_rank(group), dist.get_world_size(group)
+
+
+def _by_dtype(indices: Sequence[int], dtypes: Sequence[torch.dtype]) -> list[list[int]]:
+    groups: dict[torch.dtype, list[int]] = {}
+    for i in indices:
+        groups.setdefault(dtypes[i], []).append(i)
+    return [groups[d] for d in sorted(groups, key=str)]  # same order on every rank
+
+
+def _with_update(item: Item, update: Tensor) -> Item:
+    """The same item with another update (keeps the optimizer's item type, e.g. a NamedTuple)."""
+    if hasattr(item, "_replace"):
+        return item._replace(update=update) if "update" in getattr(item, "_fields", ()) else (
+            type(item)(item[0], update, *item[2:]))
+    return (item[0], update, *item[2:])  # type: ignore[return-value]
+
+
+def _cast(t: Tensor, like: Tensor) -> Tensor:
+    return t if t.dtype == like.dtype else t.to(like.dtype)
+
+
+# --- replicated (DDP) ----------------------------------------------------------------------
+
+
+def dualize_replicated(
+    items: list[Item],
+    dualize_fn: DualizeFn = default_dualize,
+    group=None,
+    stats: CommStats | None = None,
+) -> list[Tensor]:
+    """Dualize full, replicated updates with the work split across the ranks of ``group``.
+
+    Every rank must pass the same items (same shapes, norms, dtypes and order; values equal
+    as DDP guarantees). Returns ``Primal[norm_i]`` per item, bit-identical on all ranks.
+    """
+    rank, world = _rank_world(group)
+    if world == 1 or not items:
+        return list(dualize_fn(items)) if items else []
+    owners = assign([dualize_cost(u.shape, n) for _, u, n, _ in items], world)
+    mine = [i for i, r in enumerate(owners) if r == rank]
+    out: list[Tensor | None] = [None] * len(items)
+    if mine:
+        for i, r in zip(mine, dualize_fn([items[i] for i in mine])):
+            out[i] = _cast(r, items[i][1])
+    dtypes = [u.dtype for _, u, _, _ in items]
+    for idx in _by_dtype(range(len(items)), dtypes):
+        per_rank = [[i for i in idx if owners[i] == r] for r in range(world)]
+        sizes = [sum(items[i][1].numel() for i in ids) for ids in per_rank]
+        length = max(sizes)
+        if length == 0:
+            continue
+        device = items[idx[0]][1].device
+        buf = pack([out[i] for i in per_rank[rank]], length, dtypes[idx[0]], device)
+        recv = [torch.empty_like(buf) for _ in range(world)]
+        dist.all_gather(recv, buf, group=group)
+        if stats is not None:
+            stats.add("all_gather", buf.numel() * buf.element_size() * (world - 1))
+        for r in range(world):
+            if r == rank:
+                continue
+            offset = 0
+            for i in per_rank[r]:
+                u, n = items[i][1], items[i][2]
+                out[i] = as_primal(recv[r][offset : offset + u.numel()].view(u.shape), n)
+                offset += u.numel()
+    return out  # type: ignore[return-value]
+
+
+# --- sharded (FSDP2) -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ShardLayout:
+    """How one tensor is split over the ranks of a 1-D mesh: along ``dim`` in ``torch.chunk``
+    pieces of ``sizes[r]`` (uneven and empty shards allowed), or replicated (``dim=None``)."""
+
+    global_shape: tuple[int, ...]
+    dim: int | None
+    sizes: tuple[int, ...]
+
+    @staticmethod
+    def chunked(global_shape: Sequence[int], dim: int | None, world: int) -> "ShardLayout":
+        """``torch.chunk`` semantics (DTensor ``Shard(dim)``, FSDP2's default ``dim=0``)."""
+        shape = tuple(int(s) for s in global_shape)
+        if dim is None:
+            return ShardLayout(shape, None, tuple([0] * world))
+        dim = dim % len(shape)
+        n = shape[dim]
+        chunk = -(-n // world) if n else 0
+        sizes = tuple(max(0, min(n, (r + 1) * chunk) - r * chunk) for r in range(world))
+        return ShardLayout(shape, dim, sizes)
+
+    @staticmethod
+    def of(t: Any) -> "ShardLayout | None":
+        """The layout of a DTensor on a 1-D mesh (None for a plain tensor)."""
+        try:
+            from torch.distributed.tensor import DTensor, Replicate, Shard
+        except ImportError:  # pragma: no cover - torch without DTensor
+            return None
+        if not isinstance(t, DTensor):
+            return None
+        mesh, placements = t.device_mesh, t.placements
+        if mesh.ndim != 1 or len(placements) != 1:
+            raise ConfigError(
+                f"dualtype.distributed supports DTensors on a 1-D mesh (FSDP2's fully_shard "
+                f"default); got mesh {mesh} with placements {placements}"
+            )
+        (pl,) = placements
+        world = mesh.size()
+        if isinstance(pl, Replicate):
+            return ShardLayout.chunked(t.shape, None, world)
+        if type(pl) is not Shard:  # _StridedShard, Partial, ...
+            raise ConfigError(f"unsupported DTensor placement {pl!r}: use Shard(dim) or Replicate()")
+        layout = ShardLayout.chunked(t.shape, pl.dim, world)
+        local = tuple(t.to_local().shape)
+        if local != layout.shard_shape(mesh.get_local_rank()):
+            raise ConfigError(
+                f"DTensor local shape {local} is not the torch.chunk shard "
+                f"{layout.shard_shape(mesh.get_local_rank())} of {tuple(t.shape)}"
+            )
+        return layout
+
+    def shard_shape(self, rank: int) -> tuple[int, ...]:
+        if self.dim is None:
+            return self.global_shape
+        s = list(self.global_shape)
+        s[self.dim] = self.sizes[rank]
+        return tuple(s)
+
+    def shard_numel(self, rank: int) -> int:
+        return math.prod(self.shard_shape(rank))
+
+    def offset(self, rank: int) -> int:
+        return sum(self.sizes[:rank])
+
+
+LOCAL, RESCALE, ASSEMBLE = "local", "rescale", "assemble"
+
+
+def classify(norm: Norm, layout: ShardLayout) -> str:
+    """How a sharded update of ``norm`` is dualized: ``local``, ``rescale`` or ``assemble``."""
+    if layout.dim is None or isinstance(norm, LInf):
+        return LOCAL
+    if isinstance(norm, (L1ToRMS, RMSToLInf)) and layout.dim < len(layout.global_shape) - 1:
+        return LOCAL  # row maps: each row is whole on one rank
+    if isinstance(norm, (RMS, Euclidean)):
+        return RESCALE
+    return ASSEMBLE
+
+
+def _acc_sumsq(u: Tensor) -> Tensor:
+    """Σ u² in float64 as a plain 0-d tensor (``sum`` observes a value: the tag drops)."""
+    return torch.sum(u.detach().to(torch.float64).square())
+
+
+def dualize_sharded(
+    items: list[Item],
+    layouts: Sequence[ShardLayout],
+    dualize_fn: DualizeFn = default_dualize,
+    group=None,
+    stats: CommStats | None = None,
+    strategy: str = "split",
+) -> list[Tensor]:
+    """Dualize sharded updates: ``items[i][1]`` is this rank's shard of a tensor laid out as
+    ``layouts[i]``. Returns this rank's shard of ``target_i · norm_i.dualize(full update_i)``
+    as ``Primal[norm_i]`` for every item (see the module doc for the communication)."""
+    if strategy not in ("split", "naive"):
+        raise ConfigError(f"strategy must be 'split' or 'naive', got {strategy!r}")
+    rank, world = _rank_world(group)
+    out: list[Tensor | None] = [None] * len(items)
+    kinds = [classify(n, lay) if world > 1 else LOCAL for (_, _, n, _), lay in zip(items, layouts)]
+    if strategy == "naive" and world > 1:
+        kinds = [LOCAL if lay.dim is None else "gather" for lay in layouts]
+
+    local = [i for i, k in enumerate(kinds) if k in (LOCAL, RESCALE) and items[i][1].numel()]
+    if local:
+        for i, r in zip(local, dualize_fn([items[i] for i in local])):
+            out[i] = _cast(r, items[i][1])
+    for i, k in enumerate(kinds):  # empty shards: the door handles them, no kernel call
+        if k in (LOCAL, RESCALE) and out[i] is None:
+            _, u, n, t = items[i]
+            out[i] = _door(u, n, scale=float(t))
+
+    rescale = [i for i, k in enumerate(kinds) if k == RESCALE]
+    if rescale:
+        _rescale(items, layouts, out, rescale, rank, group, stats)
+
+    gather = [i for i, k in enumerate(kinds) if k == "gather"]
+    if gather:
+        _naive(items, layouts, out, gather, dualize_fn, rank, world, group, stats)
+
+    assemble = [i for i, k in enumerate(kinds) if k == ASSEMBLE]
+    if assemble:
+        _assemble(items, layouts, out, assemble, dualize_fn, rank, world, group, stats)
+    return out  # type: ignore[return-value]
+
+
+def _rescale(items, layouts, out, idx, rank, group, stats) -> None:
+    """rms / l2 over a sharded tensor: local result × (local norm / global norm)
+    [× √(n/n_local) for rms, whose local result carries √n_local]."""
+    device = items[idx[0]][1].device
+    local_sq = torch.stack([_acc_sumsq(items[i][1]).to(device) for i in idx])
+    global_sq = local_sq.clone()
+    dist.all_reduce(global_sq, group=group)
+    if stats is not None:
+        stats.add("all_reduce", global_sq.numel() * global_sq.element_size())
+    ratio = torch.where(global_sq > 0, (local_sq / torch.where(global_sq > 0, global_sq, 1)).sqrt(), 0)
+    for j, i in enumerate(idx):
+        u, n = items[i][1], items[i][2]
+        if u.numel() == 0:
+            continue
+        c = ratio[j]
+        if isinstance(n, RMS):  # dualize_rms(g_l) = √n_l·g_l/‖g_l‖; want √n·g_l/‖g‖
+            c = c * math.sqrt(math.prod(layouts[i].global_shape) / u.numel())
+        out[i] = out[i] * c.to(out[i].dtype)
+
+
+def _assemble(items, layouts, out, idx, dualize_fn, rank, world, group, stats) -> None:
+    """Whole-matrix maps: shards → owner (all_to_all), dualize there, shards back (all_to_all)."""
+    owners_of = assign([dualize_cost(layouts[i].global_shape, items[i][2]) for i in idx], world)
+    owner = dict(zip(idx, owners_of))
+    dtypes = {i: items[i][1].dtype for i in idx}
+    for ids in _by_dtype(idx, dtypes):
+        dtype, device = dtypes[ids[0]], items[ids[0]][1].device
+        mine = [i for i in ids if owner[i] == rank]
+        # 1. shards to owners: to each rank d, my shards of d's items (item order)
+        send_split = [sum(layouts[i].shard_numel(rank) for i in ids if owner[i] == d) for d in range(world)]
+        recv_split = [sum(layouts[i].shard_numel(s) for i in mine) for s in range(world)]
+        send = pack([items[i][1] for d in range(world) for i in ids if owner[i] == d],
+                    sum(send_split), dtype, device)
+        recv = torch.empty(sum(recv_split), dtype=dtype, device=device)
+        dist.all_to_all_single(recv, send, recv_split, send_split, group=group)
+        if stats is not None:
+            stats.add("all_to_all", (sum(send_split) - send_split[rank]) * send.element_size())
+        # 2. the owner reassembles whole matrices and dualizes them in one call
+        full: dict[int, Tensor] = {}
+        starts = [sum(recv_split[:s]) for s in range(world)]
+        for i in mine:
+            lay = layouts[i]
+            pieces = []
+            for s in range(world):
+                n = lay.shard_numel(s)
+                pieces.append(recv[starts[s] : starts[s] + n].view(lay.shard_shape(s)))
+                starts[s] += n
+            p, u, nrm, t = items[i]
+            full[i] = as_dual(torch.cat(pieces, dim=lay.dim), nrm, getattr(u, "param_name", None))
+        results = dualize_fn([_with_update(items[i], full[i]) for i in mine]) if mine else []
+        # 3. shards back: to each rank d, d's shard of each of my results (item order)
+        back = [_cast(r, full[i]) for i, r in zip(mine, results)]
+        send_split2 = [sum(layouts[i].shard_numel(d) for i in mine) for d in range(world)]
+        recv_split2 = [sum(layouts[i].shard_numel(rank) for i in ids if owner[i] == s) for s in range(world)]
+        pieces2 = [r.narrow(layouts[i].dim, layouts[i].offset(d), layouts[i].sizes[d])
+                   for d in range(world) for i, r in zip(mine, back)]
+        send2 = pack(pieces2, sum(send_split2), dtype, device)
+        recv2 = torch.empty(sum(recv_split2), dtype=dtype, device=device)
+        dist.all_to_all_single(recv2, send2, recv_split2, send_split2, group=group)
+        if stats is not None:
+            stats.add("all_to_all", (sum(send_split2) - send_split2[rank]) * send2.element_size())
+        offset = 0
+        for s in range(world):
+            for i in ids:
+                if owner[i] != s:
+                    continue
+                lay, n = layouts[i], items[i][2]
+                k = lay.shard_numel(rank)
+                out[i] = as_primal(recv2[offset : offset + k].view(lay.shard_shape(rank)), n)
+                offset += k
+
+
+def _naive(items, layouts, out, idx, dualize_fn, rank, world, group, stats) -> None:
+    """Baseline: every rank all-gathers every update whole and dualizes all of them."""
+    fulls = []
+    for i in idx:
+        _, u, n, _ = items[i]
+        lay = layouts[i]
+        chunk = max(lay.sizes)
+        piece_shape = list(lay.global_shape)
+        piece_shape[lay.dim] = chunk
+        buf = pack([u], math.prod(piece_shape), u.dtype, u.device)  # padded to the largest shard
+        recv = [torch.empty_like(buf) for _ in range(world)]
+        dist.all_gather(recv, buf, group=group)
+        if stats is not None:
+            stats.add("all_gather", buf.numel() * buf.element_size() * (world - 1))
+        pieces = [recv[s][: lay.shard_numel(s)].view(lay.shard_shape(s)) for s in range(world)]
+        fulls.append(as_dual(torch.cat(pieces, dim=lay.dim), n, getattr(u, "param_name", None)))
+    results = dualize_fn([_with_update(items[i], f) for i, f in zip(idx, fulls)])
+    for i, f, r in zip(idx, fulls, results):
+        lay = layouts[i]
+        out[i] = _cast(r, f).narrow(lay.dim, lay.offset(rank), lay.sizes[rank])

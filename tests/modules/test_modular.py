@@ -1,0 +1,264 @@
+"""``modular(model)`` on existing torch models: the right norm and role per parameter,
+pattern overrides, targets consistent with the module-level modular dualize, the optimizer
+contract (update = lr·targets[p]·norms[p].dualize(g)), typed integration and the table."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import dualtype
+from dualtype.errors import ConfigError, ShapeError
+from dualtype.modules import MLP, GPT, Linear, ReLU, modular
+from dualtype.norms import get as get_norm
+from dualtype.tensor import PrimalTensor
+
+from .helpers import F64, inner, plain, ref_dual, ref_dualize_norm, ref_value
+
+
+def seq_mlp(bias: bool = True) -> nn.Module:
+    return nn.Sequential(nn.Linear(5, 8, bias=bias), nn.ReLU(), nn.Linear(8, 8, bias=bias), nn.ReLU(),
+                         nn.Linear(8, 3, bias=bias))
+
+
+class Block(nn.Module):
+    def __init__(self, d: int, heads: int) -> None:
+        super().__init__()
+        self.heads = heads
+        self.ln1, self.ln2 = nn.LayerNorm(d), nn.LayerNorm(d)
+        self.qkv, self.proj = nn.Linear(d, 3 * d), nn.Linear(d, d)
+        self.fc, self.out = nn.Linear(d, 4 * d), nn.Linear(4 * d, d)
+
+    def forward(self, x):
+        B, T, d = x.shape
+        q, k, v = self.qkv(self.ln1(x)).split(d, dim=-1)
+        q, k, v = (t.view(B, T, self.heads, -1).transpose(1, 2) for t in (q, k, v))
+        a = F.scaled_dot_product_attention(q, k, v, is_causal=True).transpose(1, 2).reshape(B, T, d)
+        x = x + self.proj(a)
+        return x + self.out(F.gelu(self.fc(self.ln2(x))))
+
+
+class TinyGPT(nn.Module):
+    """A hand-written GPT: token embedding module, raw positional parameter, LayerNorms."""
+
+    def __init__(self, vocab=13, d=8, heads=2, layers=2, context=6, tied=False) -> None:
+        super().__init__()
+        self.wte = nn.Embedding(vocab, d)
+        self.wpe = nn.Parameter(0.02 * torch.randn(context, d))
+        self.blocks = nn.ModuleList(Block(d, heads) for _ in range(layers))
+        self.ln_f = nn.LayerNorm(d)
+        self.lm_head = nn.Linear(d, vocab, bias=False)
+        if tied:
+            self.lm_head.weight = self.wte.weight
+
+    def forward(self, idx):
+        x = self.wte(idx) + self.wpe[: idx.shape[1]]
+        for b in self.blocks:
+            x = b(x)
+        return self.lm_head(self.ln_f(x))
+
+
+def small_cnn() -> nn.Module:
+    return nn.Sequential(
+        nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
+        nn.Conv2d(8, 16, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, 10),
+    )
+
+
+def roles(mn):
+    return {r.name: (r.role, str(r.norm)) for r in mn}
+
+
+def _check_duality(mn, model, seed=0):
+    """Targets are the modular dualize: per parameter targets·dualize_norm(g) (reference),
+    modular norm = total target, pairing = target·dual norm (reference formula)."""
+    g = torch.Generator().manual_seed(seed)
+    grads = {n: torch.randn(p.shape, generator=g, dtype=F64) for n, p in model.named_parameters()}
+    d = mn.dualize(grads, method="svd")
+    for r in mn:
+        assert isinstance(d[r.name], PrimalTensor)
+        expect = r.target * ref_dualize_norm(str(r.norm), grads[r.name])
+        torch.testing.assert_close(d[r.name].as_subclass(torch.Tensor), expect, rtol=1e-7, atol=1e-10)
+        # the optimizer contract: lr·targets[p]·norms[p].dualize(g) is this same tensor
+        via_contract = mn.targets[r.name] * mn.norms[r.name].dualize(grads[r.name], method="svd")
+        torch.testing.assert_close(via_contract, expect, rtol=1e-7, atol=1e-10)
+    dual = sum(r.target / mn.target * ref_dual(str(r.norm), grads[r.name]) for r in mn if r.target > 0)
+    assert float(mn.dual_norm(grads)) == pytest.approx(float(dual), rel=1e-9)
+    assert float(mn.norm({k: v.as_subclass(torch.Tensor) for k, v in d.items()})) == pytest.approx(mn.target, rel=1e-9)
+    assert float(inner(list(grads.values()), list(d.values()))) == pytest.approx(mn.target * float(dual), rel=1e-9)
+
+
+def test_sequential_mlp_roles_norms_targets():
+    model = seq_mlp().double()
+    mn = modular(model)
+    assert roles(mn) == {
+        "0.weight": ("hidden", "rms->rms"), "0.bias": ("bias", "rms"),
+        "2.weight": ("hidden", "rms->rms"), "2.bias": ("bias", "rms"),
+        "4.weight": ("head", "rms->linf"), "4.bias": ("bias", "rms"),
+    }
+    assert mn.targets == pytest.approx({n: 1 / 6 for n in mn.targets})
+    assert mn.total_mass == 6.0
+    _check_duality(mn, model)
+
+
+def test_sequential_targets_match_the_dualtype_module():
+    """Same architecture both ways: nn.Sequential (bias-free) vs dualtype MLP."""
+    torch.manual_seed(0)
+    model, ours = seq_mlp(bias=False).double(), MLP(5, 8, 3, depth=3, head=True).double()
+    mn = modular(model)
+    assert list(mn.targets.values()) == pytest.approx(ours.coefficients())
+    assert [str(r.norm) for r in mn] == [str(t.norm) for t in ours.terms()]
+    grads = [torch.randn(p.shape, dtype=F64) for p in ours.parameters()]
+    a = mn.dualize(dict(zip(mn.targets, grads)), method="svd")
+    b = ours.dualize(grads, method="svd")
+    for x, y in zip(a.values(), b):
+        torch.testing.assert_close(x.as_subclass(torch.Tensor), y.as_subclass(torch.Tensor))
+    assert float(mn.dual_norm(dict(zip(mn.targets, grads)))) == pytest.approx(float(ours.dual_norm(grads)))
+    ws = [p.detach() for p in ours.parameters()]
+    assert float(mn.norm(ws)) == pytest.approx(float(ours.norm(ws)))
+
+
+def test_overrides_by_pattern():
+    model = seq_mlp().double()
+    mn = modular(model, masses={"*.bias": 0.0, "0.weight": 2.0}, norms={"4.weight": "rms->rms"},
+                 sensitivities={"0.*": 4.0}, target=0.3)
+    r = {x.name: x for x in mn}
+    assert r["4.weight"].norm == get_norm("rms->rms") and r["4.weight"].role == "head"
+    assert all(r[n].target == 0 for n in r if n.endswith("bias"))
+    # M = 2 + 1 + 1; target_p = 0.3·(m_p/M)/S_p
+    assert r["0.weight"].target == pytest.approx(0.3 * (2 / 4) / 4)
+    assert r["2.weight"].target == pytest.approx(0.3 * (1 / 4))
+    _check_duality(mn, model, seed=1)
+    assert roles(modular(model, head=False))["4.weight"] == ("hidden", "rms->rms")
+    assert roles(modular(model, head="2"))["2.weight"] == ("head", "rms->linf")
+    assert roles(modular(model, head="2"))["4.weight"] == ("hidden", "rms->rms")
+    assert roles(modular(model, head_norm="rms->rms"))["4.weight"] == ("head", "rms->rms")
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"masses": {"nope.*": 1.0}},
+        {"norms": {"nothing": "l2"}},
+        {"masses": {"*.bias": -1.0}},
+        {"sensitivities": {"*": 0.0}},
+        {"norms": {"0.weight": "not-a-norm"}},
+        {"head": "missing"},
+        {"target": -1.0},
+    ],
+)
+def test_bad_overrides_rejected(kwargs):
+    with pytest.raises(ConfigError):
+        modular(seq_mlp(), **kwargs)
+
+
+def test_norm_that_does_not_fit_the_parameter_rejected():
+    with pytest.raises(ShapeError, match="0.bias"):  # a 1-D bias cannot carry a matrix norm
+        modular(seq_mlp(), norms={"0.bias": "rms->rms"})
+
+
+def test_hand_written_gpt():
+    torch.manual_seed(0)
+    model = TinyGPT().double()
+    mn = modular(model)
+    r = roles(mn)
+    assert r["wte.weight"] == ("embedding", "l1->rms")
+    assert r["wpe"] == ("embedding", "l1->rms")
+    assert r["blocks.0.ln1.weight"] == ("gain", "linf") and r["blocks.0.ln1.bias"] == ("bias", "rms")
+    assert r["blocks.1.qkv.weight"] == ("hidden", "rms->rms") and r["blocks.1.qkv.bias"] == ("bias", "rms")
+    assert r["blocks.1.out.weight"] == ("hidden", "rms->rms")
+    assert r["ln_f.weight"] == ("gain", "linf")
+    assert r["lm_head.weight"] == ("head", "rms->linf")
+    assert sum(1 for v in r.values() if v[0] == "head") == 1
+    assert len(mn) == len(list(model.parameters()))
+    _check_duality(mn, model)
+    # typed + real backward: tagged grads go through the door into PrimalTensors
+    handle = dualtype.typed(model, norms=mn.norms)
+    idx = torch.randint(13, (2, 6))
+    F.cross_entropy(model(idx).flatten(0, 1), torch.randint(13, (12,))).backward()
+    d = mn.dualize(method="svd")
+    assert all(isinstance(u, PrimalTensor) for u in d.values())
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            p -= 0.01 * d[name]
+    handle.remove()
+
+
+def test_tied_head_is_listed_once_as_embedding():
+    model = TinyGPT(tied=True)
+    mn = modular(model)
+    r = roles(mn)
+    assert "lm_head.weight" not in r and r["wte.weight"] == ("embedding", "l1->rms")
+    assert not any(v[0] == "head" for v in r.values())  # the last Linear's weight is the embedding
+    assert len(mn) == len(list(model.parameters()))
+
+
+def test_small_cnn():
+    model = small_cnn().double()
+    mn = modular(model, masses={"1.*": 0.1})
+    r = roles(mn)
+    assert r["0.weight"] == ("conv", "conv2d") and r["3.weight"] == ("conv", "conv2d")
+    assert r["0.bias"] == ("bias", "rms") and r["1.weight"] == ("gain", "linf") and r["1.bias"] == ("bias", "rms")
+    assert r["7.weight"] == ("head", "rms->linf")
+    M = 1 + 1 + 0.1 + 0.1 + 1 + 1 + 1 + 1
+    assert mn["0.weight"].target == pytest.approx(1 / M) and mn["1.weight"].target == pytest.approx(0.1 / M)
+    _check_duality(mn, model)
+    model(torch.randn(2, 3, 6, 6, dtype=F64)).sum().backward()  # the model still trains as usual
+
+
+def test_dualtype_module_uses_its_own_structure_and_stays_fresh():
+    a = Linear(4, 6)
+    net = (Linear(6, 3) @ ReLU() @ a).double()
+    mn = modular(net, target=2.0)
+    assert list(mn.targets.values()) == pytest.approx(net.coefficients(2.0))
+    grads = [torch.randn(p.shape, dtype=F64) for p in net.parameters()]
+    for x, y in zip(mn.dualize(dict(zip(mn.targets, grads)), method="svd").values(), net.dualize(grads, 2.0, "svd")):
+        torch.testing.assert_close(x.as_subclass(torch.Tensor), y.as_subclass(torch.Tensor))
+    a.mass = 3.0  # re-weighting after the fact is reflected
+    assert list(mn.targets.values()) == pytest.approx([2 * 3 / 4, 2 * 1 / 4])
+    with pytest.raises(ConfigError):
+        modular(net, masses={"*": 1.0})
+    gpt = GPT(vocab=7, d_model=8, heads=2, layers=1, context=4)
+    r = roles(modular(gpt))
+    assert r["embed.inner.token.weight"] == ("embedding", "l1->rms") and r["head.weight"] == ("head", "rms->linf")
+
+
+def test_table_is_readable():
+    mn = modular(TinyGPT())
+    text = str(mn)
+    assert text == mn.table()
+    lines = text.splitlines()
+    assert "name" in lines[2] and "norm" in lines[2] and "target" in lines[2]
+    for r in mn:
+        assert any(line.startswith(r.name + " ") for line in lines)
+    assert "TinyGPT" in lines[0] and "total mass" in lines[0]
+    assert "ModularNorm" in repr(mn)
+
+
+def test_other_parameter_kinds():
+    class Odd(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv1d = nn.Conv1d(2, 3, 3)
+            self.scale = nn.Parameter(torch.ones(4))
+            self.mat = nn.Parameter(torch.randn(3, 4))
+            self.lin = nn.Linear(4, 2)
+
+    r = roles(modular(Odd()))
+    assert r["conv1d.weight"] == ("other", "l2") and r["conv1d.bias"] == ("bias", "rms")
+    assert r["scale"] == ("gain", "linf") and r["mat"] == ("hidden", "rms->rms")
+    assert r["lin.weight"] == ("head", "rms->linf")
+
+    class Scalar(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.t = nn.Parameter(torch.tensor(1.0))
+
+    with pytest.raises(ConfigError):
+        modular(Scalar())
+    with pytest.raises(ConfigError):
+        modular("not a module")  # type: ignore[arg-type]

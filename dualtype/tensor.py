@@ -8,8 +8,9 @@ The rules, enforced in ``__torch_function__``:
 
 - ``c·Dual[N] → Dual[N]``; ``Dual[N] ± Dual[N] → Dual[N]``; clone, detach, to, view,
   indexing, stack, ``zeros_like`` ... keep the tag (momentum buffers stay Dual). Any other
-  function of a dual value stays dual, with the norm dropped when inputs disagree; reductions
-  that observe a value (norms, sums, comparisons) give plain tensors.
+  function of a dual value stays dual, with the norm dropped when inputs disagree. Reductions
+  to a number (``g.norm()``, ``g.sum()``) and comparisons give plain tensors; a partial
+  reduction (``g.mean(0)``) stays dual with an unknown norm.
 - ``Dual[N] ± Dual[M]`` with N ≠ M → :class:`NormMismatchError`; Dual mixed with Primal
   → :class:`DualityError`; a Dual added to a weight (out of place, e.g. ``p.data - lr * g``
   or coupled weight decay ``g + wd * p``) → :class:`DualityError`.
@@ -344,10 +345,22 @@ class _Typed(Tensor):
         new_weight = _check_mix(op, typed, args, kwargs)
         with DisableTorchFunctionSubclass():
             ret = func(*args, **kwargs)
-        if new_weight or op in _OBSERVE or not typed:
+        if new_weight or not typed:
             return ret
         first = typed[0]
+        if op in _OBSERVE:  # a number is plain; a partial reduction (g.mean(0)) keeps the role
+            return ret if op == "svdvals" else _tag_values(ret, first._role, first._dt_name)
         return _tag(ret, first._role, _common_norm(typed), first._dt_name)
+
+
+def _tag_values(ret: Any, role: str, name: str | None) -> Any:
+    """Tag the floating-point tensors of ndim > 0 in ``ret`` (norm unknown); keep the rest."""
+    if isinstance(ret, Tensor):
+        return _tag(ret, role, None, name) if ret.ndim > 0 and ret.is_floating_point() else ret
+    if isinstance(ret, tuple):
+        items = [_tag_values(r, role, name) for r in ret]
+        return type(ret)(*items) if hasattr(ret, "_fields") else type(ret)(items)
+    return ret
 
 
 def _foreach(func, name: str, op: str, args: tuple, kwargs: dict):

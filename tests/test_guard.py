@@ -174,12 +174,12 @@ class Scalar(nn.Module):
         self.lin = nn.Linear(3, 3)
         self.temperature = nn.Parameter(torch.tensor(1.0))
 
+    def forward(self, x):
+        return self.lin(x)
 
-@pytest.mark.xfail(strict=True, raises=dualtype.ShapeError,
-                   reason="bug (norms.py, not this suite's file): guard gives 0-D parameters "
-                          "'rms', but every Norm has min_ndim=1, so typed() refuses a model with "
-                          "a scalar parameter (a temperature, CLIP's logit_scale)")
+
 def test_zero_dim_parameter_gets_rms():
+    """A scalar parameter (a temperature, CLIP's logit_scale) is typed under rms."""
     model = Scalar()
     h = dualtype.typed(model)
     assert h.norms["temperature"] == N.RMS()

@@ -628,6 +628,10 @@ def test_reductions_give_plain_tensors():
                 torch.linalg.svdvals(g), torch.norm(g), torch._foreach_norm([g])[0]):
         assert type(out) is torch.Tensor, type(out)
     assert isinstance(g.sum().item(), float)
+    # A partial reduction is still a vector derived from the gradient: it stays dual.
+    for out in (g.mean(0), g.sum(1), g.amax(0), g.max(0).values, torch.linalg.vector_norm(g, dim=1)):
+        assert role(out) == "dual" and out.param_name == g.param_name
+    assert type(g.max(0).indices) is torch.Tensor
     n = dualize(g).norm()
     assert type(n) is torch.Tensor
 

@@ -1,0 +1,300 @@
+"""dualtype.distributed: the dualize work split across 2 gloo processes on CPU.
+
+Each distributed test forks 2 processes (``torch.set_num_threads(1)``, a FileStore in
+``tmp_path``, a join timeout), runs the same training code as a single-process reference
+and compares: every rank must hold bit-identical parameters, equal to the single-process
+``ModularSGD`` run within 1e-6. The model touches every norm and the awkward shard cases:
+an embedding of 11 rows (shards 6/5), a 5-row head (3/2), a Conv2d, and a 1-element gain
+(shards 1/0: one rank holds an empty shard).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import traceback
+from pathlib import Path
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+from torch import nn
+
+import dualtype
+from dualtype.distributed import (
+    CommStats,
+    ShardLayout,
+    assign,
+    classify,
+    dualize_cost,
+    loads,
+)
+from dualtype.distributed.wire import pack, as_primal
+from dualtype.norms import get as norm
+from dualtype.optim import ModularSGD
+
+pytestmark = pytest.mark.skipif(not dist.is_available(), reason="torch.distributed is not available")
+
+NORMS = {"head.weight": "rms->linf", "lin1.bias": "l2", "conv.bias": "linf"}
+LR, STEPS, TOL = 0.05, 4, 1e-6
+
+
+class Net(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.emb = nn.Embedding(11, 8)          # l1->rms, shards 6/5
+        self.lin1 = nn.Linear(8, 12)            # rms->rms; bias l2 (rescaled)
+        self.lin2 = nn.Linear(12, 12)           # rms->rms; bias rms (rescaled)
+        self.conv = nn.Conv2d(3, 2, 2)          # conv2d [2, 3, 2, 2]; bias linf (local)
+        self.head = nn.Linear(2, 5, bias=False)  # rms->linf, shards 3/2
+        self.gain = nn.Parameter(torch.ones(1))  # rms, shards 1/0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = nn.functional.gelu(self.lin1(self.emb(x)))
+        h = nn.functional.gelu(self.lin2(h)).view(-1, 3, 2, 2)
+        return self.head(self.conv(h).flatten(1)) * self.gain
+
+
+def make_net() -> Net:
+    torch.manual_seed(0)
+    return Net()
+
+
+def batch(step: int, n: int = 16) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(100 + step)
+    return torch.randint(0, 11, (n,), generator=g), torch.randint(0, 5, (n,), generator=g)
+
+
+def train(model: nn.Module, opt: torch.optim.Optimizer, steps: range, rank: int = 0, world: int = 1) -> None:
+    """Each rank takes its slice of the global batch; DDP/FSDP average the gradients."""
+    for s in steps:
+        x, y = batch(s)
+        x, y = x.chunk(world)[rank], y.chunk(world)[rank]
+        nn.functional.cross_entropy(model(x), y).backward()
+        opt.step()
+        opt.zero_grad()
+
+
+def full_params(model: nn.Module) -> dict[str, torch.Tensor]:
+    out = {}
+    for k, v in model.state_dict().items():
+        v = v.full_tensor() if hasattr(v, "full_tensor") else v
+        out[k.removeprefix("module.")] = v.detach().clone()
+    return out
+
+
+def reference(steps: int = STEPS, start: int = 0) -> dict[str, torch.Tensor]:
+    model = make_net()
+    opt = ModularSGD(model, lr=LR, norms=NORMS, modular=False)
+    train(model, opt, range(start, steps))
+    return full_params(model)
+
+
+# --- the 2-process harness ---------------------------------------------------------------
+
+
+def _worker(fn, rank: int, world: int, tmp: str, args: tuple) -> None:
+    code = 0
+    try:
+        torch.set_num_threads(1)
+        store = dist.FileStore(os.path.join(tmp, "store"), world)
+        dist.init_process_group("gloo", store=store, rank=rank, world_size=world)
+        out = fn(rank, world, tmp, *args)
+        torch.save(out, os.path.join(tmp, f"out{rank}.pt"))
+    except BaseException:  # report to the parent, never hang it
+        Path(tmp, f"err{rank}.txt").write_text(traceback.format_exc())
+        code = 1
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
+    os._exit(code)  # skip pytest's atexit handlers in the forked child
+
+
+def launch(fn, tmp_path: Path, *args, world: int = 2, timeout: float = 60.0) -> list:
+    """Run ``fn(rank, world, tmp, *args)`` on ``world`` forked gloo processes; return results."""
+    tmp = tmp_path / f"run{time.monotonic_ns()}"
+    tmp.mkdir()
+    ctx = mp.get_context("fork")
+    procs = [ctx.Process(target=_worker, args=(fn, r, world, str(tmp), args)) for r in range(world)]
+    for p in procs:
+        p.start()
+    deadline = time.monotonic() + timeout
+    for p in procs:
+        p.join(max(0.1, deadline - time.monotonic()))
+    hung = [p for p in procs if p.is_alive()]
+    for p in hung:
+        p.kill()
+        p.join(5)
+    errors = "\n".join(f.read_text() for f in sorted(tmp.glob("err*.txt")))
+    assert not hung, f"{len(hung)} rank(s) hung past {timeout}s\n{errors}"
+    assert all(p.exitcode == 0 for p in procs), f"exit codes {[p.exitcode for p in procs]}\n{errors}"
+    return [torch.load(tmp / f"out{r}.pt", weights_only=False) for r in range(world)]
+
+
+def assert_same(ranks: list[dict], ref: dict, tol: float = TOL) -> None:
+    for k in ref:
+        for r, got in enumerate(ranks[1:], 1):
+            assert torch.equal(got[k], ranks[0][k]), f"{k}: rank {r} differs from rank 0"
+        err = (ranks[0][k] - ref[k]).abs().max().item()
+        assert err <= tol, f"{k}: {err:.3g} from the single-process run"
+
+
+def _count_items(counter: list) -> None:
+    """Record how many items this rank's base _dualize was asked for (its share of the work)."""
+    base = ModularSGD._dualize
+
+    def counting(self, items):
+        counter.append(len(items))
+        return base(self, items)
+
+    ModularSGD._dualize = counting  # in the forked child only
+
+
+# --- workers -------------------------------------------------------------------------------
+
+
+def _ddp(rank, world, tmp):
+    from torch.nn.parallel import DistributedDataParallel as DDP
+
+    from dualtype.distributed import DistributedModularSGD
+
+    counts: list[int] = []
+    _count_items(counts)
+    model = make_net()
+    ddp = DDP(model)
+    opt = DistributedModularSGD(ddp, lr=LR, norms=NORMS, modular=False)
+    train(ddp, opt, range(STEPS), rank, world)
+    out = {"params": full_params(model), "comm": dict(opt.comm.bytes_sent), "items": sum(counts)}
+    del ddp  # destroy the DDP wrapper before the process group
+    return out
+
+
+def _fsdp(rank, world, tmp, strategy):
+    from torch.distributed.fsdp import fully_shard
+
+    from dualtype.distributed import DistributedModularSGD
+
+    model = make_net()
+    fully_shard(model.lin2)
+    fully_shard(model)
+    opt = DistributedModularSGD(model, lr=LR, norms=NORMS, modular=False, strategy=strategy)
+    local_shapes = {n: tuple(v.shape) for n, (_, v) in opt.shard_views().items()}
+    train(model, opt, range(STEPS), rank, world)
+    return {"params": full_params(model), "comm": dict(opt.comm.bytes_sent), "calls": dict(opt.comm.calls),
+            "shapes": local_shapes, "momentum": {n: tuple(opt.state[v]["momentum_buffer"].shape)
+                                                 for n, (_, v) in opt.shard_views().items()}}
+
+
+def _checkpoint(rank, world, tmp, mode, ckpt, phase, save_at, steps):
+    from dualtype.distributed import DistributedModularSGD
+    from dualtype.distributed import checkpoint as dcheck
+
+    model = make_net()
+    if mode == "fsdp2":
+        from torch.distributed.fsdp import fully_shard
+
+        fully_shard(model)
+        wrapped = model
+    else:
+        from torch.nn.parallel import DistributedDataParallel as DDP
+
+        wrapped = DDP(model)
+    opt = DistributedModularSGD(wrapped, lr=LR, norms=NORMS, modular=False)
+    if phase == "save":
+        train(wrapped, opt, range(save_at), rank, world)
+        dcheck.save(ckpt, wrapped, opt, extra={"step": save_at})
+        start = save_at
+    else:
+        start = dcheck.load(ckpt, wrapped, opt)["step"]
+    train(wrapped, opt, range(start, steps), rank, world)
+    out = full_params(model)
+    del wrapped
+    return out
+
+
+# --- single-process units ------------------------------------------------------------------
+
+
+def test_assign_balances_and_is_deterministic():
+    costs = [dualize_cost(s, norm("rms->rms")) for s in [(64, 64), (64, 64), (8, 64), (8, 8), (64, 256)]]
+    owners = assign(costs, 2)
+    assert owners == assign(costs, 2)
+    ld = loads(costs, owners, 2)
+    assert max(ld) <= 4 / 3 * max(sum(costs) / 2, max(costs))
+    assert assign([5.0], 3) == [0] and assign([], 2) == []
+
+
+def test_cost_model():
+    assert dualize_cost((32, 128), norm("rms->rms")) == 32 * 128 * 32
+    assert dualize_cost((4, 32, 128), norm("rms->rms")) == 4 * 32 * 128 * 32
+    assert dualize_cost((8, 3, 3, 3), norm("conv2d")) == 8 * 3 * 9 * 3
+    assert dualize_cost((50, 16), norm("l1->rms")) == 800
+    assert dualize_cost((0, 16), norm("rms->rms")) == 0
+
+
+def test_shard_layout_uneven_and_empty():
+    lay = ShardLayout.chunked((11, 8), 0, 2)
+    assert lay.sizes == (6, 5) and lay.shard_shape(1) == (5, 8) and lay.offset(1) == 6
+    assert ShardLayout.chunked((1,), 0, 2).sizes == (1, 0)
+    assert ShardLayout.chunked((5, 2), 0, 4).sizes == (2, 2, 1, 0)
+    assert classify(norm("rms->linf"), lay) == "local"
+    assert classify(norm("l1->rms"), ShardLayout.chunked((11, 8), 1, 2)) == "assemble"
+    assert classify(norm("rms"), ShardLayout.chunked((12,), 0, 2)) == "rescale"
+    assert classify(norm("rms->rms"), lay) == "assemble"
+    assert classify(norm("rms->rms"), ShardLayout.chunked((11, 8), None, 2)) == "local"
+
+
+def test_wire_keeps_tags_out_of_the_buffer():
+    g = dualtype.dual(torch.randn(3, 4), "rms->rms")
+    p = dualtype.dualize(g)
+    buf = pack([p, p[:1]], 20, torch.float32, torch.device("cpu"))
+    assert dualtype.role(buf) is None and type(buf) is torch.Tensor  # collectives see plain data
+    assert torch.equal(buf[:12].view(3, 4), p.as_subclass(torch.Tensor)) and buf[16:].eq(0).all()
+    back = as_primal(buf[:12].view(3, 4), norm("rms->rms"))
+    assert dualtype.role(back) == "primal" and dualtype.norm_of(back) == norm("rms->rms")
+    stats = CommStats()
+    stats.add("all_gather", 10)
+    stats.add("all_gather", 6)
+    assert stats.total == 16 and stats.calls == {"all_gather": 2}
+
+
+# --- 2 processes ---------------------------------------------------------------------------
+
+
+def test_ddp_matches_single_process_and_splits_the_work(tmp_path):
+    ranks = launch(_ddp, tmp_path)
+    assert_same([r["params"] for r in ranks], reference())
+    n_params = len(list(make_net().parameters()))
+    assert sum(r["items"] for r in ranks) == n_params * STEPS  # every item dualized exactly once
+    assert all(0 < r["items"] < n_params * STEPS for r in ranks)  # ... and both ranks worked
+    assert all(r["comm"]["all_gather"] > 0 for r in ranks)
+
+
+@pytest.mark.parametrize("strategy", ["split", "naive"])
+def test_fsdp2_matches_single_process(tmp_path, strategy):
+    ranks = launch(_fsdp, tmp_path, strategy)
+    assert_same([r["params"] for r in ranks], reference())
+    assert ranks[0]["shapes"]["emb.weight"] == (6, 8) and ranks[1]["shapes"]["emb.weight"] == (5, 8)
+    assert ranks[1]["shapes"]["gain"] == (0,)
+    assert all(r["momentum"] == r["shapes"] for r in ranks)  # momentum stays sharded
+    if strategy == "split":
+        # two all_to_all (whole matrices) and one scalar all_reduce (rms, l2) per step, no gather
+        assert ranks[0]["calls"] == {"all_to_all": 2 * STEPS, "all_reduce": STEPS}
+    else:
+        assert set(ranks[0]["calls"]) == {"all_gather"}
+
+
+def test_checkpoint_resume_matches_uninterrupted(tmp_path):
+    ref = reference(6)
+    ck = str(tmp_path / "ckpt")
+    saved = launch(_checkpoint, tmp_path, "fsdp2", ck, "save", 3, 6)
+    assert_same(saved, ref)
+    resumed = launch(_checkpoint, tmp_path, "fsdp2", ck, "load", 3, 6)
+    for k in saved[0]:  # same world size: bit-identical continuation
+        assert torch.equal(resumed[0][k], saved[0][k]) and torch.equal(resumed[1][k], saved[1][k]), k
+    # another world size and another wrapper: FSDP2 on 2 ranks -> 1 rank, -> DDP on 2 ranks
+    (one,) = launch(_checkpoint, tmp_path, "fsdp2", ck, "load", 3, 6, world=1)
+    assert_same([one], ref)
+    ddp = launch(_checkpoint, tmp_path, "ddp", ck, "load", 3, 6)
+    assert_same(ddp, ref)

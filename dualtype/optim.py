@@ -1,0 +1,465 @@
+"""``ModularSGD``: steepest descent under the modular norm, with momentum (DESIGN §1-§3).
+
+For every parameter ``p`` of norm ``N_p`` and target ``t_p`` the step is
+
+    buf_p ← β·buf_p + (1−β)·g_p                      (Dual[N_p]: the momentum stays dual)
+    u_p   = (1−β)·g_p + β·buf_p  if nesterov else buf_p
+    p     ← (1 − lr·wd)·p − lr·t_p·dualize_{N_p}(u_p)  (decoupled weight decay; Primal[N_p])
+
+so ``lr`` is the size of the step in the modular norm: each parameter moves by exactly
+``lr·t_p`` in its own norm ``N_p``, and with the targets of :func:`dualtype.modules.modular`
+the whole update has modular norm ``lr`` (DESIGN §3, "dualize(g, t)_p = t·c_p·dualize_p").
+
+The gradient enters as ``Dual[N]`` (tagged by :func:`dualtype.typed`), the momentum buffer is
+built from it and stays ``Dual[N]``, and :func:`dualtype.dualize` is the only door to the
+``Primal[N]`` update that is written into the weight through the checked update path. The
+optimizer itself uses no escape hatch.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import math
+from collections import defaultdict
+from typing import Any, Callable, Iterable, Mapping, NamedTuple, Sequence
+
+import torch
+from torch import Tensor, nn
+
+from dualtype import norms as _norms
+from dualtype.errors import ConfigError, NonFiniteError
+from dualtype.guard import typed
+from dualtype.norms import Norm
+from dualtype.tensor import DualTensor, PrimalTensor, _weight_info, dual, dualize
+
+__all__ = ["ModularSGD", "DualizeItem"]
+
+# Norms whose duality map treats leading dims as a batch: same-shape parameters under them can
+# be stacked and dualized in one call. The vector norms (l2, linf, rms) normalize over the
+# whole tensor, so stacking would change the result; they are dualized one by one (no kernel).
+_BATCHED = ("rms->rms", "l1->rms", "rms->linf", "conv2d")
+
+_TypedModelAttr = "_dualtype_typed"
+
+
+class DualizeItem(NamedTuple):
+    """One parameter's entry in :meth:`ModularSGD._dualize`.
+
+    ``update`` is ``Dual[norm]`` (the momentum or Nesterov combination, shape of ``param``);
+    ``scale`` is the size of the step in ``norm``: ``lr·target`` of the parameter's group.
+    """
+
+    param: Tensor
+    update: DualTensor
+    norm: Norm
+    scale: float
+
+
+def _modular_of(model: nn.Module) -> Any | None:
+    try:
+        from dualtype.modules import modular  # lands with the modular-norm issue
+    except ImportError:
+        return None
+    return modular(model)
+
+
+def _lookup(name: str, param: Tensor, spec: Any) -> Any:
+    """A per-parameter value from ``spec``: a scalar/Norm/str, or a mapping keyed by name,
+    fnmatch glob or the tensor itself (exact keys first, then globs in dict order)."""
+    if spec is None or not isinstance(spec, Mapping):
+        return spec
+    for key, value in spec.items():
+        if key is param:
+            return value
+    if name in spec:
+        return spec[name]
+    for key, value in spec.items():
+        if isinstance(key, str) and fnmatch.fnmatchcase(name, key):
+            return value
+    return None
+
+
+def _fallback_norm(param: Tensor) -> Norm | None:
+    """Norm of a parameter not described otherwise: its tag from ``typed()``, else by rank."""
+    info = _weight_info(param)
+    if info is not None and info[1] is not None:
+        return info[1]
+    if param.ndim <= 1:
+        return _norms.RMS()
+    if param.ndim == 2:
+        return _norms.RMSToRMS()
+    if param.ndim == 4:
+        return _norms.Conv2D()
+    return None
+
+
+def _check_number(value: Any, what: str, hint: str, *, upper: float | None = None) -> float:
+    if isinstance(value, Tensor):
+        raise ConfigError(f"{what} must be a Python float, got a tensor; {hint}")
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{what} must be a number, got {value!r}; {hint}") from None
+    if not math.isfinite(v) or v < 0 or (upper is not None and v >= upper):
+        bound = f"in [0, {upper:g})" if upper is not None else "finite and ≥ 0"
+        raise ConfigError(f"{what} must be {bound}, got {value!r}; {hint}")
+    return v
+
+
+class ModularSGD(torch.optim.Optimizer):
+    """SGD with momentum in the modular norm: ``p ← (1−lr·wd)·p − lr·target·dualize_N(m)``.
+
+    (Named for what it is: steepest descent under the modular norm with heavy-ball or Nesterov
+    momentum; with the ``rms->rms`` norm on hidden matrices it is Muon, but the same rule
+    dualizes embeddings, heads, convolutions and gains through their own norms.)
+
+    Args:
+        params: an ``nn.Module`` (preferred: it is typed with :func:`dualtype.typed` here and
+            names come from ``named_parameters()``), an iterable of parameters, of
+            ``(name, parameter)`` pairs, or of param-group dicts. A group dict may hold
+            ``"params"`` plus any hyper-parameter below and ``"norms"``/``"targets"``
+            (a single value for the whole group, or a mapping as below).
+        lr: size of the step in the modular norm (≥ 0). Schedulers from
+            ``torch.optim.lr_scheduler`` change it per group.
+        momentum: β in [0, 1); the buffer is an EMA of the gradients (Muon's convention; the
+            duality maps are scale-free, so EMA and sum give the same direction).
+        nesterov: use ``(1−β)·g + β·buf`` instead of ``buf``.
+        weight_decay: decoupled: ``p ← (1 − lr·wd)·p`` before the update (≥ 0).
+        norms: parameter name / fnmatch glob / the tensor itself → norm (name or
+            :class:`~dualtype.norms.Norm`); overrides the model's norms. Without it a
+            parameter's norm comes from ``modular(model)`` (when ``dualtype.modules`` is
+            available and ``modular`` is not False), else from ``typed()``'s defaults
+            (Linear ``rms->rms``, Embedding ``l1->rms``, Conv2d ``conv2d``, 1-D ``rms``).
+        targets: name / glob / tensor → target t ≥ 0 (the step of that parameter is
+            ``lr·t`` in its norm; 0 freezes it). Default: ``modular(model).targets``, else 1.
+        modular: for a model: ``None`` uses ``dualtype.modules.modular(model)`` if that is
+            importable, ``True`` requires it, ``False`` uses typed() defaults with target 1;
+            a ready ``ModularNorm`` object (with ``.norms`` and ``.targets``) is used as is.
+        method: orthogonalization kernel for the matrix norms (``None``: the kernels'
+            default; see :func:`dualtype.kernels.orthogonalize`).
+        batched: dualize same-(shape, dtype, device, norm) parameters in one stacked call.
+
+    Guarantees: the momentum buffers are ``Dual[N]``; the only Dual→Primal step is
+    :func:`dualtype.dualize`; all updates are computed before any weight or buffer changes,
+    so a NaN/Inf gradient raises :class:`~dualtype.errors.NonFiniteError` naming the
+    parameter and leaves weights and momentum untouched. ``state_dict()`` holds the buffers
+    and each group's names, norms and targets; loading it resumes bit-identically.
+
+    **Distributed seam.** All dualization happens in one overridable method,
+    :meth:`_dualize` (``list[DualizeItem] -> list[PrimalTensor]``, same order). It is pure:
+    no optimizer state is read or written there, and its results are applied by
+    :meth:`step` afterwards. ``dualtype.distributed`` can split the work across ranks by
+    overriding only that method (e.g. each rank dualizes a shard of the items, then the
+    results are all-gathered) — the momentum, the weight decay and the checked update stay
+    here. :meth:`_dualize_batch` is the per-bucket primitive it may reuse.
+    """
+
+    def __init__(
+        self,
+        params: "nn.Module | Iterable[Tensor] | Iterable[tuple[str, Tensor]] | Iterable[dict]",
+        lr: float = 0.02,
+        momentum: float = 0.95,
+        nesterov: bool = True,
+        weight_decay: float = 0.0,
+        *,
+        norms: Mapping[Any, "str | Norm"] | None = None,
+        targets: Mapping[Any, float] | None = None,
+        modular: Any = None,
+        method: str | None = None,
+        batched: bool = True,
+    ) -> None:
+        defaults = dict(lr=lr, momentum=momentum, nesterov=bool(nesterov),
+                        weight_decay=weight_decay, method=method)
+        self._check_hyper(defaults, "ModularSGD")
+        self._user_norms = norms
+        self._user_targets = targets
+        self.batched = bool(batched)
+        self._model_norms: dict[str, Norm] = {}
+        self._model_targets: dict[str, float] = {}
+        self._names: dict[int, str] = {}
+        self._unnamed = 0
+
+        if isinstance(params, nn.Module):
+            groups = [{"params": self._adopt_model(params, norms, targets, modular)}]
+        else:
+            if modular not in (None, False):
+                raise ConfigError(
+                    "modular= needs the model: pass the nn.Module itself, "
+                    "e.g. ModularSGD(model, lr=...)"
+                )
+            if isinstance(params, Tensor):
+                raise ConfigError(
+                    "params must be a model or an iterable of tensors, got a single tensor; "
+                    "wrap it in a list: ModularSGD([p], ...)"
+                )
+            groups = list(params)
+            if not groups:
+                raise ConfigError("ModularSGD got an empty parameter list")
+            if not isinstance(groups[0], dict):
+                groups = [{"params": groups}]
+        super().__init__(groups, defaults)
+
+    # --- construction ---------------------------------------------------------------------
+
+    def _adopt_model(self, model: nn.Module, norms: Any, targets: Any, modular: Any) -> list:
+        mod = None
+        if modular is True or modular is None:
+            mod = _modular_of(model)
+            if mod is None and modular is True:
+                raise ConfigError(
+                    "modular=True needs dualtype.modules.modular, which is not available in "
+                    "this install; pass modular=False to use typed()'s default norms"
+                )
+        elif modular is not False:
+            mod = modular
+        named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+        if mod is not None:
+            self._model_norms = {n: _norms.get(v) for n, v in mod.norms.items()}
+            self._model_targets = {n: float(v) for n, v in mod.targets.items()}
+        else:
+            handle = model.__dict__.get(_TypedModelAttr)  # keep norms the user typed with
+            if handle is not None:
+                self._model_norms = dict(handle.norms)
+        # Norm overrides given by name/glob are resolved now so typed() tags grads with them.
+        resolved = dict(self._model_norms)
+        for n, p in named:
+            spec = _lookup(n, p, norms)
+            if spec is not None:
+                resolved[n] = _norms.get(spec)
+        if resolved:
+            # typed() wants every override to match a parameter: keep only existing names.
+            all_names = {n for n, _ in model.named_parameters()}
+            self._typed = typed(model, norms={n: v for n, v in resolved.items() if n in all_names})
+        else:
+            self._typed = typed(model)
+        self._model_norms = dict(self._typed.norms)
+        return named
+
+    @staticmethod
+    def _check_hyper(group: Mapping[str, Any], where: str) -> None:
+        if "lr" in group:
+            _check_number(group["lr"], f"{where}: lr", "lr is the size of the step in the modular "
+                          "norm, e.g. lr=0.02")
+        if "momentum" in group:
+            _check_number(group["momentum"], f"{where}: momentum", "momentum is β of the EMA "
+                          "buffer, e.g. 0.9 or 0.95 (0 disables it)", upper=1.0)
+        if "weight_decay" in group:
+            _check_number(group["weight_decay"], f"{where}: weight_decay", "weight decay is "
+                          "decoupled (p ← (1 − lr·wd)·p), e.g. 0.0 or 0.01")
+        method = group.get("method")
+        if method is not None:
+            from dualtype.kernels import METHODS
+
+            if method not in METHODS:
+                raise ConfigError(f"{where}: unknown orthogonalization method {method!r}; "
+                                  f"choose from {', '.join(METHODS)} or None (the default)")
+
+    def add_param_group(self, param_group: dict[str, Any]) -> None:
+        group = dict(param_group)
+        raw = group.get("params")
+        if isinstance(raw, Tensor):
+            raw = [raw]
+        elif isinstance(raw, nn.Module):
+            raise ConfigError("a param group's 'params' must be tensors; pass the model itself "
+                              "as the first argument instead: ModularSGD(model, ...)")
+        raw = list(raw) if raw is not None else []
+        where = f"param group {len(self.param_groups)}"
+        self._check_hyper(group, where)
+        group_norms, group_targets = group.pop("norms", None), group.pop("targets", None)
+        params, names, norm_names, target_values = [], [], [], []
+        for item in raw:
+            if isinstance(item, tuple) and len(item) == 2 and isinstance(item[0], str):
+                name, p = item
+            else:
+                p = item
+                name = self._names.get(id(p))
+                if name is None:
+                    name = f"group{len(self.param_groups)}.param{len(params)}"
+            if not isinstance(p, Tensor):
+                raise ConfigError(f"{where}: expected tensors, got {type(p).__name__}")
+            self._names[id(p)] = name
+            norm = self._resolve_norm(name, p, group_norms, where)
+            target = self._resolve_target(name, p, group_targets, where)
+            params.append(p)
+            names.append(name)
+            norm_names.append(norm.name)
+            target_values.append(target)
+        group["params"] = params
+        # Kept in the group so state_dict() records them and load_state_dict() restores them.
+        group["names"], group["norms"], group["targets"] = names, norm_names, target_values
+        super().add_param_group(group)
+
+    def _resolve_norm(self, name: str, p: Tensor, group_norms: Any, where: str) -> Norm:
+        spec = _lookup(name, p, group_norms)
+        if spec is None:
+            spec = _lookup(name, p, self._user_norms)
+        if spec is None:
+            spec = self._model_norms.get(name)
+        norm = _norms.get(spec) if spec is not None else _fallback_norm(p)
+        if norm is None:
+            raise ConfigError(
+                f"{where}: cannot infer a norm for parameter '{name}' of shape "
+                f"{tuple(p.shape)}; pass one, e.g. norms={{'{name}': 'l2'}} "
+                f"(known: {', '.join(_norms.names())})"
+            )
+        norm.check(p, f"parameter '{name}'")
+        info = _weight_info(p)
+        if info is not None and info[1] is not None and info[1] != norm:
+            raise ConfigError(
+                f"{where}: parameter '{name}' was typed with norm '{info[1]}' but the optimizer "
+                f"was given '{norm}'; pass the model itself (ModularSGD(model, norms=...)) or "
+                f"re-type it: dualtype.typed(model, norms={{'{name}': '{norm}'}})"
+            )
+        return norm
+
+    def _resolve_target(self, name: str, p: Tensor, group_targets: Any, where: str) -> float:
+        spec = _lookup(name, p, group_targets)
+        if spec is None:
+            spec = _lookup(name, p, self._user_targets)
+        if spec is None:
+            spec = self._model_targets.get(name, 1.0)
+        return _check_number(spec, f"{where}: target of '{name}'",
+                             "a target is the size of the parameter's step per unit lr, e.g. 1.0")
+
+    # --- the step -------------------------------------------------------------------------
+
+    def _dual_grad(self, p: Tensor, name: str, norm: Norm) -> DualTensor:
+        g = p.grad
+        if isinstance(g, DualTensor):
+            tag = g._dt_norm
+            if tag is not None and tag != norm:
+                raise ConfigError(
+                    f"the gradient of '{name}' is Dual[{tag}] but the optimizer has norm "
+                    f"'{norm}' for it; type the model and the optimizer with the same norms"
+                )
+            return g if tag is not None else dual(g, norm, name)
+        if isinstance(g, PrimalTensor):
+            raise ConfigError(f"the .grad of '{name}' is a primal tensor; gradients are dual")
+        return dual(g, norm, name)  # an untyped gradient: declare it Dual[norm] (no copy)
+
+    @torch.no_grad()
+    def step(self, closure: Callable[[], Any] | None = None) -> Any:
+        """One update of every parameter that has a gradient. Returns ``closure()``'s loss."""
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        items: list[DualizeItem] = []
+        commits: list[tuple[Tensor, dict, Tensor | None, dict]] = []
+        for group in self.param_groups:
+            beta, lr = group["momentum"], group["lr"]
+            entries = []
+            for p, name, norm_name, target in zip(group["params"], group["names"],
+                                                  group["norms"], group["targets"]):
+                if p.grad is None:
+                    continue
+                norm = _norms.get(norm_name)
+                entries.append((p, name, norm, target, self._dual_grad(p, name, norm)))
+            if not entries:
+                continue
+            grads = [e[4] for e in entries]
+            if beta > 0:
+                bufs = []
+                for p, name, norm, _, g in entries:
+                    buf = self.state[p].get("momentum_buffer")
+                    if buf is None:
+                        buf = torch.zeros_like(g)  # Dual[norm]
+                    elif not isinstance(buf, DualTensor):
+                        buf = dual(buf, norm, name)  # e.g. a state_dict loaded without tags
+                    bufs.append(buf)
+                # Out of place: buffers are committed only once every update is computed.
+                new_bufs = torch._foreach_lerp(bufs, grads, 1.0 - beta)
+                updates = (torch._foreach_lerp(grads, new_bufs, beta) if group["nesterov"]
+                           else new_bufs)
+            else:
+                new_bufs, updates = [None] * len(entries), grads
+            for (p, name, norm, target, _), u, nb in zip(entries, updates, new_bufs):
+                items.append(DualizeItem(p, u, norm, lr * target))
+                commits.append((p, self.state[p], nb, group))
+
+        self._methods = {id(p): g["method"] for g in self.param_groups for p in g["params"]}
+        primals = self._dualize(items)
+        if len(primals) != len(items):
+            raise RuntimeError(f"_dualize returned {len(primals)} updates for {len(items)} items")
+
+        # Apply: nothing above wrote to a weight or a buffer.
+        by_group: dict[int, tuple[list, list, dict]] = {}
+        for (p, state, nb, group), d in zip(commits, primals):
+            if nb is not None:
+                state["momentum_buffer"] = nb
+            ps, ds, _ = by_group.setdefault(id(group), ([], [], group))
+            ps.append(p)
+            ds.append(d)
+        for ps, ds, group in by_group.values():
+            decay = group["lr"] * group["weight_decay"]
+            if decay != 0:
+                torch._foreach_mul_(ps, 1.0 - decay)
+            torch._foreach_sub_(ps, ds)  # Primal[N] into a weight of norm N: checked
+        return loss
+
+    # --- the distributed seam ------------------------------------------------------------
+
+    def _dualize(self, items: list[DualizeItem]) -> list[PrimalTensor]:
+        """``scale·dualize_N(update)`` for every item, in order; pure (touches no state).
+
+        Buckets items by (shape, dtype, device, norm) and dualizes each bucket of a
+        batch-aware norm in one stacked call (one orthogonalization kernel launch per shape).
+        Override this (and only this) to distribute the work, e.g. give each rank a subset
+        of the buckets and all-gather the results.
+        """
+        out: list[PrimalTensor | None] = [None] * len(items)
+        buckets: dict[tuple, list[int]] = defaultdict(list)
+        for i, it in enumerate(items):
+            if self.batched and it.norm.name in _BATCHED:
+                key = (tuple(it.update.shape), it.update.dtype, it.update.device, it.norm)
+            else:
+                key = ("single", i)
+            buckets[key].append(i)
+        for idx in buckets.values():
+            results = self._dualize_batch([items[i] for i in idx])
+            for i, r in zip(idx, results):
+                out[i] = r
+        return out  # type: ignore[return-value]
+
+    def _dualize_batch(self, items: Sequence[DualizeItem]) -> list[PrimalTensor]:
+        """Dualize items of one norm and shape (one item, or a stackable bucket) in one call."""
+        method = self._method_for(items[0].param)
+        norm = items[0].norm
+        try:
+            if len(items) == 1:
+                it = items[0]
+                return [dualize(it.update, norm, scale=it.scale, method=method)]
+            stacked = torch.stack([it.update for it in items])  # Dual[norm], [B, *shape]
+            scales = {it.scale for it in items}
+            if len(scales) == 1:
+                d = dualize(stacked, norm, scale=scales.pop(), method=method)
+            else:
+                d = dualize(stacked, norm, method=method)
+                col = torch.tensor([it.scale for it in items], dtype=d.dtype, device=d.device)
+                d = d * col.view(-1, *([1] * (d.ndim - 1)))  # c·Primal[N] stays Primal[N]
+            return list(d.unbind(0))
+        except NonFiniteError:
+            bad = [self._names.get(id(it.param), "?") for it in items
+                   if not bool(torch.isfinite(it.update).all())]
+            raise NonFiniteError(
+                f"non-finite gradient (NaN or Inf) in {', '.join(repr(b) for b in bad) or 'a parameter'}; "
+                "no weight or momentum buffer was changed. Check the loss for overflow (lower "
+                "the lr, clip gradients, use a loss scaler) and skip this step."
+            ) from None
+
+    def _method_for(self, param: Tensor) -> str | None:
+        methods = self.__dict__.get("_methods") or {}
+        return methods.get(id(param), self.defaults["method"])
+
+    # --- introspection --------------------------------------------------------------------
+
+    def describe(self) -> str:
+        """A table of every parameter's group, shape, norm and target."""
+        rows = []
+        for gi, group in enumerate(self.param_groups):
+            for p, n, nm, t in zip(group["params"], group["names"], group["norms"], group["targets"]):
+                rows.append((str(gi), n, str(tuple(p.shape)), nm, f"{t:.4g}", f"{group['lr'] * t:.4g}"))
+        head = ("group", "name", "shape", "norm", "target", "step (lr·target)")
+        widths = [max(len(r[i]) for r in [head, *rows]) for i in range(len(head))]
+        fmt = "  ".join(f"{{:<{w}}}" for w in widths)
+        return "\n".join(fmt.format(*r) for r in [head, *rows])

@@ -41,6 +41,7 @@ import torch
 from torch import Tensor, nn
 
 from dualtype import norms as _norms
+from dualtype import tensor as _tensor
 from dualtype.errors import ConfigError, ShapeError
 from dualtype.norms import Norm
 
@@ -113,10 +114,10 @@ def atom_dual_value(norm: Norm, g: Tensor) -> Tensor:
 
 
 def _door(g: Tensor, norm: Norm, scale: float, method: str | None = None) -> Tensor:
-    """``scale·dualize_norm(g)`` through the one Dual→Primal door (``dualtype.tensor``)."""
-    from dualtype.tensor import dualize as _dualize
-
-    return _dualize(g, norm, scale=float(scale), method=method)
+    """``scale·dualize_norm(g)`` through the one Dual→Primal door (``dualtype.tensor``):
+    a plain or ``Dual[norm]`` gradient in, a ``Primal[norm]`` out (a ``Dual`` of another
+    norm raises :class:`~dualtype.errors.NormMismatchError`)."""
+    return _tensor.dualize(g, norm, scale=float(scale), method=method)
 
 
 def flat_norm(norms: Sequence[Norm], coefs: Sequence[float], weights: Sequence[Tensor]) -> Tensor:

@@ -223,8 +223,8 @@ class ModularNorm:
         return out
 
     def _coefs(self, records: list[ParamRecord]) -> list[float]:
-        # targets already include the total target; the norm is taken at target 1
-        return [r.target / self.target if self.target > 0 else 0.0 for r in records]
+        # targets include the total target (> 0); the norm itself is taken at target 1
+        return [r.target / self.target for r in records]
 
     def norm(self, weights=None) -> Tensor:
         """max_p ‖w_p‖_p / c_p (c_p = target_p at total target 1; zero-mass terms dropped)."""
@@ -323,6 +323,8 @@ def modular(
     if not isinstance(model, nn.Module):
         raise ConfigError(f"modular() takes an nn.Module, got {type(model).__name__}")
     target = _check_mass(target, "target")
+    if target == 0:
+        raise ConfigError("modular(..., target=0) would freeze every parameter; the target must be > 0")
 
     if isinstance(model, Module):
         if masses or norms or sensitivities or head is not None:

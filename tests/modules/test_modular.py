@@ -149,6 +149,7 @@ def test_overrides_by_pattern():
         {"norms": {"0.weight": "not-a-norm"}},
         {"head": "missing"},
         {"target": -1.0},
+        {"target": 0.0},
     ],
 )
 def test_bad_overrides_rejected(kwargs):

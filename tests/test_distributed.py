@@ -213,6 +213,42 @@ def _checkpoint(rank, world, tmp, mode, ckpt, phase, save_at, steps):
     return out
 
 
+def _nan(rank, world, tmp):
+    """A NaN in one rank's share: every rank raises NonFiniteError after the same collective,
+    no weight changes, and the next step runs (the collectives stay aligned)."""
+    from torch.distributed.fsdp import fully_shard
+    from torch.nn.parallel import DistributedDataParallel as DDP
+
+    from dualtype.distributed import DistributedModularSGD
+
+    out = {}
+    for mode in ("ddp", "fsdp2"):
+        model = make_net()
+        wrapped = DDP(model) if mode == "ddp" else model
+        if mode == "fsdp2":
+            fully_shard(model)
+        opt = DistributedModularSGD(wrapped, lr=LR, norms=NORMS, modular=False)
+        x, y = batch(0)
+        nn.functional.cross_entropy(wrapped(x), y).backward()
+        before = full_params(model)
+        with torch.no_grad():
+            if mode == "ddp":  # replicated: NaN on every rank, only its owner dualizes it
+                model.lin2.weight.grad[0, 0] = float("nan")
+            elif rank == 1:  # sharded: NaN in rank 1's local shard of a row-map parameter
+                model.emb.weight.grad.to_local()[0, 0] = float("nan")
+        try:
+            opt.step()
+            raised = None
+        except dualtype.NonFiniteError as e:
+            raised = str(e)
+        same = all(torch.equal(v, before[k]) for k, v in full_params(model).items())
+        opt.zero_grad()
+        train(wrapped, opt, range(1, 2), rank, world)
+        out[mode] = {"raised": raised, "unchanged": same}
+        del wrapped, opt
+    return out
+
+
 # --- single-process units ------------------------------------------------------------------
 
 
@@ -283,6 +319,13 @@ def test_fsdp2_matches_single_process(tmp_path, strategy):
         assert ranks[0]["calls"] == {"all_to_all": 2 * STEPS, "all_reduce": STEPS}
     else:
         assert set(ranks[0]["calls"]) == {"all_gather"}
+
+
+def test_nan_in_one_share_raises_on_every_rank(tmp_path):
+    for r in launch(_nan, tmp_path):
+        for mode in ("ddp", "fsdp2"):
+            assert r[mode]["raised"] is not None, f"{mode}: a rank did not raise"
+            assert r[mode]["unchanged"], f"{mode}: a weight changed in the failed step"
 
 
 def test_checkpoint_resume_matches_uninterrupted(tmp_path):

@@ -38,7 +38,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
-from dualtype.errors import ConfigError
+from dualtype.errors import ConfigError, NonFiniteError
 from dualtype.norms import Euclidean, L1ToRMS, LInf, Norm, RMS, RMSToLInf
 from dualtype.tensor import dualize as _door
 from dualtype.distributed.plan import assign, dualize_cost
@@ -105,6 +105,54 @@ def _cast(t: Tensor, like: Tensor) -> Tensor:
     return t if t.dtype == like.dtype else t.to(like.dtype)
 
 
+class _Status:
+    """A failure in this rank's share (a NaN gradient, say) travels with the data as one
+    number per message, so every rank raises after the same collective instead of one rank
+    raising while the others wait in a collective it never joins. The optimizer computes
+    every update before writing any, so no rank has changed a weight or a buffer."""
+
+    NONFINITE, OTHER = 1.0, 1024.0
+
+    def __init__(self) -> None:
+        self.error: Exception | None = None
+
+    def run(self, fn: Callable, *args: Any) -> Any:
+        if self.error is not None:
+            return None
+        try:
+            return fn(*args)
+        except Exception as e:  # noqa: BLE001 - re-raised on this rank by check()/raise_local()
+            self.error = e
+            return None
+
+    @property
+    def code(self) -> float:
+        if self.error is None:
+            return 0.0
+        return self.NONFINITE if isinstance(self.error, NonFiniteError) else self.OTHER
+
+    def check(self, codes: Sequence[float]) -> None:
+        """Raise on every rank if any rank's code is non-zero (the local error if we have one)."""
+        total = float(sum(codes))
+        if total == 0:
+            return
+        if self.error is not None:
+            raise self.error
+        if total >= self.OTHER:
+            raise RuntimeError("dualtype.distributed: another rank failed while dualizing its "
+                               "share of the updates (see that rank's traceback); no weight or "
+                               "momentum buffer was changed")
+        raise NonFiniteError(
+            "non-finite gradient (NaN or Inf) in a parameter dualized by another rank; no "
+            "weight or momentum buffer was changed on any rank. Check the loss for overflow "
+            "(lower the lr, clip gradients, use a loss scaler) and skip this step."
+        )
+
+    def raise_local(self) -> None:
+        if self.error is not None:
+            raise self.error
+
+
 # --- replicated (DDP) ----------------------------------------------------------------------
 
 
@@ -125,9 +173,10 @@ def dualize_replicated(
     owners = assign([dualize_cost(u.shape, n) for _, u, n, _ in items], world)
     mine = [i for i, r in enumerate(owners) if r == rank]
     out: list[Tensor | None] = [None] * len(items)
-    if mine:
-        for i, r in zip(mine, dualize_fn([items[i] for i in mine])):
-            out[i] = _cast(r, items[i][1])
+    status = _Status()
+    results = status.run(dualize_fn, [items[i] for i in mine]) if mine else []
+    for i, r in zip(mine, results or []):
+        out[i] = _cast(r, items[i][1])
     dtypes = [u.dtype for _, u, _, _ in items]
     for idx in _by_dtype(range(len(items)), dtypes):
         per_rank = [[i for i in idx if owners[i] == r] for r in range(world)]
@@ -136,11 +185,15 @@ def dualize_replicated(
         if length == 0:
             continue
         device = items[idx[0]][1].device
-        buf = pack([out[i] for i in per_rank[rank]], length, dtypes[idx[0]], device)
+        ok = status.error is None
+        # results padded to the largest share, then one status entry
+        buf = pack([out[i] for i in per_rank[rank]] if ok else [], length + 1, dtypes[idx[0]], device)
+        buf[-1] = status.code
         recv = [torch.empty_like(buf) for _ in range(world)]
         dist.all_gather(recv, buf, group=group)
         if stats is not None:
             stats.add("all_gather", buf.numel() * buf.element_size() * (world - 1))
+        status.check(torch.stack([r[-1] for r in recv]).tolist())
         for r in range(world):
             if r == rank:
                 continue
@@ -149,6 +202,7 @@ def dualize_replicated(
                 u, n = items[i][1], items[i][2]
                 out[i] = as_primal(recv[r][offset : offset + u.numel()].view(u.shape), n)
                 offset += u.numel()
+    status.raise_local()  # only reachable when no buffer carried the status
     return out  # type: ignore[return-value]
 
 
@@ -258,38 +312,44 @@ def dualize_sharded(
     if strategy == "naive" and world > 1:
         kinds = [LOCAL if lay.dim is None else "gather" for lay in layouts]
 
+    status = _Status()  # failures travel with the next collective (see _Status)
     local = [i for i, k in enumerate(kinds) if k in (LOCAL, RESCALE) and items[i][1].numel()]
     if local:
-        for i, r in zip(local, dualize_fn([items[i] for i in local])):
+        for i, r in zip(local, status.run(dualize_fn, [items[i] for i in local]) or []):
             out[i] = _cast(r, items[i][1])
     for i, k in enumerate(kinds):  # empty shards: the door handles them, no kernel call
-        if k in (LOCAL, RESCALE) and out[i] is None:
+        if k in (LOCAL, RESCALE) and items[i][1].numel() == 0:
             _, u, n, t = items[i]
             out[i] = _door(u, n, scale=float(t))
 
     rescale = [i for i, k in enumerate(kinds) if k == RESCALE]
     if rescale:
-        _rescale(items, layouts, out, rescale, rank, group, stats)
+        _rescale(items, layouts, out, rescale, status, group, stats)
 
     gather = [i for i, k in enumerate(kinds) if k == "gather"]
-    if gather:
+    if gather:  # naive: local items are replicated, so a failure is the same on every rank
+        status.raise_local()
         _naive(items, layouts, out, gather, dualize_fn, rank, world, group, stats)
 
     assemble = [i for i, k in enumerate(kinds) if k == ASSEMBLE]
     if assemble:
-        _assemble(items, layouts, out, assemble, dualize_fn, rank, world, group, stats)
+        _assemble(items, layouts, out, assemble, dualize_fn, status, rank, world, group, stats)
+    status.raise_local()  # all-local plans have no collective to carry a failure
     return out  # type: ignore[return-value]
 
 
-def _rescale(items, layouts, out, idx, rank, group, stats) -> None:
+def _rescale(items, layouts, out, idx, status, group, stats) -> None:
     """rms / l2 over a sharded tensor: local result × (local norm / global norm)
-    [× √(n/n_local) for rms, whose local result carries √n_local]."""
+    [× √(n/n_local) for rms, whose local result carries √n_local]. One all_reduce of the
+    squared norms (float64), with this rank's status as the last entry."""
     device = items[idx[0]][1].device
     local_sq = torch.stack([_acc_sumsq(items[i][1]).to(device) for i in idx])
-    global_sq = local_sq.clone()
-    dist.all_reduce(global_sq, group=group)
+    msg = torch.cat([local_sq, torch.full((1,), status.code, dtype=local_sq.dtype, device=device)])
+    dist.all_reduce(msg, group=group)
     if stats is not None:
-        stats.add("all_reduce", global_sq.numel() * global_sq.element_size())
+        stats.add("all_reduce", msg.numel() * msg.element_size())
+    status.check([msg[-1].item()])
+    global_sq = msg[:-1]
     ratio = torch.where(global_sq > 0, (local_sq / torch.where(global_sq > 0, global_sq, 1)).sqrt(), 0)
     for j, i in enumerate(idx):
         u, n = items[i][1], items[i][2]
@@ -301,7 +361,27 @@ def _rescale(items, layouts, out, idx, rank, group, stats) -> None:
         out[i] = out[i] * c.to(out[i].dtype)
 
 
-def _assemble(items, layouts, out, idx, dualize_fn, rank, world, group, stats) -> None:
+def _exchange(blocks: list[list[Tensor]], recv_sizes: list[int], status: _Status, dtype, device,
+              group, stats) -> tuple[Tensor, list[int]]:
+    """all_to_all_single: ``blocks[d]`` go to rank d, each block led by this rank's status.
+    Returns the received buffer and where each source's data starts; raises everywhere if
+    any rank reported a failure."""
+    world = len(blocks)
+    send_split = [1 + sum(t.numel() for t in blk) for blk in blocks]
+    recv_split = [1 + n for n in recv_sizes]
+    flag = torch.full((1,), status.code, dtype=dtype, device=device)
+    send = pack([t for blk in blocks for t in (flag, *blk)], sum(send_split), dtype, device)
+    recv = torch.empty(sum(recv_split), dtype=dtype, device=device)
+    dist.all_to_all_single(recv, send, recv_split, send_split, group=group)
+    rank = dist.get_rank(group)
+    if stats is not None:
+        stats.add("all_to_all", (sum(send_split) - send_split[rank]) * send.element_size())
+    heads = [sum(recv_split[:s]) for s in range(world)]
+    status.check(recv[heads].tolist())
+    return recv, [h + 1 for h in heads]
+
+
+def _assemble(items, layouts, out, idx, dualize_fn, status, rank, world, group, stats) -> None:
     """Whole-matrix maps: shards → owner (all_to_all), dualize there, shards back (all_to_all)."""
     owners_of = assign([dualize_cost(layouts[i].global_shape, items[i][2]) for i in idx], world)
     owner = dict(zip(idx, owners_of))
@@ -310,17 +390,11 @@ def _assemble(items, layouts, out, idx, dualize_fn, rank, world, group, stats) -
         dtype, device = dtypes[ids[0]], items[ids[0]][1].device
         mine = [i for i in ids if owner[i] == rank]
         # 1. shards to owners: to each rank d, my shards of d's items (item order)
-        send_split = [sum(layouts[i].shard_numel(rank) for i in ids if owner[i] == d) for d in range(world)]
-        recv_split = [sum(layouts[i].shard_numel(s) for i in mine) for s in range(world)]
-        send = pack([items[i][1] for d in range(world) for i in ids if owner[i] == d],
-                    sum(send_split), dtype, device)
-        recv = torch.empty(sum(recv_split), dtype=dtype, device=device)
-        dist.all_to_all_single(recv, send, recv_split, send_split, group=group)
-        if stats is not None:
-            stats.add("all_to_all", (sum(send_split) - send_split[rank]) * send.element_size())
+        blocks = [[items[i][1] for i in ids if owner[i] == d] for d in range(world)]
+        recv, starts = _exchange(blocks, [sum(layouts[i].shard_numel(s) for i in mine) for s in range(world)],
+                                 status, dtype, device, group, stats)
         # 2. the owner reassembles whole matrices and dualizes them in one call
         full: dict[int, Tensor] = {}
-        starts = [sum(recv_split[:s]) for s in range(world)]
         for i in mine:
             lay = layouts[i]
             pieces = []
@@ -328,22 +402,21 @@ def _assemble(items, layouts, out, idx, dualize_fn, rank, world, group, stats) -
                 n = lay.shard_numel(s)
                 pieces.append(recv[starts[s] : starts[s] + n].view(lay.shard_shape(s)))
                 starts[s] += n
-            p, u, nrm, t = items[i]
+            u, nrm = items[i][1], items[i][2]
             full[i] = as_dual(torch.cat(pieces, dim=lay.dim), nrm, getattr(u, "param_name", None))
-        results = dualize_fn([_with_update(items[i], full[i]) for i in mine]) if mine else []
+        results = status.run(dualize_fn, [_with_update(items[i], full[i]) for i in mine]) if mine else []
         # 3. shards back: to each rank d, d's shard of each of my results (item order)
-        back = [_cast(r, full[i]) for i, r in zip(mine, results)]
-        send_split2 = [sum(layouts[i].shard_numel(d) for i in mine) for d in range(world)]
-        recv_split2 = [sum(layouts[i].shard_numel(rank) for i in ids if owner[i] == s) for s in range(world)]
-        pieces2 = [r.narrow(layouts[i].dim, layouts[i].offset(d), layouts[i].sizes[d])
-                   for d in range(world) for i, r in zip(mine, back)]
-        send2 = pack(pieces2, sum(send_split2), dtype, device)
-        recv2 = torch.empty(sum(recv_split2), dtype=dtype, device=device)
-        dist.all_to_all_single(recv2, send2, recv_split2, send_split2, group=group)
-        if stats is not None:
-            stats.add("all_to_all", (sum(send_split2) - send_split2[rank]) * send2.element_size())
-        offset = 0
+        back = [_cast(r, full[i]) for i, r in zip(mine, results or [])]
+        blocks2 = [[r.narrow(layouts[i].dim, layouts[i].offset(d), layouts[i].sizes[d])
+                    for i, r in zip(mine, back)] if status.error is None else [] for d in range(world)]
+        if status.error is not None:  # keep the message sizes the peers expect
+            blocks2 = [[torch.zeros(sum(layouts[i].shard_numel(d) for i in mine), dtype=dtype, device=device)]
+                       for d in range(world)]
+        recv2, starts2 = _exchange(
+            blocks2, [sum(layouts[i].shard_numel(rank) for i in ids if owner[i] == s) for s in range(world)],
+            status, dtype, device, group, stats)
         for s in range(world):
+            offset = starts2[s]
             for i in ids:
                 if owner[i] != s:
                     continue

@@ -177,8 +177,14 @@ def _fsdp(rank, world, tmp, strategy):
 
     model = make_net()
     fully_shard(model.lin2)
+    if strategy == "dim1":  # columns sharded: the row maps of emb and head must assemble
+        from torch.distributed.tensor import Shard
+
+        fully_shard(model.emb, shard_placement_fn=lambda p: Shard(1))
+        fully_shard(model.head, shard_placement_fn=lambda p: Shard(1))
     fully_shard(model)
-    opt = DistributedModularSGD(model, lr=LR, norms=NORMS, modular=False, strategy=strategy)
+    opt = DistributedModularSGD(model, lr=LR, norms=NORMS, modular=False,
+                                strategy="naive" if strategy == "naive" else "split")
     local_shapes = {n: tuple(v.shape) for n, (_, v) in opt.shard_views().items()}
     train(model, opt, range(STEPS), rank, world)
     return {"params": full_params(model), "comm": dict(opt.comm.bytes_sent), "calls": dict(opt.comm.calls),
@@ -295,6 +301,22 @@ def test_wire_keeps_tags_out_of_the_buffer():
     assert stats.total == 16 and stats.calls == {"all_gather": 2}
 
 
+def test_single_process_is_the_base_optimizer():
+    from dualtype.distributed import DistributedModularSGD, default_dualize, dualize_replicated
+
+    assert not dist.is_initialized()
+    a, b = make_net(), make_net()
+    train(a, ModularSGD(a, lr=LR, norms=NORMS, modular=False), range(2))
+    train(b, DistributedModularSGD(b, lr=LR, norms=NORMS, modular=False), range(2))
+    for (k, va), vb in zip(a.state_dict().items(), b.state_dict().values()):
+        assert torch.equal(va, vb), k
+    g = dualtype.dual(torch.randn(2, 6, 4), "rms->rms")
+    items = [(None, g[0], norm("rms->rms"), 0.5), (None, g[1], norm("rms->rms"), 2.0)]
+    for got, (_, u, n, t) in zip(dualize_replicated(items, default_dualize), items):
+        assert dualtype.role(got) == "primal" and dualtype.norm_of(got) == n
+        torch.testing.assert_close(got, dualtype.dualize(u, scale=t), atol=1e-6, rtol=0)
+
+
 # --- 2 processes ---------------------------------------------------------------------------
 
 
@@ -307,10 +329,13 @@ def test_ddp_matches_single_process_and_splits_the_work(tmp_path):
     assert all(r["comm"]["all_gather"] > 0 for r in ranks)
 
 
-@pytest.mark.parametrize("strategy", ["split", "naive"])
+@pytest.mark.parametrize("strategy", ["split", "naive", "dim1"])
 def test_fsdp2_matches_single_process(tmp_path, strategy):
     ranks = launch(_fsdp, tmp_path, strategy)
     assert_same([r["params"] for r in ranks], reference())
+    if strategy == "dim1":
+        assert ranks[0]["shapes"]["emb.weight"] == (11, 4) and ranks[1]["shapes"]["head.weight"] == (5, 1)
+        return
     assert ranks[0]["shapes"]["emb.weight"] == (6, 8) and ranks[1]["shapes"]["emb.weight"] == (5, 8)
     assert ranks[1]["shapes"]["gain"] == (0,)
     assert all(r["momentum"] == r["shapes"] for r in ranks)  # momentum stays sharded

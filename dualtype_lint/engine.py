@@ -124,6 +124,39 @@ def _suppressed(lines: Sequence[str], d: Diagnostic) -> bool:
     return False
 
 
+MAX_NESTING = 200  # CPython's tokenizer limit for nested brackets
+RECURSION_LIMIT = 20000  # the analyzer recurses over expressions; 3.11 does not use the C stack for it
+_NOT_BRACKET = re.compile(r"[^()\[\]{}]+")
+_BRACKET_PAIR = re.compile(r"\(\)|\[\]|\{\}")
+
+
+def _nesting_depth(text: str) -> int:
+    """Bracket nesting depth, approximately (brackets inside strings count too), at C speed:
+    each pass deletes the innermost pairs. Costs ~1% of a parse."""
+    s = _NOT_BRACKET.sub("", text)
+    depth = 0
+    while s and depth <= MAX_NESTING:
+        shorter = _BRACKET_PAIR.sub("", s)
+        if len(shorter) == len(s):
+            break
+        s = shorter
+        depth += 1
+    # unbalanced leftovers (unclosed brackets) nest too, as far as the parser is concerned
+    return depth + len(s)
+
+
+def _cpython_syntax_error(text: str) -> tuple[int, int, str] | None:
+    import ast
+
+    try:
+        ast.parse(text)
+    except SyntaxError as se:
+        return se.lineno or 1, max(1, se.offset or 1), se.msg
+    except (ValueError, RecursionError, MemoryError) as exc:
+        return 1, 1, f"{type(exc).__name__}: {exc}"
+    return None
+
+
 def _syntax_error_location(text: str, exc: cst.ParserSyntaxError) -> tuple[int, int, str]:
     """libcst's native parser reports where it gave up; CPython's parser says where the error
     is. Ask CPython (only on this error path), and fall back to libcst."""
@@ -211,6 +244,15 @@ def _lint_text(text: str, path: str, settings: Settings, res: FileResult) -> Non
         res.prefiltered = True
         return
 
+    if _nesting_depth(text) > MAX_NESTING:
+        # libcst's native parser overflows its stack (a segfault, not an exception) on very
+        # deep nesting; CPython refuses more than 200 levels with a clean SyntaxError.
+        loc = _cpython_syntax_error(text)
+        if loc is not None:
+            if SYNTAX_ERROR in codes:
+                ln, col, msg = loc
+                res.diagnostics.append(Diagnostic(res.path, SYNTAX_ERROR, f"syntax error: {msg}", ln, col, ln, col))
+            return
     try:
         module = cst.parse_module(text)
     except cst.ParserSyntaxError as exc:
@@ -229,11 +271,21 @@ def _lint_text(text: str, path: str, settings: Settings, res: FileResult) -> Non
 
     rules = [RULES_BY_CODE[c]() for c in sorted(flow)]
     analyzer = Analyzer(module, rules, Dualizers(settings.dualizers))
-    findings = analyzer.run()
-    if not findings:
+    old_limit = sys.getrecursionlimit()
+    sys.setrecursionlimit(max(old_limit, RECURSION_LIMIT))
+    try:
+        findings = analyzer.run()
+        if not findings:
+            return
+        positions = MetadataWrapper(module, unsafe_skip_copy=True).resolve(PositionProvider)
+    except RecursionError:
+        if SYNTAX_ERROR in codes:
+            msg = "could not analyze: the code is nested too deeply (e.g. a very long operator chain)"
+            res.diagnostics.append(Diagnostic(res.path, SYNTAX_ERROR, msg, 1, 1, 1, 1))
         return
+    finally:
+        sys.setrecursionlimit(old_limit)
 
-    positions = MetadataWrapper(module, unsafe_skip_copy=True).resolve(PositionProvider)
     lines = text.splitlines()
     kept: list[tuple[Diagnostic, Finding]] = []
     for f in findings.values():

@@ -1,0 +1,159 @@
+"""Throughput of dualtype-lint against a bare libcst parse of the same files, in one run.
+
+    python benchmarks/bench_lint.py              # a fixed subset: every 8th torch .py file
+    python benchmarks/bench_lint.py --all        # every .py file of the installed torch
+    python benchmarks/bench_lint.py --every 4 --repeat 3
+
+Single-process rows measure CPU time (time.process_time) over in-memory sources, best of
+``--repeat`` interleaved rounds, so machine load from other processes hurts as little as
+possible. ``lines`` are physical lines. The parallel rows run the real runner (files read from
+disk, worker processes) and compare the CPU time of parent + workers with the wall time: a
+ratio near the number of workers means they all worked.
+
+The linter is never allowed to import torch, and neither is this script: the torch package is
+located with importlib.util.find_spec, not imported.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import importlib.util
+import os
+import platform
+import resource
+import sys
+import time
+from pathlib import Path
+
+import libcst as cst
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from dualtype_lint.config import Settings  # noqa: E402
+from dualtype_lint.engine import lint_text  # noqa: E402
+from dualtype_lint.runner import run as run_files  # noqa: E402
+
+
+def torch_dir() -> Path:
+    spec = importlib.util.find_spec("torch")
+    if spec is None or spec.origin is None:
+        sys.exit("torch is not installed: nothing to benchmark on")
+    return Path(spec.origin).parent
+
+
+def select_files(root: Path, every: int) -> list[Path]:
+    files = sorted(p for p in root.rglob("*.py") if "__pycache__" not in p.parts)
+    return files[::every] if every > 1 else files
+
+
+def children_cpu() -> float:
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
+
+
+def self_cpu() -> float:
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
+def bench_parse(texts: list[str]) -> tuple[float, int]:
+    t = time.process_time()
+    ok = 0
+    for x in texts:
+        try:
+            cst.parse_module(x)
+            ok += 1
+        except Exception:
+            pass
+    return time.process_time() - t, ok
+
+
+def bench_lint(texts: list[str], settings: Settings) -> tuple[float, int, int]:
+    t = time.process_time()
+    parsed = findings = 0
+    for i, x in enumerate(texts):
+        res = lint_text(x, f"f{i}.py", settings)
+        parsed += res.parsed
+        findings += len(res.diagnostics)
+    return time.process_time() - t, parsed, findings
+
+
+def bench_runner(files: list[str], settings: Settings, jobs: int) -> tuple[float, float, int]:
+    c0, s0, w0 = children_cpu(), self_cpu(), time.perf_counter()
+    results = run_files(files, settings, jobs)
+    wall = time.perf_counter() - w0
+    cpu = (children_cpu() - c0) + (self_cpu() - s0)
+    return wall, cpu, sum(len(r.diagnostics) for r in results)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--all", action="store_true", help="every .py file of the installed torch (slow)")
+    ap.add_argument("--every", type=int, default=8, help="take every Nth file in path order (default 8)")
+    ap.add_argument("--repeat", type=int, default=2, help="interleaved rounds; the best is reported")
+    ap.add_argument("--jobs", type=int, default=2, help="workers for the parallel row (default 2)")
+    args = ap.parse_args()
+
+    root = torch_dir()
+    every = 1 if args.all else args.every
+    paths = select_files(root, every)
+    texts = []
+    for p in paths:
+        try:
+            texts.append(p.read_text(encoding="utf-8"))
+        except (UnicodeDecodeError, OSError):
+            continue
+    lines = sum(t.count("\n") for t in texts)
+    subset = "all .py files" if every == 1 else f"every {every}th .py file in path order"
+    print(f"# dualtype-lint benchmark, {_dt.datetime.now(_dt.timezone.utc):%Y-%m-%d %H:%M} UTC")
+    print(f"# machine: nproc={os.cpu_count()} processor={platform.processor() or '?'} python={platform.python_version()} libcst={getattr(cst, '__version__', '?')}")
+    print(f"# corpus: {root} ({subset}): {len(texts)} files, {lines:,} lines")
+    print()
+
+    on = Settings()
+    off = Settings(prefilter=False)
+    best: dict[str, tuple] = {}
+    for _ in range(args.repeat):  # interleave so that load changes hit all rows alike
+        for name, fn in (
+            ("parse", lambda: bench_parse(texts)),
+            ("lint", lambda: bench_lint(texts, on)),
+            ("lint_nopf", lambda: bench_lint(texts, off)),
+        ):
+            r = fn()
+            if name not in best or r[0] < best[name][0]:
+                best[name] = r
+
+    tp, parsed_ok = best["parse"]
+    tl, parsed_l, found_l = best["lint"]
+    tn, parsed_n, found_n = best["lint_nopf"]
+
+    def row(label: str, files: int, cpu: float, extra: str = "") -> str:
+        thr = lines / cpu
+        return f"| {label} | {files} | {cpu:.2f} | {thr:,.0f} | {100 * tp / cpu:.0f}% | {extra} |"
+
+    print("Single process, CPU time, sources in memory (best of %d):" % args.repeat)
+    print()
+    print("| run | files parsed | CPU s | lines / CPU-s | vs bare parse | findings |")
+    print("|---|---|---|---|---|---|")
+    print(row("bare `libcst.parse_module`", parsed_ok, tp))
+    print(row("dualtype-lint, pre-filter on (default)", parsed_l, tl, str(found_l)))
+    print(row("dualtype-lint, `--no-prefilter` (parse + analysis of every file)", parsed_n, tn, str(found_n)))
+    print()
+
+    files = [str(p) for p in paths]
+    print(f"Runner from disk (files read, decoded, linted; `-j N`), pre-filter off:")
+    print()
+    print("| jobs | wall s | CPU s (parent + workers) | CPU / wall | lines / wall-s | findings |")
+    print("|---|---|---|---|---|---|")
+    for jobs in (1, args.jobs):
+        wall, cpu, n = bench_runner(files, off, jobs)
+        print(f"| {jobs} | {wall:.2f} | {cpu:.2f} | {cpu / wall:.2f} | {lines / wall:,.0f} | {n} |")
+    print()
+    print(f"target: lint >= 60% of bare-parse throughput per core -> "
+          f"{'met' if tp / tn >= 0.6 else 'NOT met'} ({100 * tp / tn:.0f}% without the pre-filter, "
+          f"{100 * tp / tl:.0f}% with it)")
+
+
+if __name__ == "__main__":
+    main()

@@ -323,9 +323,11 @@ def test_single_process_is_the_base_optimizer():
 def test_ddp_matches_single_process_and_splits_the_work(tmp_path):
     ranks = launch(_ddp, tmp_path)
     assert_same([r["params"] for r in ranks], reference())
-    n_params = len(list(make_net().parameters()))
-    assert sum(r["items"] for r in ranks) == n_params * STEPS  # every item dualized exactly once
-    assert all(0 < r["items"] < n_params * STEPS for r in ranks)  # ... and both ranks worked
+    # the 3 matrices (lin1, lin2: rms->rms; conv: conv2d) are dualized once, by one rank each;
+    # the 6 O(numel) maps (row maps, vectors, sign) on every rank: cheaper than sending them
+    n_split, n_cheap = 3, 6
+    assert sum(r["items"] for r in ranks) == (n_split + 2 * n_cheap) * STEPS
+    assert all(r["items"] > n_cheap * STEPS for r in ranks)  # both ranks orthogonalized
     assert all(r["comm"]["all_gather"] > 0 for r in ranks)
 
 

@@ -6,10 +6,13 @@ Both functions take the optimizer's seam items ``(param, update, norm, target)``
 implementation, applied here to a subset of the items). They return one ``Primal[norm_i]``
 per item, identical on every rank that holds it.
 
-**Replicated** (:func:`dualize_replicated`, DDP): every rank holds every full update. Each
-rank dualizes a cost-balanced share (:mod:`~dualtype.distributed.plan`) and one
-``all_gather`` per dtype shares the results; gloo cannot gather unequal sizes, so each rank's
-results are packed into one flat buffer padded to the largest rank's size.
+**Replicated** (:func:`dualize_replicated`, DDP): every rank holds every full update. The
+maps that orthogonalize (``rms->rms``, ``conv2d``, and any norm this module does not know)
+are split: each rank dualizes a cost-balanced share of whole matrices
+(:mod:`~dualtype.distributed.plan`) and one ``all_gather`` per dtype shares the results; gloo
+cannot gather unequal sizes, so each rank's results are packed into one flat buffer padded
+to the largest rank's size. The O(numel) maps (entrywise, whole-vector, row maps: embedding
+and head) run on every rank: recomputing them costs less than sending them.
 
 **Sharded** (:func:`dualize_sharded`, FSDP2): each rank holds a shard of every update
 (:class:`ShardLayout`). By norm:
@@ -93,6 +96,15 @@ def _by_dtype(indices: Sequence[int], dtypes: Sequence[torch.dtype]) -> list[lis
     return [groups[d] for d in sorted(groups, key=str)]  # same order on every rank
 
 
+EVERY = -1  # owner value: computed by every rank
+
+
+def is_cheap(norm: Norm) -> bool:
+    """Maps costing O(numel) (entrywise, whole-vector, row by row): under DDP every rank
+    computes them itself, which costs less than sending their results."""
+    return isinstance(norm, (LInf, Euclidean, RMS, L1ToRMS, RMSToLInf))
+
+
 def _with_update(item: Item, update: Tensor) -> Item:
     """The same item with another update (keeps the optimizer's item type, e.g. a NamedTuple)."""
     if hasattr(item, "_replace"):
@@ -170,15 +182,18 @@ def dualize_replicated(
     rank, world = _rank_world(group)
     if world == 1 or not items:
         return list(dualize_fn(items)) if items else []
-    owners = assign([dualize_cost(u.shape, n) for _, u, n, _ in items], world)
-    mine = [i for i, r in enumerate(owners) if r == rank]
+    split = [i for i, (_, _, n, _) in enumerate(items) if not is_cheap(n)]
+    owners = [EVERY] * len(items)  # cheap maps: every rank (cheaper to recompute than to send)
+    for i, r in zip(split, assign([dualize_cost(items[i][1].shape, items[i][2]) for i in split], world)):
+        owners[i] = r
+    mine = [i for i, r in enumerate(owners) if r in (rank, EVERY)]
     out: list[Tensor | None] = [None] * len(items)
     status = _Status()
     results = status.run(dualize_fn, [items[i] for i in mine]) if mine else []
     for i, r in zip(mine, results or []):
         out[i] = _cast(r, items[i][1])
     dtypes = [u.dtype for _, u, _, _ in items]
-    for idx in _by_dtype(range(len(items)), dtypes):
+    for idx in _by_dtype(split, dtypes):
         per_rank = [[i for i in idx if owners[i] == r] for r in range(world)]
         sizes = [sum(items[i][1].numel() for i in ids) for ids in per_rank]
         length = max(sizes)

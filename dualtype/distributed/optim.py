@@ -41,13 +41,17 @@ from dualtype.distributed.wire import CommStats
 __all__ = ["DistributedModularSGD", "is_sharded"]
 
 
-def is_sharded(model: nn.Module) -> bool:
-    """True if any parameter of ``model`` is a DTensor (``fully_shard`` was applied)."""
+def is_sharded_tensor(t: object) -> bool:
     try:
         from torch.distributed.tensor import DTensor
     except ImportError:  # pragma: no cover
         return False
-    return any(isinstance(p, DTensor) for p in model.parameters())
+    return isinstance(t, DTensor)
+
+
+def is_sharded(model: nn.Module) -> bool:
+    """True if any parameter of ``model`` is a DTensor (``fully_shard`` was applied)."""
+    return any(is_sharded_tensor(p) for p in model.parameters())
 
 
 def _unwrap(model: nn.Module) -> nn.Module:
@@ -134,6 +138,14 @@ class DistributedModularSGD(ModularSGD):
             super().__init__(self._adopt_sharded(src, kwargs, process_group), *args, **kwargs)
             process_group = self._group if process_group is None else process_group
         else:
+            if not isinstance(src, nn.Module):
+                src = list(src)
+                flat = [t for g in src for t in (g["params"] if isinstance(g, dict) else [g])]
+                if any(is_sharded_tensor(t[1] if isinstance(t, tuple) else t) for t in flat):
+                    raise ConfigError(
+                        "DTensor parameters (FSDP2) need the model: pass the module after "
+                        "fully_shard, DistributedModularSGD(model, ...), so the optimizer can "
+                        "name the parameters and work on their local shards")
             super().__init__(src, *args, **kwargs)
         self.process_group = process_group
 

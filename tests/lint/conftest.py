@@ -44,3 +44,29 @@ def run_lint(lint_cmd):
         )
 
     return run
+
+
+class _Result:
+    def __init__(self, returncode: int, stdout: str, stderr: str) -> None:
+        self.returncode, self.stdout, self.stderr = returncode, stdout, stderr
+
+
+@pytest.fixture
+def cli(capsys, monkeypatch):
+    """The same CLI in-process (``dualtype_lint.cli.main``): fast, for option variations.
+    The contract itself (exit codes, formats, config, noqa, errors, fixes) is also checked
+    through the installed command with ``run_lint``."""
+    from dualtype_lint.cli import main
+
+    def run(*args: str, cwd: Path | str | None = None):
+        if cwd is not None:
+            monkeypatch.chdir(cwd)
+        capsys.readouterr()
+        try:
+            code = main(list(args))
+        except SystemExit as exc:  # argparse usage errors
+            code = exc.code if isinstance(exc.code, int) else 2
+        out = capsys.readouterr()
+        return _Result(code, out.out, out.err)
+
+    return run

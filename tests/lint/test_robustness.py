@@ -23,7 +23,7 @@ SOURCES = [(FIXTURES / c / "input.py").read_text() for c in ("dtl002", "dataflow
 NO_PREFILTER = Settings(prefilter=False)
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     src=st.sampled_from(SOURCES),
     cut=st.integers(min_value=0, max_value=4000),
@@ -37,7 +37,7 @@ def test_mutated_sources_never_crash(src, cut, junk):
         assert d.line >= 1 and d.col >= 1
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=25, deadline=None)
 @given(data=st.binary(max_size=200))
 def test_arbitrary_bytes_never_crash(data):
     res = lint_bytes(b"grad = 1\n" + data, "b.py", NO_PREFILTER)

@@ -12,7 +12,7 @@ import math
 import torch
 from torch import Tensor
 
-from dualtype.modules import Atom, Bond, Composition, Concatenation, Module, Scale, Sum
+from dualtype.modules import Atom, Bond, Composition, Concatenation, Module, Sum
 
 F64 = torch.float64
 

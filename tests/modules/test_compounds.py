@@ -24,7 +24,6 @@ from dualtype.modules import (
     Composition,
     Concatenation,
     Gain,
-    Identity,
     Linear,
     Mul,
     ReLU,
@@ -484,3 +483,49 @@ def test_typed_gradients_go_through_the_door():
     with pytest.raises(NormMismatchError):
         net.dualize()
     dualtype.untyped(net)
+
+
+def _cnn():
+    from dualtype.modules import Conv2D, Flatten, Head
+
+    return compose(Conv2D(3, 4, 3), ReLU(), Conv2D(4, 4, 3, stride=2), GELU(), Flatten(), Head(4 * 3 * 3, 5))
+
+
+NAMED = {
+    "mlp": (lambda: MLP(5, 7, 3, depth=3, head=True), lambda g: torch.randn(4, 5, generator=g, dtype=F64)),
+    "attention": (lambda: Attention(8, 2), lambda g: torch.randn(2, 5, 8, generator=g, dtype=F64)),
+    "cnn": (_cnn, lambda g: torch.randn(2, 3, 6, 6, generator=g, dtype=F64)),
+}
+
+
+@pytest.mark.parametrize("name", sorted(NAMED))
+@settings(max_examples=8)
+@given(seed=st.integers(0, 2**31 - 1), t=st.floats(0.05, 5.0), ms=st.lists(mass_st, min_size=6, max_size=6))
+def test_named_compounds_duality_and_well_normedness(name, seed, t, ms):
+    """MLP, Attention and a Conv2D/Flatten/Head CNN with random masses: dualize hits t, pairs
+    to t·‖g‖†, matches the binary recursion; unit weights and inputs give outputs ≤ 1."""
+    from dualtype.modules import Atom
+
+    from .helpers import img_norm
+
+    make, data = NAMED[name]
+    torch.manual_seed(seed)
+    net = make().double()
+    for a, m in zip([m for m in net.modules() if isinstance(m, Atom)], ms):
+        a.mass = m
+    g = torch.Generator().manual_seed(seed)
+    x = data(g)
+    net(x).pow(2).sum().backward()
+    gs = [p.grad for p in net.parameters()]
+    d = net.dualize(target=t, method="svd")
+    if net.mass > 0:
+        assert float(net.norm(plain(d))) == pytest.approx(t, rel=1e-9)
+    assert float(inner(gs, d)) == pytest.approx(t * float(net.dual_norm()), rel=1e-9, abs=1e-12)
+    assert float(net.dual_norm()) == pytest.approx(float(ref_dual_norm(net, gs)), rel=1e-9, abs=1e-12)
+    for a, b in zip(plain(d), ref_dualize(net, gs)):
+        torch.testing.assert_close(a, t * b, rtol=1e-7, atol=1e-10)
+    _randomize(net, seed)
+    in_norm = img_norm if name == "cnn" else feat_norm
+    out_norm = feat_norm if name == "attention" else linf
+    with torch.no_grad():
+        assert float(out_norm(net(x / in_norm(x)))) <= 1 + 1e-12

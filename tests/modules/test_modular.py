@@ -4,8 +4,6 @@ contract (update = lr·targets[p]·norms[p].dualize(g)), typed integration and t
 
 from __future__ import annotations
 
-import math
-
 import pytest
 import torch
 import torch.nn.functional as F
@@ -17,7 +15,7 @@ from dualtype.modules import MLP, GPT, Linear, ReLU, modular
 from dualtype.norms import get as get_norm
 from dualtype.tensor import PrimalTensor
 
-from .helpers import F64, inner, plain, ref_dual, ref_dualize_norm, ref_value
+from .helpers import F64, inner, ref_dual, ref_dualize_norm
 
 
 def seq_mlp(bias: bool = True) -> nn.Module:

@@ -368,3 +368,26 @@ def test_checkpoint_resume_matches_uninterrupted(tmp_path):
     assert_same([one], ref)
     ddp = launch(_checkpoint, tmp_path, "ddp", ck, "load", 3, 6)
     assert_same(ddp, ref)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mode", ["ddp", "fsdp2"])
+def test_example_runs_under_torchrun_and_resumes_on_one_rank(tmp_path, mode):
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    common = [str(root / "examples" / "train_gpt_distributed.py"), "--distributed", mode,
+              "--eval-every", "3", "--eval-batches", "2", "--train-chars", "100000", "--quiet",
+              "--d-model", "32", "--layers", "1", "--batch", "8", "--ctx", "32"]
+    run = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
+    ck = str(tmp_path / "ckpt")
+    out = subprocess.run([*run, "--nproc-per-node=2", *common, "--steps", "6", "--save", ck],
+                         env=env, timeout=300, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "final val loss" in out.stdout
+    out = subprocess.run([*run, "--nproc-per-node=1", *common, "--steps", "9", "--resume", ck],
+                         env=env, timeout=300, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "steps 6..9" in out.stdout

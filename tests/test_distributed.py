@@ -255,6 +255,36 @@ def _nan(rank, world, tmp):
     return out
 
 
+CASES = [  # (global shape, norm, shard dim): uneven, empty and column shards at 3 ranks
+    ((7, 5), "rms->rms", 0), ((2, 9), "rms->rms", 0), ((1, 4), "rms->rms", 0),
+    ((5, 6), "rms->rms", 1), ((4, 3, 2, 2), "conv2d", 0), ((7, 5), "l1->rms", 0),
+    ((7, 5), "rms->linf", 1), ((8,), "rms", 0), ((2,), "rms", 0), ((7, 3), "l2", 0),
+    ((7, 3), "linf", 1), ((6, 4), "rms->rms", None), ((3, 4), "rms->rms", 0),
+]
+
+
+def _full_case(i: int) -> torch.Tensor:
+    shape = CASES[i][0]
+    g = torch.Generator().manual_seed(i)
+    return torch.randn(shape, generator=g, dtype=torch.float64)
+
+
+def _sharded_cases(rank, world, tmp):
+    from dualtype.distributed import default_dualize, dualize_sharded
+
+    items, layouts = [], []
+    for i, (shape, name, dim) in enumerate(CASES):
+        lay = ShardLayout.chunked(shape, dim, world)
+        full = _full_case(i)
+        local = full if dim is None else full.narrow(dim, lay.offset(rank), lay.sizes[rank])
+        items.append((None, dualtype.dual(local.contiguous(), name), norm(name), 0.5 + i))
+        layouts.append(lay)
+    stats = CommStats()
+    out = dualize_sharded(items, layouts, default_dualize, None, stats)
+    assert all(dualtype.role(o) == "primal" and dualtype.norm_of(o) == it[2] for o, it in zip(out, items))
+    return {"out": [o.as_subclass(torch.Tensor).clone() for o in out], "calls": dict(stats.calls)}
+
+
 # --- single-process units ------------------------------------------------------------------
 
 
@@ -346,6 +376,17 @@ def test_fsdp2_matches_single_process(tmp_path, strategy):
         assert ranks[0]["calls"] == {"all_to_all": 2 * STEPS, "all_reduce": STEPS}
     else:
         assert set(ranks[0]["calls"]) == {"all_gather"}
+
+
+def test_sharded_maps_equal_the_whole_tensor_maps_at_three_ranks(tmp_path):
+    ranks = launch(_sharded_cases, tmp_path, world=3)
+    for i, (shape, name, dim) in enumerate(CASES):
+        parts = [r["out"][i] for r in ranks]
+        got = parts[0] if dim is None else torch.cat(parts, dim=dim)
+        want = dualtype.dualize(dualtype.dual(_full_case(i), name), scale=0.5 + i)
+        torch.testing.assert_close(got, want.as_subclass(torch.Tensor), atol=1e-9, rtol=1e-9,
+                                   msg=f"case {i}: {shape} {name} dim {dim}")
+    assert ranks[0]["calls"] == {"all_reduce": 1, "all_to_all": 2}  # one dtype: 3 collectives
 
 
 def test_nan_in_one_share_raises_on_every_rank(tmp_path):

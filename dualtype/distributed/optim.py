@@ -22,8 +22,7 @@ DTensor dispatch.
 
 from __future__ import annotations
 
-import fnmatch
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any, Callable, Iterable
 
 import torch
 import torch.distributed as dist

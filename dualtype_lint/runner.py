@@ -35,6 +35,28 @@ def default_jobs() -> int:
         return max(1, os.cpu_count() or 1)
 
 
+def make_chunks(items: Sequence[tuple[str, str]], jobs: int) -> list[list[tuple[str, str]]]:
+    """Balance by size: biggest files first, dealt round-robin into ~4 chunks per worker."""
+
+    def size(p: str) -> int:
+        try:
+            return os.path.getsize(p)
+        except OSError:
+            return 0
+
+    order = sorted(items, key=lambda it: -size(it[0]))
+    n_chunks = max(1, min(len(order), jobs * 4))
+    chunks: list[list[tuple[str, str]]] = [[] for _ in range(n_chunks)]
+    for i, it in enumerate(order):
+        chunks[i % n_chunks].append(it)
+    return chunks
+
+
+def mp_context():
+    # fork: workers inherit the imported libcst instead of importing it again
+    return multiprocessing.get_context("fork") if sys.platform.startswith("linux") else None
+
+
 def run(files: Sequence[str], settings: Settings, jobs: int = 0, stdin_filename: str | None = None) -> list[FileResult]:
     cwd = os.getcwd()
     items = [(p, stdin_filename if (p == "-" and stdin_filename) else _display(p, cwd)) for p in files]
@@ -43,21 +65,9 @@ def run(files: Sequence[str], settings: Settings, jobs: int = 0, stdin_filename:
     if jobs <= 1 or len(items) <= SERIAL_MAX_FILES or any(p == "-" for p, _ in items):
         return [lint_path(p, settings, d) for p, d in items]
 
-    # Balance by size: biggest files first, dealt round-robin into ~4 chunks per worker.
-    def size(p: str) -> int:
-        try:
-            return os.path.getsize(p)
-        except OSError:
-            return 0
-
-    order = sorted(items, key=lambda it: -size(it[0]))
-    n_chunks = min(len(order), jobs * 4)
-    chunks: list[list[tuple[str, str]]] = [[] for _ in range(n_chunks)]
-    for i, it in enumerate(order):
-        chunks[i % n_chunks].append(it)
-    ctx = multiprocessing.get_context("fork") if sys.platform.startswith("linux") else None
+    chunks = make_chunks(items, jobs)
     results: list[FileResult] = []
-    with ProcessPoolExecutor(max_workers=jobs, mp_context=ctx) as pool:
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=mp_context()) as pool:
         for part in pool.map(_lint_chunk, [(c, settings) for c in chunks]):
             results.extend(part)
     rank = {d: i for i, (_, d) in enumerate(items)}

@@ -37,7 +37,9 @@ from dualtype.distributed import checkpoint as dcheck  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, argparse.Namespace]:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], add_help=False)
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                epilog="Every other option is train_gpt.py's "
+                                       "(python examples/train_gpt.py -h).")
     p.add_argument("--distributed", choices=("ddp", "fsdp2"), default="ddp")
     p.add_argument("--save", default=None, help="directory: save a DCP checkpoint at the end")
     p.add_argument("--resume", default=None, help="directory: resume from a DCP checkpoint")
@@ -48,6 +50,14 @@ def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, argpa
 
 
 def setup() -> tuple[int, int, torch.device]:
+    if "RANK" not in os.environ:  # plain `python train_gpt_distributed.py`: a group of one
+        import socket
+
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        os.environ.update(RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", MASTER_ADDR="127.0.0.1",
+                          MASTER_PORT=str(port))
     cuda = torch.cuda.is_available()
     if cuda:
         local = int(os.environ.get("LOCAL_RANK", 0))

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import statistics
 import time
 
@@ -26,6 +27,8 @@ import torch
 from torch.optim._muon import _zeropower_via_newtonschulz
 
 from dualtype.kernels import (
+    AUTO_GRAM_TAIL,
+    GRAM_ASPECT,
     PE_STEPS,
     orthogonalize,
     orthogonalize_svd,
@@ -33,7 +36,10 @@ from dualtype.kernels import (
 
 SHAPES = ["256x256", "512x2048", "1024x1024", "1024x4096", "4096x1024", "16x256x256", "4x768x3072"]
 QUICK_SHAPES = ["1024x1024", "4096x1024"]
-METHODS = ["polar_express", "gram", "quintic", "cubic"]
+METHODS = ["auto", "auto@4", "polar_express", "gram", "quintic", "cubic"]
+# "name@T": T steps with a schedule designed for lower = FAST_LOWER[T] (fewer steps, tuned for
+# well-conditioned input; see orthogonalize.md for what it costs on ill-conditioned input).
+FAST_LOWER = {3: 0.05, 4: 0.01}
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 MUON = (3.4445, -4.7750, 2.0315)
 
@@ -63,12 +69,25 @@ def flops(shape: tuple[int, ...], variant: str) -> float | None:
     B = math.prod(shape[:-2])
     r, k = min(m, n), max(m, n)
     big, small = 2.0 * r * r * k, 2.0 * r**3
-    if variant.startswith(("polar_express", "quintic", "torch_muon")):
-        T = PE_STEPS if variant.startswith("polar_express") else 5
-        return B * T * (2 * big + small)
-    if variant.startswith("gram"):
-        return B * (2 * big + (4 * PE_STEPS - 3) * small)
-    if variant.startswith("matmul"):
+    name, dtype = variant.split("/")
+    method, _, st = name.partition("@")
+    T = int(st) if st else (5 if method in ("quintic", "torch_muon_ns") else PE_STEPS)
+    tail = 0
+    if method == "auto":
+        if k >= GRAM_ASPECT * r:
+            if dtype == "fp32":
+                method = "gram"
+            else:
+                method, tail = "polar_express", min(AUTO_GRAM_TAIL, T - 1)
+        else:
+            method = "polar_express"
+    if method in ("polar_express", "quintic", "torch_muon_ns"):
+        head = T - tail
+        gram_tail = (2 * big + (4 * tail - 3) * small) if tail else 0.0
+        return B * (head * (2 * big + small) + gram_tail)
+    if method == "gram":
+        return B * (2 * big + (4 * T - 3) * small)
+    if method == "matmul":
         return B * big
     return None  # svd, cubic (data-dependent step count)
 
@@ -90,7 +109,11 @@ def variants(methods, dtypes, with_svd: bool):
     out = {}
     for d in dtypes:
         for m in methods:
-            out[f"{m}/{d}"] = (lambda G, m=m, d=d: orthogonalize(G, m, dtype=DTYPES[d]))
+            method, _, st = m.partition("@")
+            kw = {"steps": int(st), "lower": FAST_LOWER[int(st)]} if st else {}
+            out[f"{m}/{d}"] = (
+                lambda G, method=method, d=d, kw=kw: orthogonalize(G, method, dtype=DTYPES[d], **kw)
+            )
     out["torch_muon_ns/bf16"] = torch_muon_ns
     if with_svd:
         out["torch_svd/fp32"] = torch_svd
@@ -129,11 +152,11 @@ def bench_shape(shape, methods, dtypes, reps, with_svd, cubic_max_elems):
         d = name.split("/")[1]
         mm = med.get(f"matmul/{d}")
         gflops = f / med[name] / 1e9 if f else None
-        frac = (f / med[name]) / (flops(shape, "matmul") / mm) if (f and mm) else None
+        frac = (f / med[name]) / (flops(shape, f"matmul/{d}") / mm) if (f and mm) else None
         err, lo, hi = acc[name]
         rows.append((name, med[name], med[name] / base, gflops, frac, err, lo, hi))
     for d in dtypes:
-        f = flops(shape, "matmul")
+        f = flops(shape, f"matmul/{d}")
         rows.append((f"matmul/{d}", med[f"matmul/{d}"], None, f / med[f"matmul/{d}"] / 1e9, 1.0,
                      None, None, None))
     return rows
@@ -162,7 +185,11 @@ def main(argv=None):
         return contract_table(a.dtypes)
     shapes = a.shapes or (QUICK_SHAPES if a.quick else SHAPES)
     reps = 3 if a.quick and a.reps == 5 else a.reps
-    print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, rounds {reps}")
+    cpu = next((ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo")
+                if ln.startswith("model name")), "?") if os.path.exists("/proc/cpuinfo") else "?"
+    print(f"torch {torch.__version__}, {os.cpu_count()} CPUs ({cpu}), threads "
+          f"{torch.get_num_threads()}, rounds {reps}, load average at start "
+          f"{os.getloadavg()[0]:.1f}")
     hdr = (f"{'shape':>12} {'variant':>20} {'median ms':>10} {'×torchNS':>8} {'GFLOP/s':>8} "
            f"{'×matmul':>7} {'rel err':>8} {'σ min':>7} {'σ max':>7}")
     print(hdr)
@@ -173,7 +200,8 @@ def main(argv=None):
         for name, t, rel, gf, frac, err, lo, hi in rows:
             print(f"{s:>12} {name:>20} {t * 1e3:>10.1f} {fmt(rel, '8.2f')} {fmt(gf, '8.1f')} "
                   f"{fmt(frac, '7.2f')} {fmt(err, '8.4f')} {fmt(lo, '7.3f')} {fmt(hi, '7.3f')}")
-        print()
+        print(flush=True)
+    print(f"load average at end {os.getloadavg()[0]:.1f}")
 
 
 # ----------------------------------------------------------------------------- contract
@@ -195,7 +223,16 @@ CONTRACT_CASES = {
     "power a=0.5 512x1024": lambda g: power_law(512, 1024, 0.5, g),
     "power a=1 512x1024": lambda g: power_law(512, 1024, 1.0, g),
     "power a=2 256x512": lambda g: power_law(256, 512, 2.0, g),
+    "rank 16 of 256x512": lambda g: torch.randn(256, 16, dtype=torch.float64, generator=g)
+    @ torch.randn(16, 512, dtype=torch.float64, generator=g),
+    "ill σ=logspace(0,-6) 256": lambda g: spectrum(256, 256, torch.logspace(0, -6, 256), g),
 }
+
+
+def spectrum(m: int, n: int, s: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    U, _ = torch.linalg.qr(torch.randn(m, len(s), dtype=torch.float64, generator=gen))
+    V, _ = torch.linalg.qr(torch.randn(n, len(s), dtype=torch.float64, generator=gen))
+    return (U * s.double()) @ V.mT
 
 
 def contract_table(dtypes):
@@ -204,11 +241,13 @@ def contract_table(dtypes):
         g = torch.Generator().manual_seed(0)
         G = make(g)
         ref = orthogonalize_svd(G)
-        for m in ["svd", "cubic", "quintic", "polar_express", "gram"]:
+        for m in ["svd", "cubic", "quintic", "polar_express", "gram", "auto", "auto@4"]:
+            method, _, st = m.partition("@")
+            kw = {"steps": int(st), "lower": FAST_LOWER[int(st)]} if st else {}
             for d in dtypes:
                 if m == "svd" and d != "fp32":
                     continue
-                O = orthogonalize(G.float(), m, dtype=DTYPES[d])
+                O = orthogonalize(G.float(), method, dtype=DTYPES[d], **kw)
                 err, lo, hi = accuracy(O, ref)
                 print(f"{case:>22} {m:>14} {d:>5} {err:8.4f} {lo:7.3f} {hi:7.3f}")
 

@@ -17,7 +17,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from dualtype.errors import DualityError, NonFiniteError, ShapeError
+from dualtype.kernels import newton_schulz as _ns
 from dualtype.kernels import (
+    _schedule,
     CUBIC,
     DEFAULT_METHOD,
     METHODS,
@@ -34,11 +36,21 @@ from dualtype.kernels import (
 
 ITERATIVE = ["cubic", "quintic", "polar_express", "gram", "auto"]
 HYP = settings(
-    max_examples=25, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow]
+    max_examples=15, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow]
 )
 
 
 # ----------------------------------------------------------------------------- helpers
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """One intra-op thread for this module: on the shared 2-core machine, OpenMP barriers of
+    2 threads under contention made these small kernels 10–20× slower (measured)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
 
 
 def rel_err(O: torch.Tensor, ref: torch.Tensor) -> float:
@@ -183,14 +195,23 @@ def test_cubic_converges_on_resolvable_directions(case):
 # Documented in orthogonalize's docstring (measured by benchmarks/bench_orthogonalize.py
 # --contract); bounds here are the documented numbers.
 
+PE32 = {"gauss": (0.012, 0.97, 1.02), "pow05": (0.011, 0.97, 1.02), "pow1": (0.033, 0.88, 1.02)}
+PE16 = {"gauss": (0.016, 0.97, 1.03), "pow05": (0.015, 0.97, 1.03), "pow1": (0.05, 0.88, 1.03)}
+QUINTIC = {"gauss": (0.23, 0.19, 1.21), "pow05": (0.23, 0.65, 1.21), "pow1": (0.23, 0.65, 1.21)}
 CONTRACT = {
-    # (method, dtype): {case: (max rel err, σ min ≥, σ max ≤)}
-    ("polar_express", torch.float32): {"gauss": (0.03, 0.85, 1.15), "pow05": (0.02, 0.85, 1.15), "pow1": (0.04, 0.5, 1.15)},
-    ("polar_express", torch.bfloat16): {"gauss": (0.04, 0.85, 1.15), "pow05": (0.03, 0.85, 1.15), "pow1": (0.05, 0.5, 1.15)},
-    ("gram", torch.float32): {"gauss": (0.03, 0.85, 1.15), "pow05": (0.02, 0.85, 1.15), "pow1": (0.04, 0.5, 1.15)},
-    ("quintic", torch.float32): {"gauss": (0.25, 0.0, 1.21), "pow05": (0.25, 0.5, 1.21), "pow1": (0.25, 0.0, 1.21)},
-    ("cubic", torch.float32): {"gauss": (0.002, 0.0, 1.0 + 1e-3), "pow05": (0.002, 0.99, 1.0 + 1e-3), "pow1": (0.002, 0.99, 1.0 + 1e-3)},
-    ("auto", torch.float32): {"gauss": (0.03, 0.85, 1.15), "pow05": (0.02, 0.85, 1.15), "pow1": (0.04, 0.5, 1.15)},
+    # (method, working dtype): {case: (max rel err, σ min ≥, σ max ≤)} — the docstring's
+    # table (measured on the larger cases of benchmarks/... --contract) with ~15% margin;
+    # the cases here are smaller for test speed and no harder than the documented ones.
+    ("auto", torch.float32): PE32,
+    ("auto", torch.bfloat16): PE16,
+    ("polar_express", torch.float32): PE32,
+    ("polar_express", torch.bfloat16): PE16,
+    ("gram", torch.float32): PE32,
+    ("gram", torch.bfloat16): {"gauss": (0.012, 0.97, 1.02), "pow05": (0.012, 0.97, 1.02), "pow1": (0.05, 0.88, 1.02)},
+    ("quintic", torch.float32): QUINTIC,
+    ("quintic", torch.bfloat16): QUINTIC,
+    ("cubic", torch.float32): {c: (1e-4, 0.9999, 1.0001) for c in ("gauss", "pow05", "pow1")},
+    ("cubic", torch.bfloat16): {"gauss": (0.075, 0.25, 1.005), "pow05": (0.01, 0.98, 1.005), "pow1": (0.055, 0.98, 1.005)},
 }
 
 CASES = {
@@ -329,8 +350,23 @@ def test_default_is_documented_and_auto_picks_gram_for_rectangular_fp32():
     torch.testing.assert_close(orthogonalize(G), orthogonalize(G, "gram"), rtol=0, atol=0)
     S = torch.randn(32, 40, dtype=torch.float64)
     torch.testing.assert_close(orthogonalize(S), orthogonalize(S, "polar_express"), rtol=0, atol=0)
-    B = torch.randn(16, 64).bfloat16()
+    B = torch.randn(32, 40).bfloat16()  # bf16, aspect < 2: standard space
     torch.testing.assert_close(orthogonalize(B), orthogonalize(B, "polar_express"), rtol=0, atol=0)
+    # bf16 rectangular: same polynomials, last AUTO_GRAM_TAIL steps in Gram space.
+    R = torch.randn(32, 128).bfloat16()
+    assert rel_err(orthogonalize(R), orthogonalize(R, "polar_express")) < 0.02
+
+
+@HYP
+@given(case=spectra(), tail=st.integers(1, 4))
+def test_gram_tail_is_the_same_polynomial(case, tail):
+    """Evaluating the last steps in Gram space changes nothing in exact arithmetic."""
+    G, _ = case
+    X, _ = _ns.prepare(G, torch.float64, True)
+    sched = list(_schedule(PE_LOWER, PE_STEPS))
+    a = _ns.iterate(X, sched, tighten=True)
+    b = _ns.iterate(X, sched, tighten=True, gram_tail=tail)
+    assert torch.linalg.vector_norm(a - b).item() <= 1e-7 * max(1.0, math.sqrt(min(G.shape)))
 
 
 def test_norms_call_signature_keeps_working():
@@ -369,3 +405,14 @@ def test_compiles_with_inductor_fullgraph(method):
     f = torch.compile(lambda G: orthogonalize(G, method, steps=5), fullgraph=True, dynamic=False)
     G = torch.randn(2, 8, 12)
     torch.testing.assert_close(f(G), orthogonalize(G, method, steps=5, tol=None), rtol=1e-4, atol=1e-4)
+
+
+def test_fast_dtype_picks_bf16_only_where_supported():
+    from dualtype.kernels import fast_dtype
+
+    d = fast_dtype("cpu")
+    assert d in (torch.bfloat16, torch.float32)
+    flags = open("/proc/cpuinfo").read() if __import__("os").path.exists("/proc/cpuinfo") else ""
+    if "avx512_bf16" in flags or "amx_bf16" in flags:
+        assert d == torch.bfloat16
+    assert fast_dtype("meta") == torch.float32

@@ -25,6 +25,7 @@ __all__ = [
     "DEFAULT_METHOD",
     "orthogonalize",
     "orthogonalize_svd",
+    "fast_dtype",
     "polar_express_schedule",
     "optimal_quintic",
     "scalar_trace",
@@ -39,6 +40,10 @@ DEFAULT_METHOD = "auto"
 # benchmarks/orthogonalize.md). In bf16 the Gram variant needs float32 small products and
 # loses on this CPU, so bf16 always uses standard space.
 GRAM_ASPECT = 2.0
+# In bf16 on rectangular input, "auto" evaluates the last AUTO_GRAM_TAIL steps in Gram space
+# (2 big products instead of 2·AUTO_GRAM_TAIL). Measured: 2 costs nothing in accuracy, 3
+# adds ~0.01 to the error, 4 diverges on ill-conditioned input.
+AUTO_GRAM_TAIL = 2
 
 # Polar Express defaults: 5 steps (the cost of Muon's quintic) designed for singular values in
 # [PE_LOWER, 1] after the tightened normalization. Chosen by measurement (benchmarks/).
@@ -53,6 +58,21 @@ def _schedule(lower: float, steps: int) -> tuple[tuple[float, float, float], ...
     # Plain Python floats, computed once per (lower, steps); opaque to dynamo, so a compiled
     # caller sees constants instead of tracing the Remez exchange.
     return polar_express_schedule(lower, steps, 1.01, PE_CUSHION)
+
+
+def fast_dtype(device: torch.device | str = "cpu") -> torch.dtype:
+    """``torch.bfloat16`` where bf16 matmuls are fast (CUDA with bf16 support, CPUs with
+    AVX512-BF16/AMX as reported by oneDNN), else ``torch.float32``. Pass it as ``dtype=`` to
+    :func:`orthogonalize` for speed; see its contract table for the accuracy it costs."""
+    dev = torch.device(device)
+    if dev.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float32
+    if dev.type == "cpu":
+        try:
+            return torch.bfloat16 if torch.ops.mkldnn._is_mkldnn_bf16_supported() else torch.float32
+        except (AttributeError, RuntimeError):
+            return torch.float32
+    return torch.float32
 
 
 def _cubic_tol(work: torch.dtype) -> float:
@@ -76,14 +96,18 @@ def orthogonalize(
 
     Args:
         G: ``[..., m, n]`` with ``m, n ≥ 1``; leading dims are a batch (one batched call).
-        method: ``None`` (→ ``DEFAULT_METHOD`` = ``"polar_express"``), ``"svd"``, ``"cubic"``,
-            ``"quintic"``, ``"polar_express"`` or ``"gram"``.
-        steps: iterations (quintic: 5; polar_express/gram: 5; cubic: max steps, 40).
-        dtype: working dtype of the iteration (default: G's dtype). ``torch.bfloat16`` is
-            ~4× faster on CPUs with AVX512-BF16 and on GPUs; norms and the scale are always
-            accumulated in float32 (float64 for float64 input); the result is cast back.
+        method: ``None`` (→ ``DEFAULT_METHOD`` = ``"auto"``), ``"auto"``, ``"svd"``,
+            ``"cubic"``, ``"quintic"``, ``"polar_express"`` or ``"gram"``.
+        steps: iterations (quintic: 5; auto/polar_express/gram: 5; cubic: max steps, 40).
+            ``steps=4, lower=0.01`` is ~20% cheaper and as accurate on well-conditioned
+            input (Gaussian 1024×256: 0.010) but not on ill-conditioned (σ_i ∝ i^-1: 0.46).
+        dtype: working dtype of the iteration (default: G's dtype). ``torch.bfloat16`` was
+            measured 3–5× faster than float32 on this CPU (AVX512-BF16) and is fast on GPUs;
+            :func:`fast_dtype` picks it where the device supports it. Norms and the scale are
+            always accumulated in float32 (float64 for float64 input); the result is cast
+            back to G's dtype.
         lower: polar_express/gram: the schedule is designed for singular values in
-            ``[lower, 1]`` of the normalized input (default 2e-3).
+            ``[lower, 1]`` of the normalized input (default 2.5e-3).
         tol: cubic: stop when ``‖ΔX‖_F ≤ tol·‖X‖_F`` (default ``max(1e-4, 4·eps)``); skipped
             under ``torch.compile``, where exactly ``steps`` steps run.
         check_finite: raise :class:`NonFiniteError` on NaN/Inf input (one scalar check on the
@@ -93,20 +117,48 @@ def orthogonalize(
     Raises:
         ShapeError: ``G.ndim < 2``.  NonFiniteError: NaN or Inf in ``G``.
 
-    Methods and their accuracy contracts (relative Frobenius error ``‖O − UVᵀ‖_F/‖UVᵀ‖_F``,
-    output singular values on the non-null space; measured by
-    ``benchmarks/bench_orthogonalize.py --contract`` in float32, see benchmarks/orthogonalize.md;
-    the tests assert these bounds):
+    Methods (all iterate odd polynomials ``X ← (aI + bXXᵀ + c(XXᵀ)²)X`` on the side whose Gram
+    matrix is smaller; batched with ``bmm``/``baddbmm``):
 
-    ==============  ======================  ======================  =========================
-    method          Gaussian (any shape)    power law σ_i ∝ i^-1/2  power law σ_i ∝ i^-1
-    ==============  ======================  ======================  =========================
-    svd             exact (≤1e-5)           exact                   exact
-    cubic           see CONTRACTS           see CONTRACTS           see CONTRACTS
-    quintic         see CONTRACTS           …                       …
-    polar_express   see CONTRACTS           …                       …
-    gram            see CONTRACTS           …                       …
-    ==============  ======================  ======================  =========================
+    - ``"auto"`` (default): the Polar Express schedule, evaluated where it was measured
+      cheapest: full Gram space for float32/float64 when the long side is ≥ 2× the short
+      one; in bf16 on such shapes standard space with the last 2 steps in Gram space;
+      standard space otherwise. Same polynomials in all cases (tested to agree in float64).
+    - ``"polar_express"``: 5 greedy minimax quintics (own Remez, :mod:`.coefficients`) for
+      σ in [2.5e-3, 1] with a 0.02 cushion, after a normalization tightened for free to
+      ``‖S²‖_F^{1/4}`` (S = XXᵀ). Same cost as Muon's quintic.
+    - ``"gram"``: the same schedule iterated on the r×r Gram matrix and applied to X once
+      (2 big products in total); computes in ≥ float32 (bf16 Gram iteration diverges).
+    - ``"quintic"``: Muon's (3.4445, −4.7750, 2.0315) × 5 after ``X/‖X‖_F`` (as torch).
+    - ``"cubic"``: the paper's (1.5, −0.5) to tolerance (max 40 steps).
+    - ``"svd"``: exact reference (:func:`orthogonalize_svd`).
+
+    Accuracy contract: relative Frobenius error ``‖O − UVᵀ‖_F/‖UVᵀ‖_F`` to the exact polar
+    factor (float64 SVD) and [min, max] output singular value, float32 input, working dtype
+    fp32 | bf16. Measured by ``python benchmarks/bench_orthogonalize.py --contract`` (seed 0;
+    table in benchmarks/orthogonalize.md); tests/test_kernels.py asserts these bounds.
+
+    ==============  =======================  =======================  =======================
+    method          Gaussian (256², 1024×256  power law σ_i ∝ i^-½     power law σ_i ∝ i^-1
+                    512×2048) fp32 | bf16     512×1024  fp32 | bf16    512×1024  fp32 | bf16
+    ==============  =======================  =======================  =======================
+    auto            ≤0.010 | ≤0.014          0.009 | 0.013            0.028 | 0.045
+                    σ∈[0.977,1.013]|[.98,1.02] [0.987,1.013]|[.98,1.02] [0.90,1.02]
+    polar_express   ≤0.010 | ≤0.014          0.009 | 0.012            0.028 | 0.045
+    gram            ≤0.010 | ≤0.010          0.009 | 0.010            0.028 | 0.043
+    quintic         0.15–0.20 | 0.13–0.20    0.21 | 0.21              0.18 | 0.18
+                    σ∈[0.20,1.20]            [0.68,1.13]              [0.68,1.20]
+    cubic           <1e-4 | ≤0.065           <1e-4 | 0.008            <1e-4 | 0.047
+    svd             exact (1e-7)             exact                    exact
+    ==============  =======================  =======================  =======================
+
+    What the iterative kernels do not resolve (inherent, measured the same for torch's Muon
+    NS): singular values below ~``lower``·σ_max after 5 steps (σ_i ∝ i^-2: error ~0.88;
+    σ = logspace(0, −6): ~0.66; cubic float32 resolves both: 3e-4, 2e-3). In bf16 the
+    rounding noise of X (~1e-3·σ_max) is amplified like a real small singular value, so a
+    (numerically) low-rank input gets spurious directions: rank 16 of 256×512 has error
+    0.0085 in float32 but 0.89 in bf16 (torch's bf16 Muon NS: 0.40). Use float32 for such
+    input.
     """
     if not isinstance(G, torch.Tensor):
         raise ShapeError(f"orthogonalize expects a torch.Tensor, got {type(G).__name__}")
@@ -144,12 +196,18 @@ def orthogonalize(
                 PE_LOWER if lower is None else float(lower), PE_STEPS if steps is None else steps
             )
         )
+        gram_tail = 0
         if method == "auto":
             r, k = sorted(G.shape[-2:])
-            use_gram = work in (torch.float32, torch.float64) and k >= GRAM_ASPECT * r
-            method = "gram" if use_gram else "polar_express"
+            if k >= GRAM_ASPECT * r:
+                if work in (torch.float32, torch.float64):
+                    method = "gram"
+                else:
+                    method, gram_tail = "polar_express", AUTO_GRAM_TAIL
+            else:
+                method = "polar_express"
         if method == "polar_express":
-            X = _ns.iterate(X, schedule, tighten=True)
+            X = _ns.iterate(X, schedule, tighten=True, gram_tail=gram_tail)
         else:
             X = _ns.iterate_gram(X, schedule)
     return _ns.finish(X, G, transposed)

@@ -125,16 +125,43 @@ def polynomial(X: torch.Tensor, coeffs: Coeffs) -> torch.Tensor:
     return _add_identity_(P, a)
 
 
-def iterate(X: torch.Tensor, schedule: list[Coeffs], tighten: bool) -> torch.Tensor:
-    """Apply ``X ← P_t X`` for each step of ``schedule`` (standard space)."""
-    for t, coeffs in enumerate(schedule):
+def iterate(
+    X: torch.Tensor, schedule: list[Coeffs], tighten: bool, gram_tail: int = 0
+) -> torch.Tensor:
+    """Apply ``X ← P_t X`` for each step of ``schedule``.
+
+    ``gram_tail = k`` evaluates the last k steps in Gram space (:func:`gram_steps`): the same
+    polynomials, 2 big products instead of 2k. By then the non-null singular values are
+    near 1 and Q's eigenvalues stay below ``Π a_t`` of those steps, so low precision is safe
+    there (unlike a Gram iteration from the start; see :func:`iterate_gram`).
+    """
+    T = len(schedule)
+    head = T - gram_tail if 0 < gram_tail < T else T
+    for t, coeffs in enumerate(schedule[:head]):
         if t == 0 and tighten:
             P, inv_s, _, _ = first_polynomial(X, coeffs)
             P = P * inv_s
         else:
             P = polynomial(X, coeffs)
         X = torch.bmm(P, X)
+    if head < T:
+        X = gram_steps(X, schedule[head:])
     return X
+
+
+def gram_steps(X: torch.Tensor, schedule: list[Coeffs]) -> torch.Tensor:
+    """Steps of ``schedule`` from ``X`` in Gram space (no normalization): ``S = XXᵀ``,
+    ``P = aI + bR + cR²``, ``Q ← PQ``, ``R ← PRP``; returns ``Q X``."""
+    R = torch.bmm(X, X.mT)
+    Q = None
+    T = len(schedule)
+    for t, (a, b, c) in enumerate(schedule):
+        P = torch.baddbmm(R, R, R, beta=b, alpha=c) if c != 0.0 else R * b
+        P = _add_identity_(P, a)
+        Q = P if Q is None else torch.bmm(P, Q)
+        if t < T - 1:
+            R = torch.bmm(torch.bmm(P, R), P)
+    return torch.bmm(Q, X)
 
 
 def iterate_cubic(X: torch.Tensor, max_steps: int, tol: float | None) -> torch.Tensor:

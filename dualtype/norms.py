@@ -73,6 +73,35 @@ def _safe_div(x: Tensor, d: Tensor) -> Tensor:
     return x / torch.where(d == 0, torch.ones_like(d), d)
 
 
+def _absmax(x: Tensor, dim: int | None) -> Tensor:
+    return x.abs().amax() if dim is None else x.abs().amax(dim=dim, keepdim=True)
+
+
+def _l2(x: Tensor, dim: int | None = None) -> Tensor:
+    """``vector_norm(x, dim=dim)`` without under/overflow of the squares: ``x`` is divided by
+    max|x| first (as LAPACK's nrm2 does), so a nonzero tensor of tiny entries (fp32 below
+    ~1e-19) has a nonzero norm and large finite entries a finite one. NaN and Inf propagate."""
+    if x.numel() == 0:
+        return torch.linalg.vector_norm(x, dim=dim)
+    big = _absmax(x, dim)
+    n = torch.linalg.vector_norm(_safe_div(x, big), dim=dim, keepdim=True) * big
+    n = torch.where(torch.isinf(big), big, n)  # an Inf entry: Inf, not Inf/Inf = NaN
+    return n.reshape(()) if dim is None else n.squeeze(dim)
+
+
+def _prescale(x: Tensor, norm: "Norm", dim: int | None = None) -> Tensor:
+    """``x / max|x|`` (over all entries, or along ``dim``); zero slices stay zero; NaN/Inf raise
+    :class:`NonFiniteError`. The duality maps are scale invariant, so this only moves the
+    entries into [-1, 1], where the norms that follow can neither underflow to 0 (a tiny
+    gradient used to come back unnormalized) nor overflow (a large finite one used to raise
+    NonFiniteError)."""
+    if x.numel() == 0:
+        return x
+    big = _absmax(x, dim)
+    _require_finite(big, norm)
+    return _safe_div(x, big)
+
+
 class Norm:
     """A norm on one weight tensor together with its dual norm and duality map."""
 
@@ -128,16 +157,15 @@ class Euclidean(Norm):
 
     def value(self, w: Tensor) -> Tensor:
         self.check(w)
-        return torch.linalg.vector_norm(_acc(w))
+        return _l2(_acc(w))
 
     def dual_value(self, g: Tensor) -> Tensor:
         return self.value(g)
 
     def dualize(self, g: Tensor, method: str | None = None) -> Tensor:
         self.check(g, "gradient")
-        fro = torch.linalg.vector_norm(_acc(g))
-        _require_finite(fro, self)
-        return _safe_div(_acc(g), fro).to(g.dtype)
+        x = _prescale(_acc(g), self)
+        return _safe_div(x, torch.linalg.vector_norm(x)).to(g.dtype)
 
 
 class LInf(Norm):
@@ -155,7 +183,7 @@ class LInf(Norm):
 
     def dualize(self, g: Tensor, method: str | None = None) -> Tensor:
         self.check(g, "gradient")
-        _require_finite(_acc(g).abs().sum(), self)
+        _require_finite(g, self)  # not a sum: that overflows for large finite entries
         return torch.sign(g)
 
 
@@ -166,17 +194,16 @@ class RMS(Norm):
 
     def value(self, w: Tensor) -> Tensor:
         self.check(w)
-        return torch.linalg.vector_norm(_acc(w)) / math.sqrt(max(w.numel(), 1))
+        return _l2(_acc(w)) / math.sqrt(max(w.numel(), 1))
 
     def dual_value(self, g: Tensor) -> Tensor:
         self.check(g, "gradient")
-        return torch.linalg.vector_norm(_acc(g)) * math.sqrt(g.numel())
+        return _l2(_acc(g)) * math.sqrt(g.numel())
 
     def dualize(self, g: Tensor, method: str | None = None) -> Tensor:
         self.check(g, "gradient")
-        l2 = torch.linalg.vector_norm(_acc(g))
-        _require_finite(l2, self)
-        return (_safe_div(_acc(g), l2) * math.sqrt(g.numel())).to(g.dtype)
+        x = _prescale(_acc(g), self)
+        return (_safe_div(x, torch.linalg.vector_norm(x)) * math.sqrt(g.numel())).to(g.dtype)
 
 
 class _MatrixNorm(Norm):
@@ -206,7 +233,12 @@ class RMSToRMS(_MatrixNorm):
 
     def dualize(self, g: Tensor, method: str | None = None) -> Tensor:
         self.check(g, "gradient")
-        _require_finite(torch.linalg.vector_norm(_acc(g)), self)
+        return self._polar(g, method, self)
+
+    @staticmethod
+    def _polar(g: Tensor, method: str | None, norm: Norm) -> Tensor:
+        """√(out/in)·UVᵀ of each matrix; NaN/Inf raise NonFiniteError naming ``norm``."""
+        _require_finite(g, norm)  # not a norm of g: that overflows for large finite entries
         out, inp = g.shape[-2:]
         polar = orthogonalize(g) if method is None else orthogonalize(g, method=method)
         return polar * math.sqrt(out / inp)
@@ -225,18 +257,18 @@ class L1ToRMS(_MatrixNorm):
 
     def value(self, w: Tensor) -> Tensor:
         self.check(w)
-        rows = torch.linalg.vector_norm(_acc(w), dim=-1)
+        rows = _l2(_acc(w), dim=-1)
         return rows.amax(dim=-1) / math.sqrt(w.shape[-1])
 
     def dual_value(self, g: Tensor) -> Tensor:
         self.check(g, "gradient")
-        return torch.linalg.vector_norm(_acc(g), dim=-1).sum(dim=-1) * math.sqrt(g.shape[-1])
+        return _l2(_acc(g), dim=-1).sum(dim=-1) * math.sqrt(g.shape[-1])
 
     def dualize(self, g: Tensor, method: str | None = None) -> Tensor:
         self.check(g, "gradient")
-        rows = torch.linalg.vector_norm(_acc(g), dim=-1, keepdim=True)
-        _require_finite(rows, self)
-        return (_safe_div(_acc(g), rows) * math.sqrt(g.shape[-1])).to(g.dtype)
+        x = _prescale(_acc(g), self, dim=-1)
+        rows = torch.linalg.vector_norm(x, dim=-1, keepdim=True)
+        return (_safe_div(x, rows) * math.sqrt(g.shape[-1])).to(g.dtype)
 
 
 class RMSToLInf(_MatrixNorm):
@@ -249,18 +281,18 @@ class RMSToLInf(_MatrixNorm):
 
     def value(self, w: Tensor) -> Tensor:
         self.check(w)
-        rows = torch.linalg.vector_norm(_acc(w), dim=-1)
+        rows = _l2(_acc(w), dim=-1)
         return rows.amax(dim=-1) * math.sqrt(w.shape[-1])
 
     def dual_value(self, g: Tensor) -> Tensor:
         self.check(g, "gradient")
-        return torch.linalg.vector_norm(_acc(g), dim=-1).sum(dim=-1) / math.sqrt(g.shape[-1])
+        return _l2(_acc(g), dim=-1).sum(dim=-1) / math.sqrt(g.shape[-1])
 
     def dualize(self, g: Tensor, method: str | None = None) -> Tensor:
         self.check(g, "gradient")
-        rows = torch.linalg.vector_norm(_acc(g), dim=-1, keepdim=True)
-        _require_finite(rows, self)
-        return (_safe_div(_acc(g), rows) / math.sqrt(g.shape[-1])).to(g.dtype)
+        x = _prescale(_acc(g), self, dim=-1)
+        rows = torch.linalg.vector_norm(x, dim=-1, keepdim=True)
+        return (_safe_div(x, rows) / math.sqrt(g.shape[-1])).to(g.dtype)
 
 
 class Conv2D(Norm):
@@ -295,7 +327,7 @@ class Conv2D(Norm):
     def dualize(self, g: Tensor, method: str | None = None) -> Tensor:
         self.check(g, "gradient")
         kh, kw = g.shape[-2:]
-        slices = RMSToRMS().dualize(self._slices(g), method=method) / (kh * kw)
+        slices = RMSToRMS._polar(self._slices(g), method, self) / (kh * kw)
         return slices.reshape(*g.shape[:-4], kh, kw, *g.shape[-4:-2]).movedim((-4, -3), (-2, -1))
 
 

@@ -85,10 +85,16 @@ def full_params(model: nn.Module) -> dict[str, torch.Tensor]:
 
 
 def reference(steps: int = STEPS, start: int = 0) -> dict[str, torch.Tensor]:
-    model = make_net()
-    opt = ModularSGD(model, lr=LR, norms=NORMS, modular=False)
-    train(model, opt, range(start, steps))
-    return full_params(model)
+    """The single-process run, on one thread like the ranks."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        model = make_net()
+        opt = ModularSGD(model, lr=LR, norms=NORMS, modular=False)
+        train(model, opt, range(start, steps))
+        return full_params(model)
+    finally:
+        torch.set_num_threads(threads)
 
 
 # --- the 2-process harness ---------------------------------------------------------------

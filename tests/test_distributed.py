@@ -291,6 +291,31 @@ def _sharded_cases(rank, world, tmp):
     return {"out": [o.as_subclass(torch.Tensor).clone() for o in out], "calls": dict(stats.calls)}
 
 
+def _misuse(rank, world, tmp):
+    """Ranks that disagree raise ConfigError together instead of hanging or mixing results."""
+    from dualtype.distributed import DistributedModularSGD
+
+    out = {}
+    model = make_net()  # no DDP: each rank its own gradients
+    opt = DistributedModularSGD(model, lr=LR, norms=NORMS, modular=False, verify=True)
+    x, y = batch(rank)
+    nn.functional.cross_entropy(model(x), y).backward()
+    try:
+        opt.step()
+    except dualtype.ConfigError as e:
+        out["unreplicated"] = str(e)
+    model = make_net()
+    if rank == 1:
+        model.gain.requires_grad_(False)  # rank 1 plans one item fewer
+    opt = DistributedModularSGD(model, lr=LR, norms=NORMS, modular=False)  # verify="first"
+    nn.functional.cross_entropy(model(x), y).backward()
+    try:
+        opt.step()
+    except dualtype.ConfigError as e:
+        out["plan"] = str(e)
+    return out
+
+
 # --- single-process units ------------------------------------------------------------------
 
 
@@ -400,6 +425,12 @@ def test_nan_in_one_share_raises_on_every_rank(tmp_path):
         for mode in ("ddp", "fsdp2"):
             assert r[mode]["raised"] is not None, f"{mode}: a rank did not raise"
             assert r[mode]["unchanged"], f"{mode}: a weight changed in the failed step"
+
+
+def test_ranks_that_disagree_raise_together(tmp_path):
+    for r in launch(_misuse, tmp_path):
+        assert "different gradients" in r.get("unreplicated", "")
+        assert "disagree" in r.get("plan", "")
 
 
 def test_checkpoint_resume_matches_uninterrupted(tmp_path):

@@ -34,6 +34,7 @@ update whole (an all-gather, as ``DTensor.full_tensor()`` does) and dualizes all
 from __future__ import annotations
 
 import math
+import zlib
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
@@ -55,6 +56,7 @@ __all__ = [
     "dualize_replicated",
     "dualize_sharded",
     "classify",
+    "check_consistent",
 ]
 
 Item = tuple[Any, Tensor, Norm, float]  # (param, update: Dual[norm], norm, target)
@@ -163,6 +165,39 @@ class _Status:
     def raise_local(self) -> None:
         if self.error is not None:
             raise self.error
+
+
+def check_consistent(items: list[Item], layouts: Sequence[ShardLayout] | None = None, group=None,
+                     values: bool = False, stats: CommStats | None = None) -> None:
+    """Raise :class:`ConfigError` on every rank unless all ranks plan the same exchange: the
+    same items (global shapes, norms, dtypes, order) and, with ``values`` (replicated items
+    only), the same update values (as DDP guarantees). One small all_gather."""
+    rank, world = _rank_world(group)
+    if world == 1:
+        return
+    shapes = [tuple(lay.global_shape) for lay in layouts] if layouts is not None else [
+        tuple(u.shape) for _, u, _, _ in items]
+    sig = zlib.crc32(repr([(s, n.name, str(u.dtype)) for s, (_, u, n, _) in zip(shapes, items)]).encode())
+    total = sum(float(torch.sum(u.detach().to(torch.float64))) for _, u, _, _ in items) if values else 0.0
+    device = items[0][1].device if items else torch.device("cpu")
+    mine = torch.tensor([float(sig), total], dtype=torch.float64, device=device)
+    every = [torch.empty_like(mine) for _ in range(world)]
+    dist.all_gather(every, mine, group=group)
+    if stats is not None:
+        stats.add("all_gather", mine.numel() * mine.element_size() * (world - 1))
+    got = [t.tolist() for t in every]
+    if any(g[0] != got[0][0] for g in got):
+        raise ConfigError(
+            "dualtype.distributed: the ranks disagree on the parameters to update (shapes, "
+            "norms, dtypes or order differ, or some rank lacks gradients others have). Every "
+            "rank must build the same model and optimizer, and step with the same set of "
+            "gradients.")
+    if values and any(g[1] != got[0][1] for g in got):
+        raise ConfigError(
+            "dualtype.distributed: the ranks hold different gradients, but plain (unsharded) "
+            "parameters are treated as replicated: each rank dualizes a share and the others "
+            "take its result. Wrap the model in DistributedDataParallel (or shard it with "
+            "fully_shard), or use dualtype.optim.ModularSGD for independent models per rank.")
 
 
 # --- replicated (DDP) ----------------------------------------------------------------------

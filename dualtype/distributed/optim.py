@@ -34,7 +34,12 @@ from dualtype.guard import default_norm
 from dualtype.norms import Norm
 from dualtype.optim import DualizeItem, ModularSGD, _lookup, _modular_of
 from dualtype.tensor import PrimalTensor, register_weight, unregister_weight
-from dualtype.distributed.exchange import ShardLayout, dualize_replicated, dualize_sharded
+from dualtype.distributed.exchange import (
+    ShardLayout,
+    check_consistent,
+    dualize_replicated,
+    dualize_sharded,
+)
 from dualtype.distributed.wire import CommStats
 
 __all__ = ["DistributedModularSGD", "is_sharded"]
@@ -105,6 +110,10 @@ class DistributedModularSGD(ModularSGD):
             initialized) runs the base optimizer unchanged.
         strategy: ``"split"`` (this design) or ``"naive"`` (FSDP2 only: every rank gathers
             every update whole and dualizes all of them; the benchmark's baseline).
+        verify: ``"first"`` (default): on the first step, check that all ranks plan the same
+            exchange (one tiny all_gather), so a mismatch raises instead of hanging or
+            mixing results; ``True``: every step, and under DDP also that the gradients are
+            really replicated (debugging); ``False``: never.
         **kwargs: ``lr``, ``momentum``, ``nesterov``, ``weight_decay``, ``norms``,
             ``targets``, ``modular``, ``method``, ``batched`` as for :class:`ModularSGD`.
 
@@ -117,11 +126,16 @@ class DistributedModularSGD(ModularSGD):
         *args: Any,
         process_group: Any = None,
         strategy: str = "split",
+        verify: "bool | str" = "first",
         **kwargs: Any,
     ) -> None:
         if strategy not in ("split", "naive"):
             raise ConfigError(f"strategy must be 'split' or 'naive', got {strategy!r}")
+        if verify not in (True, False, "first"):
+            raise ConfigError(f"verify must be True, False or 'first', got {verify!r}")
         self.strategy = strategy
+        self.verify = verify
+        self._verified = False
         self.comm = CommStats()
         self._layouts: dict[int, ShardLayout] = {}
         self._shards: list[tuple[str, Tensor, Tensor, Norm]] = []  # (name, DTensor, view, norm)
@@ -220,7 +234,11 @@ class DistributedModularSGD(ModularSGD):
         base = super()._dualize
         if not (dist.is_available() and dist.is_initialized()):
             return base(items)
-        if not self._shards:
+        layouts = [self._layouts[id(it.param)] for it in items] if self._shards else None
+        if self.verify is True or (self.verify == "first" and not self._verified):
+            check_consistent(items, layouts, self.process_group,
+                             values=self.verify is True and not self._shards)
+            self._verified = True
+        if layouts is None:
             return dualize_replicated(items, base, self.process_group, self.comm)
-        layouts = [self._layouts[id(it.param)] for it in items]
         return dualize_sharded(items, layouts, base, self.process_group, self.comm, self.strategy)

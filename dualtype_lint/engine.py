@@ -20,6 +20,7 @@ from libcst.metadata import MetadataWrapper, PositionProvider
 
 from .config import Settings
 from .dataflow import Analyzer, Dualizers, Finding
+from .positions import node_ranges
 from .rules import DECODE_ERROR, FLOW_CODES, INTERNAL_ERROR, RULES_BY_CODE, SYNTAX_ERROR
 
 # Every finding needs a gradient source: ``.grad``, ``autograd``, a ``*grad*`` name or
@@ -277,7 +278,12 @@ def _lint_text(text: str, path: str, settings: Settings, res: FileResult) -> Non
         findings = analyzer.run()
         if not findings:
             return
-        positions = MetadataWrapper(module, unsafe_skip_copy=True).resolve(PositionProvider)
+        ranges = node_ranges(module, [f.node for f in findings.values()])
+        if len(ranges) < len(findings):  # not recorded by the lean pass: ask libcst
+            positions = MetadataWrapper(module, unsafe_skip_copy=True).resolve(PositionProvider)
+            for f in findings.values():
+                r = positions[f.node]
+                ranges[id(f.node)] = ((r.start.line, r.start.column), (r.end.line, r.end.column))
     except RecursionError:
         if SYNTAX_ERROR in codes:
             msg = "could not analyze: the code is nested too deeply (e.g. a very long operator chain)"
@@ -289,16 +295,9 @@ def _lint_text(text: str, path: str, settings: Settings, res: FileResult) -> Non
     lines = text.splitlines()
     kept: list[tuple[Diagnostic, Finding]] = []
     for f in findings.values():
-        r = positions[f.node]
+        (ln, col), (end_ln, end_col) = ranges[id(f.node)]
         d = Diagnostic(
-            res.path,
-            f.code,
-            f.message,
-            r.start.line,
-            r.start.column + 1,
-            r.end.line,
-            r.end.column + 1,
-            fixable=f.fix_leaves is not None,
+            res.path, f.code, f.message, ln, col + 1, end_ln, end_col + 1, fixable=f.fix_leaves is not None
         )
         if not _suppressed(lines, d):
             kept.append((d, f))

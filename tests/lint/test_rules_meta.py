@@ -53,3 +53,17 @@ def test_bad_example_is_flagged_and_good_example_is_not(code):
 def test_one_class_per_rule_module():
     modules = {r.__module__ for r in ALL_RULES if r.code in FLOW_CODES}
     assert len(modules) == len(FLOW_CODES)
+
+
+def test_user_docs_cover_every_rule_and_option():
+    from pathlib import Path
+
+    from dualtype_lint.cli import build_parser
+
+    docs = (Path(__file__).resolve().parents[2] / "docs" / "lint.md").read_text()
+    for r in ALL_RULES:
+        assert f"### {r.code}" in docs and r.name in docs
+    for action in build_parser()._actions:
+        for opt in action.option_strings:
+            if opt.startswith("--") and opt not in ("--help", "--version"):
+                assert f"`{opt}" in docs, opt

@@ -1,10 +1,11 @@
 """Dualize a list of updates across ranks: replicated (DDP) and sharded (FSDP2) paths.
 
-Both functions take the optimizer's seam items ``(param, update, norm, target)`` and a
-``dualize_fn`` with the seam's contract: ``dualize_fn(items)[i]`` is
-``target_i · norm_i.dualize(update_i)`` as a ``Primal[norm_i]`` (the optimizer's own batched
-implementation, applied here to a subset of the items). They return one ``Primal[norm_i]``
-per item, identical on every rank that holds it.
+Both functions take the optimizer's seam items ``(param, update, norm, scale)``
+(:class:`dualtype.optim.DualizeItem`; ``scale`` is lr·target) and a ``dualize_fn`` with the
+seam's contract: ``dualize_fn(items)[i]`` is ``scale_i · norm_i.dualize(update_i)`` as a
+``Primal[norm_i]`` (the optimizer's own batched implementation, applied here to a subset of
+the items). They return one ``Primal[norm_i]`` per item, identical on every rank that holds
+it.
 
 **Replicated** (:func:`dualize_replicated`, DDP): every rank holds every full update. The
 maps that orthogonalize (``rms->rms``, ``conv2d``, and any norm this module does not know)
@@ -29,6 +30,11 @@ and head) run on every rank: recomputing them costs less than sending them.
 
 ``strategy="naive"`` is the baseline the benchmark compares against: every rank gathers every
 update whole (an all-gather, as ``DTensor.full_tensor()`` does) and dualizes all of them.
+
+**Failures.** Every rank plans the same collectives from the same shapes
+(:func:`check_consistent` verifies that on the optimizer's first step). A failure in one
+rank's share (a NaN gradient) does not skip a collective: it travels as one status entry in
+the next message, and every rank raises after that same collective.
 """
 
 from __future__ import annotations
@@ -56,15 +62,17 @@ __all__ = [
     "dualize_replicated",
     "dualize_sharded",
     "classify",
+    "is_cheap",
     "check_consistent",
 ]
 
-Item = tuple[Any, Tensor, Norm, float]  # (param, update: Dual[norm], norm, target)
+Item = tuple[Any, Tensor, Norm, float]  # (param, update: Dual[norm], norm, scale)
 DualizeFn = Callable[[list[Item]], list[Tensor]]
 
 
 def default_dualize(items: list[Item]) -> list[Tensor]:
-    """``target · dualize(update)`` per item, same-shape same-norm updates in one batched call."""
+    """``scale · dualize(update)`` per item, same-shape same-norm updates in one batched call
+    (the seam's contract; ``ModularSGD._dualize`` is the one the optimizer uses)."""
     out: list[Tensor | None] = [None] * len(items)
     groups: dict[tuple, list[int]] = {}
     for i, (_, u, n, _) in enumerate(items):
@@ -352,8 +360,9 @@ def dualize_sharded(
     strategy: str = "split",
 ) -> list[Tensor]:
     """Dualize sharded updates: ``items[i][1]`` is this rank's shard of a tensor laid out as
-    ``layouts[i]``. Returns this rank's shard of ``target_i · norm_i.dualize(full update_i)``
-    as ``Primal[norm_i]`` for every item (see the module doc for the communication)."""
+    ``layouts[i]``. Returns this rank's shard of ``scale_i · norm_i.dualize(full update_i)``
+    as ``Primal[norm_i]`` for every item (see the module doc for the communication).
+    Every rank must pass the same items in the same order, each with its own shard."""
     if strategy not in ("split", "naive"):
         raise ConfigError(f"strategy must be 'split' or 'naive', got {strategy!r}")
     rank, world = _rank_world(group)

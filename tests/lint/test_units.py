@@ -121,3 +121,36 @@ def test_internal_errors_become_diagnostics(monkeypatch):
     res = lint_text("w -= w.grad\n", "a.py", Settings())
     assert res.internal_error and [d.code for d in res.diagnostics] == ["DTL902"]
     assert "boom" in res.diagnostics[0].message
+
+
+def test_lean_positions_match_libcst_position_provider():
+    import libcst as cst
+    from libcst.metadata import MetadataWrapper, PositionProvider
+
+    from dualtype_lint.positions import node_ranges
+
+    kinds = (cst.Call, cst.AugAssign, cst.Assign, cst.AnnAssign, cst.ListComp, cst.GeneratorExp, cst.DictComp, cst.NamedExpr)
+
+    class Collect(cst.CSTVisitor):
+        def __init__(self):
+            super().__init__()
+            self.nodes = []
+
+        def on_visit(self, node):
+            if isinstance(node, kinds):
+                self.nodes.append(node)
+            return True
+
+    fixtures = Path(__file__).parent / "fixtures"
+    sources = [p.read_text() for p in sorted(fixtures.glob("*/input.py")) if p.parent.name != "syntax"]
+    sources.append("x = [\r\n  f(a),\r\n  g(b)]\r\ny = h(\rc)\n")  # CRLF and a lone CR
+    for src in sources:
+        module = cst.parse_module(src)
+        c = Collect()
+        module.visit(c)
+        assert c.nodes
+        mine = node_ranges(module, c.nodes)
+        ref = MetadataWrapper(module, unsafe_skip_copy=True).resolve(PositionProvider)
+        for n in c.nodes:
+            r = ref[n]
+            assert mine[id(n)] == ((r.start.line, r.start.column), (r.end.line, r.end.column))

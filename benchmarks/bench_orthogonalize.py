@@ -27,7 +27,7 @@ import torch
 from torch.optim._muon import _zeropower_via_newtonschulz
 
 from dualtype.kernels import (
-    AUTO_GRAM_TAIL,
+    AUTO_SEGMENTS_BF16,
     GRAM_ASPECT,
     PE_STEPS,
     orthogonalize,
@@ -72,19 +72,19 @@ def flops(shape: tuple[int, ...], variant: str) -> float | None:
     name, dtype = variant.split("/")
     method, _, st = name.partition("@")
     T = int(st) if st else (5 if method in ("quintic", "torch_muon_ns") else PE_STEPS)
-    tail = 0
+    segments = [1] * T
     if method == "auto":
+        method = "polar_express"
         if k >= GRAM_ASPECT * r:
             if dtype == "fp32":
                 method = "gram"
-            else:
-                method, tail = "polar_express", min(AUTO_GRAM_TAIL, T - 1)
-        else:
-            method = "polar_express"
+            elif T == sum(AUTO_SEGMENTS_BF16):
+                segments = list(AUTO_SEGMENTS_BF16)
+            elif T > 1:
+                segments = [2, T - 2] if T > 3 else [1, T - 1]
     if method in ("polar_express", "quintic", "torch_muon_ns"):
-        head = T - tail
-        gram_tail = (2 * big + (4 * tail - 3) * small) if tail else 0.0
-        return B * (head * (2 * big + small) + gram_tail)
+        # A segment of L steps in Gram space: 2 big + (4L − 3) small (L = 1: a standard step).
+        return B * sum(2 * big + (4 * L - 3) * small for L in segments)
     if method == "gram":
         return B * (2 * big + (4 * T - 3) * small)
     if method == "matmul":
@@ -139,6 +139,8 @@ def bench_shape(shape, methods, dtypes, reps, with_svd, cubic_max_elems):
         if not name.startswith("matmul"):
             acc[name] = accuracy(O, ref)
     times = {name: [] for name in vs}
+    if math.prod(shape) <= 1 << 20:  # small inputs: more rounds, their times are noisier
+        reps *= 3
     for _ in range(reps):  # interleaved rounds: every variant once per round
         for name, fn in vs.items():
             times[name].append(median_time(fn, G))

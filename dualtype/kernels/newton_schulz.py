@@ -125,43 +125,54 @@ def polynomial(X: torch.Tensor, coeffs: Coeffs) -> torch.Tensor:
     return _add_identity_(P, a)
 
 
-def iterate(
-    X: torch.Tensor, schedule: list[Coeffs], tighten: bool, gram_tail: int = 0
-) -> torch.Tensor:
-    """Apply ``X ← P_t X`` for each step of ``schedule``.
-
-    ``gram_tail = k`` evaluates the last k steps in Gram space (:func:`gram_steps`): the same
-    polynomials, 2 big products instead of 2k. By then the non-null singular values are
-    near 1 and Q's eigenvalues stay below ``Π a_t`` of those steps, so low precision is safe
-    there (unlike a Gram iteration from the start; see :func:`iterate_gram`).
-    """
-    T = len(schedule)
-    head = T - gram_tail if 0 < gram_tail < T else T
-    for t, coeffs in enumerate(schedule[:head]):
+def iterate(X: torch.Tensor, schedule: list[Coeffs], tighten: bool) -> torch.Tensor:
+    """Apply ``X ← P_t X`` for each step of ``schedule`` (standard space)."""
+    for t, coeffs in enumerate(schedule):
         if t == 0 and tighten:
             P, inv_s, _, _ = first_polynomial(X, coeffs)
             P = P * inv_s
         else:
             P = polynomial(X, coeffs)
         X = torch.bmm(P, X)
-    if head < T:
-        X = gram_steps(X, schedule[head:])
     return X
 
 
-def gram_steps(X: torch.Tensor, schedule: list[Coeffs]) -> torch.Tensor:
-    """Steps of ``schedule`` from ``X`` in Gram space (no normalization): ``S = XXᵀ``,
-    ``P = aI + bR + cR²``, ``Q ← PQ``, ``R ← PRP``; returns ``Q X``."""
+def gram_steps(X: torch.Tensor, schedule: list[Coeffs], tighten: bool = False) -> torch.Tensor:
+    """Steps of ``schedule`` from ``X`` in Gram space: ``S = XXᵀ``, ``P = aI + bR + cR²``,
+    ``Q ← PQ``, ``R ← PRP``; returns ``Q X``. With ``tighten`` the first step also applies
+    the ``‖S²‖_F^{1/4}`` normalization (folded into Q, as in :func:`first_polynomial`)."""
     R = torch.bmm(X, X.mT)
     Q = None
     T = len(schedule)
     for t, (a, b, c) in enumerate(schedule):
-        P = torch.baddbmm(R, R, R, beta=b, alpha=c) if c != 0.0 else R * b
-        P = _add_identity_(P, a)
-        Q = P if Q is None else torch.bmm(P, Q)
+        if t == 0 and tighten:
+            R2 = torch.bmm(R, R)
+            s = _gram_bound(R2).to(R.dtype)
+            inv_s2 = 1.0 / (s * s)
+            R, R2 = R * inv_s2, R2 * (inv_s2 * inv_s2)
+            P = _add_identity_(R * b + R2 * c, a)
+            Q = P / s
+        else:
+            P = torch.baddbmm(R, R, R, beta=b, alpha=c) if c != 0.0 else R * b
+            P = _add_identity_(P, a)
+            Q = P if Q is None else torch.bmm(P, Q)
         if t < T - 1:
             R = torch.bmm(torch.bmm(P, R), P)
     return torch.bmm(Q, X)
+
+
+def iterate_segments(
+    X: torch.Tensor, schedule: list[Coeffs], segments: list[int], tighten: bool = True
+) -> torch.Tensor:
+    """Run ``schedule`` in consecutive segments, each evaluated in Gram space (a segment of
+    one step is exactly a standard step). A segment of L steps costs 2 big + (4L − 3) small
+    products instead of 2L big + L small."""
+    assert sum(segments) == len(schedule)
+    t = 0
+    for L in segments:
+        X = gram_steps(X, schedule[t : t + L], tighten=tighten and t == 0)
+        t += L
+    return X
 
 
 def iterate_cubic(X: torch.Tensor, max_steps: int, tol: float | None) -> torch.Tensor:

@@ -224,8 +224,11 @@ def _string_index(node: cst.Subscript) -> str | None:
 class Dualizers:
     """Which callees count as a duality map (sanitizer)."""
 
+    # dualtype.dualize and the runtime's explicit escape hatch (it requires a reason=...)
+    DEFAULT = ("dualize", "assume_primal")
+
     def __init__(self, names: Iterable[str] = ()) -> None:
-        self.bare = {"dualize"}
+        self.bare = set(self.DEFAULT)
         self.dotted: set[str] = set()
         for n in names:
             (self.dotted if "." in n else self.bare).add(n)
@@ -607,6 +610,13 @@ class Analyzer:
         ft = type(func)
         resolved = self.resolve(func)
         last = resolved.rsplit(".", 1)[-1] if resolved else None
+        if last is None and ft is cst.Attribute:  # norms[name].dualize(g), f().method(x)
+            last = func.attr.value
+            if last in self.dualizers.bare:
+                self.expr(func.value)
+                self._args(args)
+                return CLEAN
+            last = None
         is_module_func = False
         if resolved is not None and ft is cst.Attribute:
             head = resolved.split(".", 1)[0]

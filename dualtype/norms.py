@@ -54,7 +54,10 @@ __all__ = [
 
 
 def _acc(t: Tensor) -> Tensor:
-    """Accumulation dtype: float64 stays float64, everything else computes in float32."""
+    """Plain tensor in the accumulation dtype: float64 stays float64, the rest computes in
+    float32. A typed (Dual/Primal) input is viewed as a plain tensor: norms are numbers."""
+    if type(t) is not Tensor:
+        t = t.as_subclass(Tensor)
     return t if t.dtype == torch.float64 else t.float()
 
 
@@ -106,7 +109,7 @@ class Norm:
     """A norm on one weight tensor together with its dual norm and duality map."""
 
     name: str = ""
-    min_ndim: int = 1
+    min_ndim: int = 0  # l2, linf and rms take any shape, scalars included
 
     def check(self, t: Tensor, what: str = "tensor") -> None:
         """Raise :class:`ShapeError` if ``t`` cannot carry this norm."""

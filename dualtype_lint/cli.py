@@ -7,7 +7,6 @@ Exit codes (as ruff): 0 no findings, 1 findings (or, with ``--diff``, changes to
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import textwrap
 from pathlib import Path

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import ast
-import tomllib
 from pathlib import Path
 
+from dualtype_lint.config import load_toml
 from dualtype_lint.flake8_plugin import DualtypeLintChecker
 
 SRC = "import torch\n\n\ndef f(w, lr):\n    w -= lr * w.grad\n    w.add_(w.grad)  # noqa: DTL002\n"
@@ -23,6 +23,6 @@ def test_plugin_yields_flake8_tuples():
 
 
 def test_entry_point_is_declared():
-    data = tomllib.loads((Path(__file__).resolve().parents[2] / "pyproject.toml").read_text())
+    data = load_toml(Path(__file__).resolve().parents[2] / "pyproject.toml")
     eps = data["project"]["entry-points"]["flake8.extension"]
     assert eps == {"DTL": "dualtype_lint.flake8_plugin:DualtypeLintChecker"}

@@ -154,3 +154,23 @@ def test_lean_positions_match_libcst_position_provider():
         for n in c.nodes:
             r = ref[n]
             assert mine[id(n)] == ((r.start.line, r.start.column), (r.end.line, r.end.column))
+
+
+def test_minimal_toml_fallback_reads_our_table_like_tomllib():
+    """Python 3.10 without tomli uses a tiny reader for [tool.dualtype-lint]."""
+    from dualtype_lint.config import _mini_toml, load_toml
+
+    text = (
+        '[project]\nname = "x"\n\n[tool.dualtype-lint]\nselect = ["DTL"]  # comment\n'
+        'ignore = [\n  "DTL005",\n]\ndualizers = ["a.b", "c"]\n\n'
+        '[tool.dualtype-lint.per-file-ignores]\n"tests/*" = ["DTL001"]\n\n[tool.other]\nx = 1\n'
+    )
+    p = Path("pyproject.toml")
+    fallback = _mini_toml(text, p)["tool"]["dualtype-lint"]
+    assert fallback == {"select": ["DTL"], "ignore": ["DTL005"], "dualizers": ["a.b", "c"],
+                        "per-file-ignores": {"tests/*": ["DTL001"]}}
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as d:
+        (Path(d) / "pyproject.toml").write_text(text)
+        assert load_toml(Path(d) / "pyproject.toml")["tool"]["dualtype-lint"] == fallback

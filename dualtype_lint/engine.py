@@ -20,12 +20,24 @@ from libcst.metadata import MetadataWrapper, PositionProvider
 
 from .config import Settings
 from .dataflow import Analyzer, Dualizers, Finding
+from .names import is_grad_name
 from .positions import node_ranges
 from .rules import DECODE_ERROR, FLOW_CODES, INTERNAL_ERROR, RULES_BY_CODE, SYNTAX_ERROR
 
-# Every finding needs a gradient source: ``.grad``, ``autograd``, a ``*grad*`` name or
-# ``d_p``. A file without any of these cannot produce one, so it costs only a read.
-PREFILTER_NEEDLES = ("grad", "d_p", "_foreach")
+# Every finding needs a gradient source, and every source is spelled with an identifier that
+# looks like a gradient (``.grad``, ``grads``, ``device_grads``, ``d_p``, ``autograd.grad``,
+# ``torch.func.grad``); ``no_grad``, ``requires_grad``, ``zero_grad`` are not sources. A file
+# without one cannot produce a finding, so it costs only a read, a decode and one regex scan.
+_GRAD_TOKEN = re.compile(r"\w*grad\w*|\bd_p\w*")
+
+
+def might_have_findings(text: str) -> bool:
+    if "grad" not in text and "d_p" not in text:
+        return False
+    for token in set(_GRAD_TOKEN.findall(text)):
+        if "autograd" in token or is_grad_name(token):
+            return True
+    return False
 
 _NOQA = re.compile(
     r"#\s*noqa(?::\s*(?P<codes>[A-Za-z]+[0-9]+(?:[\s,]+[A-Za-z]+[0-9]+)*))?", re.IGNORECASE
@@ -238,7 +250,7 @@ def _lint_text(text: str, path: str, settings: Settings, res: FileResult) -> Non
         return
     codes = codes - file_ignored
     flow = codes & FLOW_CODES
-    if settings.prefilter and (not flow or not any(n in text for n in PREFILTER_NEEDLES)):
+    if settings.prefilter and (not flow or not might_have_findings(text)):
         res.prefiltered = True
         return
     if not flow and SYNTAX_ERROR not in codes:

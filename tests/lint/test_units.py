@@ -174,3 +174,22 @@ def test_minimal_toml_fallback_reads_our_table_like_tomllib():
     with tempfile.TemporaryDirectory() as d:
         (Path(d) / "pyproject.toml").write_text(text)
         assert load_toml(Path(d) / "pyproject.toml")["tool"]["dualtype-lint"] == fallback
+
+
+@pytest.mark.parametrize(
+    "src,expected",
+    [
+        ("with torch.no_grad():\n    x.requires_grad_(True)\nopt.zero_grad()\n", False),
+        ("x = 1\n", False),
+        ("w -= w.grad\n", True),
+        ("def f(grads): pass\n", True),
+        ("from torch.autograd import grad\n", True),
+        ("import torch.autograd as ag\n", True),
+        ("def f(d_p): pass\n", True),
+        ("s = state['main_grad']\n", True),
+    ],
+)
+def test_prefilter_tokens(src, expected):
+    from dualtype_lint.engine import might_have_findings
+
+    assert might_have_findings(src) is expected

@@ -55,6 +55,34 @@ class DualizeItem(NamedTuple):
     scale: float
 
 
+class _CompiledNorm(Norm):
+    """The same norm (equal by name, so tags and weight checks are unchanged) whose duality map
+    on *plain* tensors runs under ``torch.compile``. :func:`dualtype.dualize` strips the tag
+    before calling ``Norm.dualize`` and tags the result after, so no typed tensor enters the
+    compiled graph (DESIGN §4)."""
+
+    def __init__(self, base: Norm, options: Mapping[str, Any]) -> None:
+        self.base = base
+        self.name = base.name
+        self.min_ndim = base.min_ndim
+        self._compiled = torch.compile(base.dualize, **options)
+
+    def check(self, t: Tensor, what: str = "tensor") -> None:
+        self.base.check(t, what)
+
+    def value(self, w: Tensor) -> Tensor:
+        return self.base.value(w)
+
+    def dual_value(self, g: Tensor) -> Tensor:
+        return self.base.dual_value(g)
+
+    def dualize(self, g: Tensor, method: str | None = None) -> Tensor:
+        return self._compiled(g, method)
+
+    def __repr__(self) -> str:
+        return f"compiled({self.base!r})"
+
+
 def _modular_of(model: nn.Module) -> Any | None:
     try:
         from dualtype.modules import modular  # lands with the modular-norm issue
@@ -138,6 +166,12 @@ class ModularSGD(torch.optim.Optimizer):
         method: orthogonalization kernel for the matrix norms (``None``: the kernels'
             default; see :func:`dualtype.kernels.orthogonalize`).
         batched: dualize same-(shape, dtype, device, norm) parameters in one stacked call.
+        compile: run each norm's duality map (normalization, the orthogonalization kernel,
+            the √(out/in) scaling; plain tensors in and out) under ``torch.compile``; True or
+            a dict of ``torch.compile`` options (default ``{"dynamic": False}``). The tags stay
+            outside the compiled region: :func:`dualtype.dualize` strips the tag before the
+            compiled map and tags its result after, and the momentum, the weight decay and
+            the checked update run eagerly on typed tensors. One graph per bucket shape.
 
     Guarantees: the momentum buffers are ``Dual[N]``; the only Dual→Primal step is
     :func:`dualtype.dualize`; all updates are computed before any weight or buffer changes,
@@ -167,6 +201,7 @@ class ModularSGD(torch.optim.Optimizer):
         modular: Any = None,
         method: str | None = None,
         batched: bool = True,
+        compile: "bool | Mapping[str, Any]" = False,
     ) -> None:
         defaults = dict(lr=lr, momentum=momentum, nesterov=bool(nesterov),
                         weight_decay=weight_decay, method=method)
@@ -174,6 +209,11 @@ class ModularSGD(torch.optim.Optimizer):
         self._user_norms = norms
         self._user_targets = targets
         self.batched = bool(batched)
+        if compile and not isinstance(compile, (bool, Mapping)):
+            raise ConfigError(f"compile must be a bool or a dict of torch.compile options, got {compile!r}")
+        self._compile_options = ({"dynamic": False, **compile} if isinstance(compile, Mapping)
+                                 else {"dynamic": False} if compile else None)
+        self._compiled_norms: dict[str, Norm] = {}
         self._model_norms: dict[str, Norm] = {}
         self._model_targets: dict[str, float] = {}
         self._names: dict[int, str] = {}
@@ -424,7 +464,7 @@ class ModularSGD(torch.optim.Optimizer):
     def _dualize_batch(self, items: Sequence[DualizeItem]) -> list[PrimalTensor]:
         """Dualize items of one norm and shape (one item, or a stackable bucket) in one call."""
         method = self._method_for(items[0].param)
-        norm = items[0].norm
+        norm = self._norm_for_kernel(items[0].norm)
         try:
             if len(items) == 1:
                 it = items[0]
@@ -446,6 +486,13 @@ class ModularSGD(torch.optim.Optimizer):
                 "no weight or momentum buffer was changed. Check the loss for overflow (lower "
                 "the lr, clip gradients, use a loss scaler) and skip this step."
             ) from None
+
+    def _norm_for_kernel(self, norm: Norm) -> Norm:
+        if self._compile_options is None:
+            return norm
+        if norm.name not in self._compiled_norms:
+            self._compiled_norms[norm.name] = _CompiledNorm(norm, self._compile_options)
+        return self._compiled_norms[norm.name]
 
     def _method_for(self, param: Tensor) -> str | None:
         methods = self.__dict__.get("_methods") or {}

@@ -409,3 +409,25 @@ def test_norm_contradicting_the_typed_model_is_refused():
     dualtype.typed(model)
     with pytest.raises(ConfigError, match="typed with norm"):
         ModularSGD(model.named_parameters(), lr=0.01, norms={"a.weight": "l2"})
+
+
+@pytest.mark.slow
+def test_compiled_step_matches_eager():
+    torch.manual_seed(8)
+    eager, comp = Tiny(), Tiny()
+    comp.load_state_dict(eager.state_dict())
+    opt_e = ModularSGD(eager, lr=0.05, modular=False)
+    opt_c = ModularSGD(comp, lr=0.05, modular=False, compile=True)
+    for i in range(3):
+        for model, opt in ((eager, opt_e), (comp, opt_c)):
+            opt.zero_grad()
+            _backward(model, seed=i)
+            opt.step()
+    for a, b in zip(eager.parameters(), comp.parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+    assert isinstance(opt_c.state[comp.a.weight]["momentum_buffer"], DualTensor)
+
+
+def test_compile_option_is_validated():
+    with pytest.raises(ConfigError, match="compile must be"):
+        ModularSGD(Tiny(), lr=0.01, modular=False, compile="yes")

@@ -136,7 +136,6 @@ def test_update_equals_hand_computed_dualize(nesterov):
             g = grads[n]
             bufs[n] = beta * bufs[n] + (1 - beta) * g
             u = (1 - beta) * g + beta * bufs[n] if nesterov else bufs[n]
-            norm = dualtype.typed  # noqa: F841 (the norm comes from the optimizer's table)
             norm_name = opt.param_groups[0]["norms"][opt.param_groups[0]["names"].index(n)]
             t = targets.get(n, 1.0)
             d = dualtype.dualize(u, norm_name, scale=lr * t)
@@ -349,10 +348,10 @@ def test_raw_gradient_applied_by_user_code_raises():
     opt.step()
     w = model.a.weight
     with pytest.raises(DualityError, match="a.weight"):
-        w.data -= 0.01 * w.grad
+        w.data -= 0.01 * w.grad  # noqa: DTL001 (the error is the point)
     with pytest.raises(DualityError):
         with torch.no_grad():
-            w.sub_(w.grad, alpha=0.01)
+            w.sub_(w.grad, alpha=0.01)  # noqa: DTL002 (the error is the point)
     with pytest.raises(DualityError):
         with torch.no_grad():
             w.add_(opt.state[w]["momentum_buffer"], alpha=-0.01)

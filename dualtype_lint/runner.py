@@ -5,11 +5,13 @@ from __future__ import annotations
 import multiprocessing
 import os
 import sys
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures.process import BrokenProcessPool
 from typing import Sequence
 
 from .config import Settings
-from .engine import FileResult, lint_path
+from .engine import Diagnostic, FileResult, lint_path
+from .rules import INTERNAL_ERROR
 
 # Below this many files the cost of starting processes outweighs the work.
 SERIAL_MAX_FILES = 16
@@ -26,6 +28,27 @@ def _display(path: str, cwd: str) -> str:
 def _lint_chunk(args: tuple[list[tuple[str, str]], Settings]) -> list[FileResult]:
     chunk, settings = args
     return [lint_path(p, settings, disp) for p, disp in chunk]
+
+
+def _isolate(items: Sequence[tuple[str, str]], settings: Settings) -> list[FileResult]:
+    """Re-lint files of crashed chunks one per task, so that only the file that kills a
+    worker is reported (DTL902), and the others get their real results."""
+    out: list[FileResult] = []
+    pool = ProcessPoolExecutor(max_workers=1, mp_context=mp_context())
+    try:
+        for path, disp in items:
+            try:
+                out.extend(pool.submit(_lint_chunk, ([(path, disp)], settings)).result())
+            except BrokenProcessPool:
+                res = FileResult(disp, internal_error=True)
+                msg = "internal error: the parser crashed on this file (the worker process died)"
+                res.diagnostics.append(Diagnostic(disp, INTERNAL_ERROR, msg, 1, 1, 1, 1))
+                out.append(res)
+                pool.shutdown(wait=False)
+                pool = ProcessPoolExecutor(max_workers=1, mp_context=mp_context())
+    finally:
+        pool.shutdown(wait=True)
+    return out
 
 
 def default_jobs() -> int:
@@ -67,9 +90,16 @@ def run(files: Sequence[str], settings: Settings, jobs: int = 0, stdin_filename:
 
     chunks = make_chunks(items, jobs)
     results: list[FileResult] = []
+    failed: list[tuple[str, str]] = []
     with ProcessPoolExecutor(max_workers=jobs, mp_context=mp_context()) as pool:
-        for part in pool.map(_lint_chunk, [(c, settings) for c in chunks]):
-            results.extend(part)
+        futures = {pool.submit(_lint_chunk, (c, settings)): c for c in chunks}
+        for fut in as_completed(futures):
+            try:
+                results.extend(fut.result())
+            except BrokenProcessPool:  # a worker died (a native crash in the parser)
+                failed.extend(futures[fut])
+    if failed:
+        results.extend(_isolate(failed, settings))
     rank = {d: i for i, (_, d) in enumerate(items)}
     results.sort(key=lambda r: rank.get(r.path, 0))
     return results

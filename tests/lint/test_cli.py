@@ -394,3 +394,29 @@ def test_explain_and_version(run_lint, cli):
     assert cli("--version").returncode == 0
     r = cli("check", "--explain", "all")
     assert r.returncode == 0 and r.stdout.count("DTL") == 8
+
+
+def test_a_worker_crash_costs_one_file_not_the_run(tmp_path):
+    """If the native parser kills a worker (segfault), only that file becomes DTL902."""
+    files = {f"m{i:02d}.py": BAD for i in range(20)}
+    files["m07_crash.py"] = BAD
+    write(tmp_path, files)
+    script = textwrap.dedent(
+        """\
+        import os, signal, sys
+        import dualtype_lint.runner as runner
+        real = runner.lint_path
+        def lint_path(path, settings, display=None):
+            if "crash" in path:
+                os.kill(os.getpid(), signal.SIGSEGV)
+            return real(path, settings, display)
+        runner.lint_path = lint_path
+        from dualtype_lint.cli import main
+        sys.exit(main(["-j", "2", "-q", "."]))
+        """
+    )
+    r = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2, r.stderr
+    found = positions_text(r.stdout)
+    assert [f for f, _, _, c in found if c == "DTL902"] == ["m07_crash.py"]
+    assert sum(1 for f, _, _, c in found if c == "DTL001") == 20

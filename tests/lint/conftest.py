@@ -28,7 +28,8 @@ def lint_cmd() -> list[str]:
 def run_lint(lint_cmd):
     """Run the installed command; returns CompletedProcess with text stdout/stderr."""
 
-    def run(*args: str, cwd: Path | str | None = None, env: dict | None = None, input: str | None = None):
+    def run(*args: str, cwd: Path | str | None = None, env: dict | None = None, input: str | None = None,
+            timeout: float = 120):
         full_env = dict(os.environ)
         full_env.pop("PYTHONPATH", None)
         if env:
@@ -40,7 +41,7 @@ def run_lint(lint_cmd):
             input=input,
             capture_output=True,
             text=True,
-            timeout=120,
+            timeout=timeout,
         )
 
     return run

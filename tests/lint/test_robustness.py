@@ -63,7 +63,7 @@ def _tree_run(run_lint, root: Path, tmp_path: Path) -> list[dict]:
     files = run_lint("--show-files", "--no-respect-gitignore", str(root)).stdout.split()
     assert len(files) > 100
     r = run_lint(str(root), "--no-prefilter", "--no-respect-gitignore", "-j", "2",
-                 "--output-format", "json", "--exit-zero", cwd=tmp_path)
+                 "--output-format", "json", "--exit-zero", cwd=tmp_path, timeout=3600)
     assert r.returncode == 0, r.stderr[-2000:]
     assert "Traceback" not in r.stderr
     diags = json.loads(r.stdout)

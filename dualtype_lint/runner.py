@@ -34,7 +34,7 @@ def _isolate(items: Sequence[tuple[str, str]], settings: Settings) -> list[FileR
     """Re-lint files of crashed chunks one per task, so that only the file that kills a
     worker is reported (DTL902), and the others get their real results."""
     out: list[FileResult] = []
-    pool = ProcessPoolExecutor(max_workers=1, mp_context=mp_context())
+    pool = ProcessPoolExecutor(max_workers=1, mp_context=mp_context(), initializer=_worker_init)
     try:
         for path, disp in items:
             try:
@@ -45,7 +45,7 @@ def _isolate(items: Sequence[tuple[str, str]], settings: Settings) -> list[FileR
                 res.diagnostics.append(Diagnostic(disp, INTERNAL_ERROR, msg, 1, 1, 1, 1))
                 out.append(res)
                 pool.shutdown(wait=False)
-                pool = ProcessPoolExecutor(max_workers=1, mp_context=mp_context())
+                pool = ProcessPoolExecutor(max_workers=1, mp_context=mp_context(), initializer=_worker_init)
     finally:
         pool.shutdown(wait=True)
     return out
@@ -75,6 +75,23 @@ def make_chunks(items: Sequence[tuple[str, str]], jobs: int) -> list[list[tuple[
     return chunks
 
 
+def _worker_init() -> None:
+    """Linux: die with the parent (a CI timeout that kills dualtype-lint must not leave
+    workers running). Best effort, elsewhere a no-op."""
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        import ctypes
+        import signal
+
+        PR_SET_PDEATHSIG = 1
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+        if os.getppid() == 1:  # the parent is already gone
+            os._exit(1)
+    except Exception:
+        pass
+
+
 def mp_context():
     # fork: workers inherit the imported libcst instead of importing it again
     return multiprocessing.get_context("fork") if sys.platform.startswith("linux") else None
@@ -91,7 +108,7 @@ def run(files: Sequence[str], settings: Settings, jobs: int = 0, stdin_filename:
     chunks = make_chunks(items, jobs)
     results: list[FileResult] = []
     failed: list[tuple[str, str]] = []
-    with ProcessPoolExecutor(max_workers=jobs, mp_context=mp_context()) as pool:
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=mp_context(), initializer=_worker_init) as pool:
         futures = {pool.submit(_lint_chunk, (c, settings)): c for c in chunks}
         for fut in as_completed(futures):
             try:

@@ -420,3 +420,36 @@ def test_a_worker_crash_costs_one_file_not_the_run(tmp_path):
     found = positions_text(r.stdout)
     assert [f for f, _, _, c in found if c == "DTL902"] == ["m07_crash.py"]
     assert sum(1 for f, _, _, c in found if c == "DTL001") == 20
+
+
+def test_workers_die_with_the_parent(lint_cmd, tmp_path):
+    """A CI timeout that kills dualtype-lint must not leave its workers running."""
+    import os
+    import signal
+    import time
+
+    files = {f"m{i:03d}.py": BAD * 40 for i in range(200)}
+    write(tmp_path, files)
+    proc = subprocess.Popen([*lint_cmd, ".", "-j", "2", "--no-prefilter"], cwd=tmp_path,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        children: list[int] = []
+        for _ in range(100):  # wait until the workers exist
+            time.sleep(0.1)
+            out = subprocess.run(["ps", "-o", "pid=", "--ppid", str(proc.pid)], capture_output=True, text=True).stdout
+            children = [int(x) for x in out.split()]
+            if len(children) >= 2:
+                break
+        assert children, "no worker processes were started"
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+        deadline = time.time() + 10
+        alive = children
+        while alive and time.time() < deadline:
+            time.sleep(0.1)
+            alive = [c for c in alive if os.path.exists(f"/proc/{c}") and
+                     "Z" not in open(f"/proc/{c}/stat").read().split(")")[1].split()[0]]
+        assert not alive, f"workers still running: {alive}"
+    finally:
+        if proc.poll() is None:
+            proc.kill()

@@ -66,6 +66,7 @@ class Value:
 CLEAN = Value()
 TAINT = Value(True)
 WEIGHT = Value(False, True)
+NEW_WEIGHTS = Value(False, True, True)  # weights recomputed by a (reported) raw-gradient update
 
 
 def _join(vals: Iterable[Value]) -> Value:
@@ -599,7 +600,16 @@ class Analyzer:
             site = CollectionUpdate(node, elt, elt_node)
             for r in self._h_coll:
                 r.on_collection(self, site)
+        if self.is_collection_update(elt, elt_node):
+            return NEW_WEIGHTS  # reported here; downstream these are weights, not gradients
         return Value(elt.taint, elt.weight_ref, elt.weight_derived)
+
+    def is_collection_update(self, elt: Value, elt_node: cst.BaseExpression | None) -> bool:
+        return (
+            elt.taint
+            and (elt.weight_ref or elt.weight_derived)
+            and (elt_node is None or self.is_update_expr(elt_node))
+        )
 
     def _args(self, args: Sequence[cst.Arg]) -> list[Value]:
         return [self.expr(a.value) for a in args]
@@ -695,8 +705,9 @@ class Analyzer:
                 if ft is cst.Attribute and not is_module_func:
                     self.expr(func.value)
                 return CLEAN
-            if resolved == "map":
-                return self._map(node)
+            if resolved == "map" or last in ("tree_map", "tree_map_only"):
+                # map(f, params, grads); torch.utils._pytree / optree / jax tree_map(f, *trees)
+                return self._map(node, skip=1 if last == "tree_map_only" else 0)
 
         # 3. method calls -----------------------------------------------------------------
         if ft is cst.Attribute and not is_module_func:
@@ -756,8 +767,11 @@ class Analyzer:
                 return TAINT
         return WEIGHT if is_weight else CLEAN
 
-    def _map(self, node: cst.Call) -> Value:
-        args = node.args
+    def _map(self, node: cst.Call, skip: int = 0) -> Value:
+        args = [a for a in node.args if a.keyword is None][skip:]
+        for a in node.args:
+            if a.keyword is not None:
+                self.expr(a.value)
         if not args:
             return CLEAN
         fn = args[0].value
@@ -784,6 +798,8 @@ class Analyzer:
             site = CollectionUpdate(node, elt, fix_expr)
             for r in self._h_coll:
                 r.on_collection(self, site)
+        if self.is_collection_update(elt, fix_expr):
+            return NEW_WEIGHTS
         return Value(elt.taint, False, elt.weight_ref or elt.weight_derived)
 
     def elem_of(self, it: cst.BaseExpression) -> Value:
@@ -807,6 +823,9 @@ class Analyzer:
                 return Value(e.taint, e.weight_ref, e.weight_derived, (CLEAN, e))
             if r in ELEMENT_PRESERVING and len(args) == 1:
                 return self.elem_of(args[0].value)
+            if r == "filter" and len(args) == 2:
+                self.expr(args[0].value)
+                return self.elem_of(args[1].value)
             if r == "range":
                 self._args(args)
                 return CLEAN

@@ -31,11 +31,9 @@ class RawGradFunctionalUpdate(Rule):
     fixable = True
 
     def on_collection(self, a, site: CollectionUpdate) -> None:
-        e = site.element
-        if not (e.taint and (e.weight_ref or e.weight_derived)):
+        # [x.to(dtype) for x in (grad, weight)] is not an update: see is_collection_update
+        if not a.is_collection_update(site.element, site.fix_expr):
             return
-        if site.fix_expr is not None and not a.is_update_expr(site.fix_expr):
-            return  # [x.to(dtype) for x in (grad, weight)]: not an update
         leaves = a.fix_leaves([site.fix_expr]) if site.fix_expr is not None else None
         a.report(
             self,

@@ -47,6 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fix", action="store_true", help="apply fixes (all fixes change numerics: needs --unsafe-fixes)")
     p.add_argument("--diff", action="store_true", help="print the fixes as a unified diff instead of applying them")
     p.add_argument("--unsafe-fixes", action="store_true", help="allow fixes that change what the program computes")
+    p.add_argument("--add-noqa", action="store_true", help="append `# noqa: CODE` to every line with a finding (to adopt the linter on existing code)")
     p.add_argument("-j", "--jobs", type=int, default=0, metavar="N", help="worker processes (default 0: one per CPU; 1: serial)")
     p.add_argument("--exclude", action="append", default=[], metavar="PATTERN", help="gitignore-style pattern to exclude (added to the configured ones)")
     p.add_argument("--force-exclude", action="store_true", help="apply exclusions to files named on the command line too")
@@ -159,6 +160,21 @@ def _main(argv: Sequence[str] | None) -> int:
         if internal:
             return EXIT_ERROR
         return EXIT_FINDINGS if diffs and not args.exit_zero else EXIT_CLEAN
+
+    if args.add_noqa:
+        from .noqa import add_noqa
+
+        by_file: dict[str, list] = {}
+        for d in diags:
+            if d.path != "-":
+                by_file.setdefault(d.path, []).append(d)
+        added = sum(add_noqa(path, ds) for path, ds in by_file.items())
+        if not args.quiet:
+            print(f"Added {added} noqa directive{'s' * (added != 1)}.", file=sys.stderr)
+        left = sum(1 for d in diags if d.code.startswith("DTL9"))
+        if internal:
+            return EXIT_ERROR
+        return EXIT_FINDINGS if (left or added < len(diags) - left) and not args.exit_zero else EXIT_CLEAN
 
     show_fixes = args.unsafe_fixes
     if args.statistics:

@@ -457,3 +457,27 @@ def test_workers_die_with_the_parent(lint_cmd, tmp_path):
     finally:
         if proc.poll() is None:
             proc.kill()
+
+
+def test_add_noqa(run_lint, cli, tmp_path):
+    src = textwrap.dedent(
+        '''\
+        def f(w, lr):
+            w -= lr * w.grad
+            w.add_(w.grad, alpha=-lr)  # noqa: E501
+            w.add_(w.grad, alpha=-lr); w -= w.grad
+            w.add_(w.grad, note="""
+        text""")
+        '''
+    )
+    write(tmp_path, {"a.py": src})
+    r = run_lint("a.py", "--add-noqa", cwd=tmp_path)
+    assert "Added 4 noqa directives." in r.stderr
+    lines = (tmp_path / "a.py").read_text().splitlines()
+    assert lines[1] == "    w -= lr * w.grad  # noqa: DTL001"
+    assert lines[2] == "    w.add_(w.grad, alpha=-lr)  # noqa: E501, DTL002"
+    assert lines[3].endswith("  # noqa: DTL001, DTL002")
+    assert lines[4] == '    w.add_(w.grad, note="""'  # ends inside a string: left alone
+    assert r.returncode == 1  # that one is still a finding
+    after = cli("a.py", "-q", cwd=tmp_path)
+    assert [(l, c) for _, l, _, c in positions_text(after.stdout)] == [(5, "DTL002")]

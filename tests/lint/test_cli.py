@@ -112,7 +112,8 @@ def test_python_dash_m(tmp_path):
 def test_all_formats_report_identical_positions(run_lint, tmp_path):
     fixtures = Path(__file__).parent / "fixtures"
     for case in ("dtl001", "dtl002", "dtl005", "syntax"):
-        (tmp_path / f"{case}.py").write_text((fixtures / case / "input.py").read_text())
+        src = fixtures / case / "input.py"
+        (tmp_path / f"{case}.py").write_text((src if src.is_file() else src.with_suffix(".txt")).read_text())
     text = run_lint(".", "-q", cwd=tmp_path)
     js = run_lint(".", "--output-format", "json", cwd=tmp_path)
     gh = run_lint(".", "--output-format", "github", cwd=tmp_path)

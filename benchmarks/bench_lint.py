@@ -88,10 +88,23 @@ def bench_runner(files: list[str], settings: Settings, jobs: int) -> tuple[float
     return wall, cpu, sum(len(r.diagnostics) for r in results)
 
 
+def _cpu_now() -> int:
+    """The CPU this process last ran on (field 39 of /proc/self/stat), -1 if unknown."""
+    try:
+        with open("/proc/self/stat") as fh:
+            return int(fh.read().rsplit(")", 1)[1].split()[36])
+    except (OSError, ValueError, IndexError):
+        return -1
+
+
 def _timed_chunk(args):
+    chunk, settings = args
     t0, w0 = time.process_time(), time.perf_counter()
-    res = _lint_chunk(args)
-    return os.getpid(), time.process_time() - t0, w0, time.perf_counter()
+    cpus = set()
+    for item in chunk:  # the runner's worker function, one file at a time, sampling the CPU
+        _lint_chunk(([item], settings))
+        cpus.add(_cpu_now())
+    return os.getpid(), time.process_time() - t0, w0, time.perf_counter(), cpus
 
 
 def bench_workers(files: list[str], settings: Settings, jobs: int) -> dict[int, list[float]]:
@@ -101,11 +114,12 @@ def bench_workers(files: list[str], settings: Settings, jobs: int) -> dict[int, 
     chunks = make_chunks([(f, f) for f in files], jobs)
     per_pid: dict[int, list[float]] = {}
     with ProcessPoolExecutor(max_workers=jobs, mp_context=mp_context()) as pool:
-        for pid, cpu, start, end in pool.map(_timed_chunk, [(c, settings) for c in chunks]):
-            acc = per_pid.setdefault(pid, [0.0, start, end])
+        for pid, cpu, start, end, cpus in pool.map(_timed_chunk, [(c, settings) for c in chunks]):
+            acc = per_pid.setdefault(pid, [0.0, start, end, set()])
             acc[0] += cpu
             acc[1] = min(acc[1], start)
             acc[2] = max(acc[2], end)
+            acc[3] |= cpus
     return per_pid
 
 
@@ -207,15 +221,15 @@ def main() -> None:
         print(f"| {jobs} | {wall:.2f} | {cpu:.2f} | {cpu / wall:.2f} | {lines / wall:,.0f} | {n} |")
     print()
     per_pid = bench_workers(files, off, args.jobs)
-    spans = [(s, e) for _, s, e in per_pid.values()]
+    spans = [(s, e) for _, s, e, _ in per_pid.values()]
     overlap = max(0.0, min(e for _, e in spans) - max(s for s, _ in spans)) if len(spans) > 1 else 0.0
     print(f"Workers of the -j {args.jobs} run (runner chunking, per-process CPU time):")
     print()
-    print("| worker pid | CPU s | busy from .. to (s after first start) |")
-    print("|---|---|---|")
+    print("| worker pid | CPU s | busy from .. to (s after first start) | ran on CPUs |")
+    print("|---|---|---|---|")
     t0 = min(s for s, _ in spans)
-    for pid, (cpu, s, e) in sorted(per_pid.items()):
-        print(f"| {pid} | {cpu:.2f} | {s - t0:.2f} .. {e - t0:.2f} |")
+    for pid, (cpu, s, e, cpus) in sorted(per_pid.items()):
+        print(f"| {pid} | {cpu:.2f} | {s - t0:.2f} .. {e - t0:.2f} | {sorted(cpus)} |")
     print()
     print(f"{len(per_pid)} worker processes did work, busy concurrently for {overlap:.2f} s; "
           f"load average now {'/'.join(f'{x:.1f}' for x in os.getloadavg())} on {os.cpu_count()} CPUs "

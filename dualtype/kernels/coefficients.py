@@ -101,10 +101,14 @@ def polar_express_schedule(
 ) -> tuple[Coeffs, ...]:
     """Greedy minimax schedule for singular values initially in ``[lower, 1]``.
 
-    ``safety`` > 1 designs each step for the interval widened to ``hi·safety`` and stretches
-    the polynomial accordingly (p(x/safety) applied to a value up to hi·safety behaves as
-    designed), so inputs slightly above the bound (rounding) stay inside the basin. The last
-    step is designed without the widening so the output is centred on 1.
+    ``safety`` > 1 designs each step (but the last) on the interval widened to
+    ``[lo, hi·safety]``, so values pushed slightly above the bound by rounding stay inside
+    the region where the polynomial still maps them near 1; the last step is designed on the
+    exact interval so the output is centred on 1. ``cushion`` > 0 designs on
+    ``[max(lo, cushion·hi), hi]``: a milder first polynomial that does not fold large
+    singular values down to ~lo (which in bf16 amplified rounding error: measured 0.045 →
+    0.013 relative error on a Gaussian 1024×4096 at cushion 0.02–0.03); values below the
+    cushion are still increased (p is increasing on [0, q]).
     """
     lo, hi = float(lower), 1.0
     out = []

@@ -37,8 +37,8 @@ METHODS = ("auto", "svd", "cubic", "quintic", "polar_express", "gram")
 DEFAULT_METHOD = "auto"
 # "auto": the Polar Express schedule, evaluated in Gram space when that is measured faster:
 # working dtype float32/float64 and long side ≥ GRAM_ASPECT × short side (see
-# benchmarks/orthogonalize.md). In bf16 the Gram variant needs float32 small products and
-# loses on this CPU, so bf16 always uses standard space.
+# benchmarks/orthogonalize.md). In bf16 the full Gram variant must compute in float32 (it
+# diverges in bf16) and loses on this CPU, so bf16 uses the Gram segments below instead.
 GRAM_ASPECT = 2.0
 # In bf16 on rectangular input, "auto" runs the 5 steps as two Gram-space segments of 2 and
 # 3 steps (4 big products instead of 10; ~0.67× the flops at 1024×4096). Measured in bf16

@@ -36,7 +36,7 @@ OPTIMIZERS = ("dualtype", "adamw", "muon")
 LABELS = {"dualtype": "dualtype ModularSGD", "adamw": "AdamW",
           "muon": "Muon (2-D hidden) + AdamW (rest)"}
 # Default learning rates, chosen with benchmarks/bench_training.py (see benchmarks/training.md).
-DEFAULT_LR = {"dualtype": 0.04, "adamw": 3e-3, "muon": 0.02}
+DEFAULT_LR = {"dualtype": 0.02, "adamw": 7.5e-4, "muon": 0.02}
 MUON_ADAMW_LR = 3e-3  # lr of the AdamW half of the hybrid (embeddings, head, gains)
 
 
@@ -64,6 +64,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--weight-decay", type=float, default=0.0)
     p.add_argument("--cooldown", type=float, default=0.4,
                    help="fraction of steps of linear lr decay to 0 at the end")
+    p.add_argument("--warmup", type=int, default=0, help="steps of linear lr warm-up (all optimizers)")
     p.add_argument("--eval-every", type=int, default=25)
     p.add_argument("--eval-batches", type=int, default=8)
     p.add_argument("--train-chars", type=int, default=2_000_000)
@@ -99,11 +100,14 @@ class Optimizers:
     """One or more optimizers stepped together (the Muon hybrid is Muon + AdamW), each with
     the same lr schedule."""
 
-    def __init__(self, opts: list[torch.optim.Optimizer], steps: int, cooldown: float) -> None:
+    def __init__(self, opts: list[torch.optim.Optimizer], steps: int, cooldown: float,
+                 warmup: int = 0) -> None:
         self.opts = opts
         start = int(steps * (1 - cooldown))
 
-        def factor(step: int) -> float:  # constant, then linear cool-down to 0
+        def factor(step: int) -> float:  # linear warm-up, constant, linear cool-down to 0
+            if step < warmup:
+                return (step + 1) / warmup
             return 1.0 if step < start else max(0.0, (steps - step) / max(1, steps - start))
 
         self.scheds = [torch.optim.lr_scheduler.LambdaLR(o, factor) for o in opts]
@@ -134,7 +138,7 @@ def build_optimizer(name: str, model: GPT, args: argparse.Namespace, lr: float |
                 torch.optim.AdamW(rest, lr=MUON_ADAMW_LR, betas=(0.9, 0.95), weight_decay=wd)]
     else:
         raise ValueError(f"unknown optimizer {name!r}; choose from {OPTIMIZERS}")
-    return Optimizers(opts, args.steps, args.cooldown)
+    return Optimizers(opts, args.steps, args.cooldown, args.warmup)
 
 
 def dualtype_optimizer(model: GPT, args: argparse.Namespace, lr: float) -> ModularSGD:

@@ -26,6 +26,7 @@ from dualtype.kernels import (
     METHODS,
     PE_CUSHION,
     PE_LOWER,
+    PE_SAFETY,
     PE_STEPS,
     QUINTIC_MUON,
     optimal_quintic,
@@ -198,7 +199,7 @@ def test_cubic_converges_on_resolvable_directions(case):
 # --contract); bounds here are the documented numbers.
 
 PE32 = {"gauss": (0.012, 0.97, 1.02), "pow05": (0.011, 0.97, 1.02), "pow1": (0.033, 0.88, 1.02)}
-PE16 = {"gauss": (0.016, 0.97, 1.03), "pow05": (0.015, 0.97, 1.03), "pow1": (0.05, 0.88, 1.03)}
+PE16 = {"gauss": (0.02, 0.97, 1.03), "pow05": (0.02, 0.97, 1.03), "pow1": (0.05, 0.88, 1.03)}
 QUINTIC = {"gauss": (0.23, 0.19, 1.21), "pow05": (0.23, 0.65, 1.21), "pow1": (0.23, 0.65, 1.21)}
 CONTRACT = {
     # (method, working dtype): {case: (max rel err, σ min ≥, σ max ≤)} — the docstring's
@@ -358,7 +359,8 @@ def test_default_is_documented_and_auto_picks_gram_for_rectangular_fp32():
     R = torch.randn(32, 128).bfloat16()
     assert rel_err(orthogonalize(R), orthogonalize(R, "polar_express")) < 0.03
     X, _ = _ns.prepare(R, torch.bfloat16, True)
-    seg = _ns.iterate_segments(X, list(_schedule(PE_LOWER, PE_STEPS)), list(AUTO_SEGMENTS_BF16))
+    sched = _schedule(PE_LOWER, PE_STEPS, PE_SAFETY[torch.bfloat16])
+    seg = _ns.iterate_segments(X, list(sched), list(AUTO_SEGMENTS_BF16))
     torch.testing.assert_close(orthogonalize(R), seg.reshape(R.shape), rtol=0, atol=0)
 
 
@@ -368,7 +370,7 @@ def test_gram_segments_are_the_same_polynomial(case, segments):
     """Evaluating steps in Gram space changes nothing in exact arithmetic (float64)."""
     G, _ = case
     X, _ = _ns.prepare(G, torch.float64, True)
-    sched = list(_schedule(PE_LOWER, PE_STEPS))
+    sched = list(_schedule(PE_LOWER, PE_STEPS, 1.01))
     a = _ns.iterate(X, sched, tighten=True)
     b = _ns.iterate_segments(X, sched, segments)
     assert torch.linalg.vector_norm(a - b).item() <= 1e-7 * max(1.0, math.sqrt(min(G.shape)))

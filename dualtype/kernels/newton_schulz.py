@@ -70,10 +70,10 @@ def prepare(G: torch.Tensor, work_dtype: torch.dtype, check_finite: bool):
                 )
             # ‖X‖_F = amax·‖X/amax‖_F: no overflow for huge finite entries, no underflow of
             # the squares for tiny ones; zero stays zero.
-            safe = amax.clamp_min(_TINY)
+            safe = amax.clamp_min(torch.finfo(acc).tiny)
             scaled = torch.linalg.vector_norm(X.to(acc) / safe, dim=(-2, -1), keepdim=True)
             nrm = torch.where(fine, nrm, scaled * safe)
-    inv = 1.0 / nrm.clamp_min(_TINY)
+    inv = 1.0 / nrm.clamp_min(torch.finfo(acc).tiny)  # float64 keeps its own range
     if work_dtype == torch.bfloat16 and acc == torch.float32:
         # fp32/bf16 → bf16: cast first, then scale in bf16 (two cheap passes, no fp32 copy);
         # bf16 has float32's exponent range, so the cast cannot overflow.

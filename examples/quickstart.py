@@ -43,7 +43,7 @@ def main() -> None:
     try:
         with torch.no_grad():
             for p in model.parameters():
-                p -= args.lr * p.grad
+                p -= args.lr * p.grad  # noqa: DTL001 (refused on purpose)
         raise SystemExit("BUG: the raw update was accepted")
     except dualtype.DualityError as e:
         print(f"refused, as it should be:\n  {type(e).__name__}: {e}\n")

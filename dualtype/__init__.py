@@ -3,10 +3,11 @@
 ``w -= lr * w.grad`` raises :class:`DualityError`; ``w -= lr * dualize(w.grad)`` runs.
 """
 
-from dualtype import modules, norms, typing
+from dualtype import modules, norms, optim, typing
 from dualtype.errors import ConfigError, DualityError, NonFiniteError, NormMismatchError, ShapeError
 from dualtype.guard import TypedModel, typed, untyped
 from dualtype.modules import ModularNorm, ParamRecord, modular
+from dualtype.optim import ModularSGD
 from dualtype.tensor import DualTensor, PrimalTensor, assume_primal, dual, dualize, norm_of, role
 from dualtype.typing import Dual, Primal, typechecked
 
@@ -15,6 +16,8 @@ __version__ = "0.1.0"
 __all__ = [
     "norms",
     "modules",
+    "optim",
+    "ModularSGD",
     "modular",
     "ModularNorm",
     "ParamRecord",

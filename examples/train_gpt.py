@@ -55,9 +55,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--lr", type=float, default=None,
                    help="lr of the chosen optimizer (default per optimizer: %s)" % DEFAULT_LR)
     p.add_argument("--momentum", type=float, default=0.95, help="dualtype momentum")
-    p.add_argument("--embed-target", type=float, default=0.25, help="dualtype: embeddings' target")
+    p.add_argument("--embed-target", type=float, default=0.5, help="dualtype: embeddings' target")
     p.add_argument("--head-target", type=float, default=1.0, help="dualtype: head's target")
-    p.add_argument("--gain-target", type=float, default=0.25, help="dualtype: RMSNorm gains' target")
+    p.add_argument("--gain-target", type=float, default=0.5, help="dualtype: RMSNorm gains' target")
     p.add_argument("--muon-ns", choices=("auto", "bf16", "fp32"), default="auto",
                    help="Newton-Schulz dtype of torch.optim.Muon (auto: fp32 on CPU, where torch's "
                         "bf16 path is ~10x slower; bf16 elsewhere)")

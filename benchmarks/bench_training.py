@@ -30,11 +30,11 @@ import train_gpt as T  # noqa: E402
 from _data import eval_batches, get_batch, stdlib_corpus  # noqa: E402
 
 GRIDS = {
-    "adamw": [3e-3, 6e-3, 1.2e-2],
-    "muon": [0.01, 0.02, 0.04],
-    "dualtype": [0.02, 0.04, 0.06],
+    "adamw": [7.5e-4, 1.5e-3, 3e-3],
+    "muon": [0.005, 0.01, 0.02],
+    "dualtype": [0.01, 0.02, 0.04],
 }
-QUICK = {"adamw": [6e-3], "muon": [0.02], "dualtype": [0.04]}
+QUICK = {"adamw": [1.5e-3], "muon": [0.01], "dualtype": [0.02]}
 
 
 def parse(argv: list[str] | None = None) -> tuple[argparse.Namespace, argparse.Namespace]:

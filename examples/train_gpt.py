@@ -1,7 +1,7 @@
 """Train a small GPT character-level on the Python standard library's own source files.
 
-    python examples/train_gpt.py                 # dualtype's ModularSGD, ~2-3 min on 2 cores
-    python examples/train_gpt.py --compare       # + AdamW and the Muon+AdamW hybrid, plot
+    python examples/train_gpt.py                 # dualtype's ModularSGD, ~1.5-3 min on 2 cores
+    python examples/train_gpt.py --compare       # + AdamW and the Muon+AdamW hybrid, plot (~5-8 min)
 
 The data is every machine's stdlib (``.py`` files, held-out validation split by file; see
 ``examples/_data.py``). The three optimizers see the same seed, initial weights, batches and

@@ -76,7 +76,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     p.add_argument("--plot", default="runs/gpt_val_loss.png")
     p.add_argument("--distributed", action="store_true",
-                   help="train with torch.distributed (DDP/FSDP2); see dualtype.distributed")
+                   help="DDP/FSDP2 live in examples/train_gpt_distributed.py (prints the torchrun command)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     return p.parse_args(argv)
 
@@ -277,8 +277,9 @@ def plot(histories: list[History], path: str, title: str = "") -> None:
 def main(argv: list[str] | None = None) -> list[History]:
     args = parse_args(argv)
     if args.distributed:
-        raise SystemExit("--distributed: not wired yet (dualtype.distributed adds DDP/FSDP2 "
-                         "support to this script); run without it for single-process training")
+        raise SystemExit("for DDP/FSDP2 run: torchrun --standalone --nproc-per-node=2 "
+                         "examples/train_gpt_distributed.py --distributed {ddp,fsdp2} "
+                         "[train_gpt options]")
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.muon_ns == "fp32" or (args.muon_ns == "auto" and args.device == "cpu"):

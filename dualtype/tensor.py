@@ -132,10 +132,19 @@ def _typed_in(obj: Any, out: list) -> None:
 
 
 def _describe(t: "_Typed") -> str:
-    name = t._dt_name
-    return f"{t._tag()}" + (f" (gradient of '{name}')" if name and t._role == _DUAL else "") + (
-        f" (update for '{name}')" if name and t._role == _PRIMAL else ""
-    )
+    if not t._dt_name:
+        return t._tag()
+    what = "gradient of" if t._role == _DUAL else "update for"
+    return f"{t._tag()} ({what} '{t._dt_name}')"
+
+
+def _require_one_role(op: str, values: list["_Typed"]) -> None:
+    if len({v._role for v in values}) > 1:
+        raise DualityError(
+            f"{op} mixes a dual and a primal value: {', '.join(_describe(v) for v in values)}. "
+            "Dual (gradients) and primal (updates) live in different spaces; dualize the "
+            "gradient before combining."
+        )
 
 
 def _fix_hint(name: str | None, norm: Norm | None) -> str:
@@ -151,13 +160,7 @@ def _check_write(op: str, dest: Any, sources: list["_Typed"]) -> tuple[str, Norm
     """Check writing ``sources`` into ``dest``; return the tag dest must take, if any."""
     if not isinstance(dest, Tensor):
         return None
-    roles = {s._role for s in sources}
-    if len(roles) > 1:
-        raise DualityError(
-            f"{op} mixes a dual and a primal value: {', '.join(_describe(s) for s in sources)}. "
-            "Dual (gradients) and primal (updates) live in different spaces; dualize the "
-            "gradient before combining."
-        )
+    _require_one_role(op, sources)
     if isinstance(dest, _Typed):
         for s in sources:
             if s._role != dest._role:
@@ -220,13 +223,8 @@ def _common_norm(sources: Iterable["_Typed"]) -> Norm | None:
 
 def _check_mix(op: str, typed: list["_Typed"], args: tuple, kwargs: dict) -> bool:
     """Check an out-of-place call; return True if the result is a plain new weight value."""
+    _require_one_role(op, typed)
     roles = {t._role for t in typed}
-    if len(roles) > 1:
-        raise DualityError(
-            f"{op} mixes a dual and a primal value: {', '.join(_describe(t) for t in typed)}. "
-            "Dual (gradients) and primal (updates) live in different spaces; dualize the "
-            "gradient before combining."
-        )
     if op not in _ADDITIVE:
         return False
     norms_ = {t._dt_norm for t in typed} - {None}

@@ -9,17 +9,14 @@ orthogonalized (all in one batched call) and scaled by (1/9)·√(out/in); the c
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
-import time
 
-import torch
 from torch import nn
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from train_mlp import train  # noqa: E402  (same loop, data and schedule)
+from train_mlp import run  # noqa: E402  (same flags, loop, data and schedule)
 
 
 def build_model(width: int) -> nn.Module:
@@ -32,20 +29,7 @@ def build_model(width: int) -> nn.Module:
 
 
 def main(argv: list[str] | None = None) -> float:
-    p = argparse.ArgumentParser(description="CNN on sklearn digits with dualtype")
-    p.add_argument("--optimizer", choices=("dualtype", "adamw"), default="dualtype")
-    p.add_argument("--epochs", type=int, default=20)
-    p.add_argument("--batch", type=int, default=64)
-    p.add_argument("--width", type=int, default=16)
-    p.add_argument("--lr", type=float, default=None, help="default: dualtype 0.1, adamw 3e-3")
-    p.add_argument("--seed", type=int, default=0)
-    args = p.parse_args(argv)
-    args.lr = args.lr if args.lr is not None else (0.1 if args.optimizer == "dualtype" else 3e-3)
-    torch.manual_seed(args.seed)
-    t0 = time.perf_counter()
-    acc = train(args, build_model(args.width))
-    print(f"{args.optimizer}: test accuracy {acc:.4f} ({time.perf_counter() - t0:.1f} s)")
-    return acc
+    return run("CNN on sklearn digits with dualtype", build_model, "width", 16, argv)
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ import argparse
 import os
 import sys
 import time
+from typing import Callable
 
 import torch
 from torch import nn
@@ -59,21 +60,27 @@ def train(args: argparse.Namespace, model: nn.Module) -> float:
     return accuracy(model, x_te, y_te)
 
 
-def main(argv: list[str] | None = None) -> float:
-    p = argparse.ArgumentParser(description="MLP on sklearn digits with dualtype")
+def run(description: str, build: Callable[[int], nn.Module], size_flag: str, size: int,
+        argv: list[str] | None = None) -> float:
+    """Parse the shared flags (plus ``--<size_flag>``), train ``build(size)``, print accuracy."""
+    p = argparse.ArgumentParser(description=description)
     p.add_argument("--optimizer", choices=("dualtype", "adamw"), default="dualtype")
     p.add_argument("--epochs", type=int, default=20)
     p.add_argument("--batch", type=int, default=64)
-    p.add_argument("--hidden", type=int, default=128)
+    p.add_argument(f"--{size_flag}", type=int, default=size, dest="size")
     p.add_argument("--lr", type=float, default=None, help="default: dualtype 0.1, adamw 3e-3")
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
     args.lr = args.lr if args.lr is not None else (0.1 if args.optimizer == "dualtype" else 3e-3)
     torch.manual_seed(args.seed)
     t0 = time.perf_counter()
-    acc = train(args, build_model(args.hidden))
+    acc = train(args, build(args.size))
     print(f"{args.optimizer}: test accuracy {acc:.4f} ({time.perf_counter() - t0:.1f} s)")
     return acc
+
+
+def main(argv: list[str] | None = None) -> float:
+    return run("MLP on sklearn digits with dualtype", build_model, "hidden", 128, argv)
 
 
 if __name__ == "__main__":

@@ -312,11 +312,8 @@ def test_model_typed_by_the_user_keeps_its_norms():
 
 
 def test_modular_targets_are_adopted_when_available():
-    modules = pytest.importorskip("dualtype.modules")
-    if not hasattr(modules, "modular"):
-        pytest.skip("dualtype.modules.modular has not landed")
     model = Tiny()
-    mod = modules.modular(model)
+    mod = dualtype.modular(model)
     opt = ModularSGD(model, lr=0.1, modular=mod)
     g = opt.param_groups[0]
     assert dict(zip(g["names"], g["targets"])) == pytest.approx(mod.targets)

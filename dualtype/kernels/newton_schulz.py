@@ -102,15 +102,13 @@ def _gram_bound(S2: torch.Tensor) -> torch.Tensor:
     return f.clamp_min(_TINY).pow(0.25)
 
 
-def first_polynomial(X: torch.Tensor, coeffs: Coeffs):
-    """First step with the tightened bound folded in.
+def tightened_polynomial(S: torch.Tensor, S2: torch.Tensor, coeffs: Coeffs):
+    """First step with the tightened bound folded in, from ``S = XXᵀ`` and ``S² ``.
 
     With ``s = ‖S²‖_F^{1/4}``, ``R = S/s² = (X/s)(X/s)ᵀ``, the step on ``X/s`` is
     ``P·(X/s)`` with ``P = a·I + b·R + c·R²``. Returns ``(P, 1/s, R, R²)``.
     """
     a, b, c = coeffs
-    S = torch.bmm(X, X.mT)
-    S2 = torch.bmm(S, S)
     s = _gram_bound(S2)
     inv_s2 = (1.0 / (s * s)).to(S.dtype)
     R = S * inv_s2
@@ -118,6 +116,12 @@ def first_polynomial(X: torch.Tensor, coeffs: Coeffs):
     P = R * b + R2 * c if c != 0.0 else R * b
     P = _add_identity_(P, a)
     return P, (1.0 / s).to(S.dtype), R, R2
+
+
+def first_polynomial(X: torch.Tensor, coeffs: Coeffs):
+    """:func:`tightened_polynomial` of ``X``: returns ``(P, 1/s, R, R²)``."""
+    S = torch.bmm(X, X.mT)
+    return tightened_polynomial(S, torch.bmm(S, S), coeffs)
 
 
 def first_polynomial_cubic(X: torch.Tensor, coeffs: Coeffs):
@@ -160,12 +164,8 @@ def gram_steps(X: torch.Tensor, schedule: list[Coeffs], tighten: bool = False) -
     T = len(schedule)
     for t, (a, b, c) in enumerate(schedule):
         if t == 0 and tighten:
-            R2 = torch.bmm(R, R)
-            s = _gram_bound(R2).to(R.dtype)
-            inv_s2 = 1.0 / (s * s)
-            R, R2 = R * inv_s2, R2 * (inv_s2 * inv_s2)
-            P = _add_identity_(R * b + R2 * c, a)
-            Q = P / s
+            P, inv_s, R, _ = tightened_polynomial(R, torch.bmm(R, R), (a, b, c))
+            Q = P * inv_s
         else:
             P = torch.baddbmm(R, R, R, beta=b, alpha=c) if c != 0.0 else R * b
             P = _add_identity_(P, a)
@@ -238,13 +238,8 @@ def iterate_gram(X: torch.Tensor, schedule: list[Coeffs], restart_every: int = 5
     for t, (a, b, c) in enumerate(schedule):
         if t == 0:
             # X₁ = P·(X₀/s): Q₁ = P/s, and R₁ = X₁X₁ᵀ = P·R·P with R = (X₀/s)(X₀/s)ᵀ.
-            S = torch.bmm(X, X.mT)
-            S2 = torch.bmm(S, S)
-            s = _gram_bound(S2).to(S.dtype)
-            inv_s2 = 1.0 / (s * s)
-            R, R2 = S * inv_s2, S2 * (inv_s2 * inv_s2)
-            P = _add_identity_(R * b + R2 * c, a)
-            Q = P / s
+            P, inv_s, R, _ = first_polynomial(X, (a, b, c))
+            Q = P * inv_s
         else:
             R2 = torch.bmm(R, R)
             P = _add_identity_(R * b + R2 * c, a)

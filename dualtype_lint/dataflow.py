@@ -33,108 +33,30 @@ Control flow
 
 from __future__ import annotations
 
-from typing import Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Callable, Iterable, Sequence
 
 import libcst as cst
 
+from . import names as _names
+from .analysis import maps
+from .analysis.sites import AssignSite, AugAssignSite, CollectionUpdate, InplaceCall
+from .analysis.values import (
+    CLEAN,
+    NEW_WEIGHTS,
+    NORMV,
+    PRIMAL,
+    PRIMAL_VALUE,
+    TAINT,
+    WEIGHT,
+    State,
+    Value,
+    combine as _combine,
+    join as _join,
+)
 from .names import is_grad_name, is_inplace_method, is_weight_name
-from .rules.base import AssignSite, AugAssignSite, CollectionUpdate, InplaceCall, Rule
 
-# ----------------------------------------------------------------------------- values
-
-
-class Value:
-    __slots__ = ("taint", "weight_ref", "weight_derived", "elems")
-
-    def __init__(
-        self,
-        taint: bool = False,
-        weight_ref: bool = False,
-        weight_derived: bool = False,
-        elems: tuple["Value", ...] | None = None,
-    ) -> None:
-        self.taint = taint
-        self.weight_ref = weight_ref
-        self.weight_derived = weight_derived
-        self.elems = elems
-
-    def __repr__(self) -> str:  # for debugging and test failure messages
-        flags = [n for n in ("taint", "weight_ref", "weight_derived") if getattr(self, n)]
-        return f"Value({', '.join(flags)}{', elems=' + repr(self.elems) if self.elems else ''})"
-
-
-CLEAN = Value()
-TAINT = Value(True)
-WEIGHT = Value(False, True)
-NEW_WEIGHTS = Value(False, True, True)  # weights recomputed by a (reported) raw-gradient update
-
-
-def _join(vals: Iterable[Value]) -> Value:
-    t = r = d = False
-    for v in vals:
-        t = t or v.taint
-        r = r or v.weight_ref
-        d = d or v.weight_derived
-    if not (t or r or d):
-        return CLEAN
-    return Value(t, r, d)
-
-
-def _combine(vals: Iterable[Value]) -> Value:
-    """The value of an arithmetic combination: references become derivations.
-
-    An operand that is both a weight reference and tainted is an ambiguous element of a mixed
-    collection (``for x in (grad, weight)``): it does not make the result weight-derived.
-    """
-    t = d = False
-    for v in vals:
-        t = t or v.taint
-        d = d or v.weight_derived or (v.weight_ref and not v.taint)
-    if not (t or d):
-        return CLEAN
-    return Value(t, False, d)
-
-
-# ----------------------------------------------------------------------------- state
-
-
-class State:
-    """What is known at one program point of one function."""
-
-    __slots__ = ("tainted", "weights", "derived", "bound", "aliases")
-
-    def __init__(self) -> None:
-        self.tainted: set[str] = set()  # access paths holding raw gradients
-        self.weights: set[str] = set()  # access paths bound to weights
-        self.derived: set[str] = set()  # access paths computed from weights
-        self.bound: set[str] = set()  # names assigned in this scope (name heuristics off)
-        self.aliases: dict[str, str] = {}  # name -> access path it refers to (buf = state["m"])
-
-    def copy(self) -> "State":
-        s = State()
-        s.tainted = set(self.tainted)
-        s.weights = set(self.weights)
-        s.derived = set(self.derived)
-        s.bound = set(self.bound)
-        s.aliases = dict(self.aliases)
-        return s
-
-    def join(self, other: "State") -> None:
-        self.tainted |= other.tainted
-        self.weights |= other.weights
-        self.derived |= other.derived
-        self.bound |= other.bound
-        for k, v in other.aliases.items():
-            self.aliases.setdefault(k, v)
-
-    def same(self, other: "State") -> bool:
-        return (
-            self.tainted == other.tainted
-            and self.weights == other.weights
-            and self.derived == other.derived
-            and self.bound == other.bound
-        )
-
+if TYPE_CHECKING:
+    from .rules.base import Rule
 
 # ----------------------------------------------------------------------------- tables
 
@@ -263,10 +185,10 @@ class Analyzer:
         self.findings: dict[tuple[int, str], Finding] = {}
         self.quiet = False
         self.st = State()
-        self._h_inplace = [r for r in rules if _overrides(r, "on_inplace")]
-        self._h_aug = [r for r in rules if _overrides(r, "on_augassign")]
-        self._h_assign = [r for r in rules if _overrides(r, "on_assign")]
-        self._h_coll = [r for r in rules if _overrides(r, "on_collection")]
+        self._h_inplace = [r for r in rules if r.handles("on_inplace")]
+        self._h_aug = [r for r in rules if r.handles("on_augassign")]
+        self._h_assign = [r for r in rules if r.handles("on_assign")]
+        self._h_coll = [r for r in rules if r.handles("on_collection")]
 
     # ---- reporting API used by rules
 
@@ -1116,10 +1038,6 @@ class Analyzer:
         finally:
             self.st = saved
         saved.bound.add(node.name.value)
-
-
-def _overrides(rule: Rule, hook: str) -> bool:
-    return getattr(type(rule), hook) is not getattr(Rule, hook)
 
 
 _EXPR: dict[type, Callable[[Analyzer, cst.CSTNode], Value]] = {

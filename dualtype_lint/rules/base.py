@@ -8,52 +8,14 @@ decides whether that site is its kind of bug and reports it. So all rules share 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, ClassVar, Sequence
+from typing import TYPE_CHECKING, ClassVar
 
-import libcst as cst
+from ..analysis.sites import AssignSite, AugAssignSite, CollectionUpdate, InplaceCall
 
 if TYPE_CHECKING:
-    from ..dataflow import Analyzer, Value
+    from ..dataflow import Analyzer
 
-
-@dataclass(frozen=True)
-class InplaceCall:
-    """An in-place write through a call: ``t.add_(x)``, ``torch._foreach_add_(ts, xs)``, ``out=t``."""
-
-    node: cst.Call
-    kind: str  # "method" | "foreach" | "out" | "function"
-    name: str  # the method or function name, e.g. "add_" or "_foreach_add_"
-    target: cst.BaseExpression  # what is written (the root of a chain like buf.mul_(m).add_(g))
-    target_is_weight: bool
-    tainted_args: Sequence[cst.BaseExpression]  # argument expressions carrying a raw gradient
-
-
-@dataclass(frozen=True)
-class AugAssignSite:
-    node: cst.AugAssign
-    target_is_weight: bool
-    value: "Value"
-
-
-@dataclass(frozen=True)
-class AssignSite:
-    """One target of ``target = value`` (or ``:=``/annotated assignment)."""
-
-    node: cst.CSTNode  # the statement or expression that assigns
-    target: cst.BaseExpression
-    value_node: cst.BaseExpression
-    value: "Value"
-    target_is_weight: bool
-
-
-@dataclass(frozen=True)
-class CollectionUpdate:
-    """A comprehension or ``map`` that computes one element per weight."""
-
-    node: cst.BaseExpression
-    element: "Value"
-    fix_expr: cst.BaseExpression | None  # the per-element expression, when it is written out
+__all__ = ["AssignSite", "AugAssignSite", "CollectionUpdate", "InplaceCall", "Rule", "HOOKS"]
 
 
 class Rule:
@@ -67,6 +29,11 @@ class Rule:
     name: ClassVar[str]
     summary: ClassVar[str]
     fixable: ClassVar[bool] = False  # an (unsafe) fix exists for some findings
+
+    @classmethod
+    def handles(cls, hook: str) -> bool:
+        """Does this rule override ``hook``? (The analyzer calls only the hooks in use.)"""
+        return getattr(cls, hook) is not getattr(Rule, hook)
 
     def on_inplace(self, a: "Analyzer", site: InplaceCall) -> None:  # pragma: no cover - default
         pass

@@ -1,0 +1,140 @@
+"""Duality maps, norms and elementwise roots, recognised in user code by their form.
+
+Steepest descent under a norm applies ``dualize(g)``; DESIGN §3 lists the maps. Written out in
+user code they look like this, and their result is primal (clean):
+
+- ℓ∞: ``g.sign()``, ``torch.sign(g)``, ``g.sign_()`` (Lion, signSGD);
+- ℓ2 / RMS / per-row norms: ``g / g.norm()``, ``g / (torch.linalg.norm(g) + eps)``,
+  ``g / g.square().mean(-1, keepdim=True).sqrt()``, ``g * (c / g.norm())``, ``g.div_(n)``,
+  ``F.normalize(g)`` (normalized SGD, LARS/LAMB-style trust ratios);
+- RMS→RMS: U·Vᵀ from ``torch.linalg.svd`` / ``torch.svd`` / ``svd_lowrank``; a Newton–Schulz
+  iteration is recognised by its structure: it starts by dividing by a norm (``X = G / (‖G‖ +
+  ε)``) and only multiplies clean matrices afterwards, so its function summary returns a primal.
+
+A division by an elementwise square root of a gradient statistic (``m / (√v + ε)``,
+``g * v.rsqrt()``, ``addcdiv_(m, √v)``) is *not* a duality map: it is an elementwise
+preconditioner (Adam, Adagrad, RMSprop) and is marked ``PRECOND`` (rule DTL006).
+"""
+
+from __future__ import annotations
+
+from .values import (
+    CLEAN,
+    INVNORM,
+    INVROOT,
+    NORM_VALUE,
+    NORMV,
+    PRECOND,
+    PRIMAL,
+    PRIMAL_VALUE,
+    ROOT,
+    Value,
+    combine,
+)
+
+SIGN = frozenset(("sign", "sgn", "_foreach_sign"))
+SIGN_INPLACE = frozenset(("sign_", "sgn_", "_foreach_sign_"))
+ROOTS = frozenset(("sqrt", "_foreach_sqrt"))
+INV_ROOTS = frozenset(("rsqrt", "_foreach_rsqrt"))
+DIVIDES = frozenset(("div", "divide", "true_divide", "_foreach_div"))
+MULTIPLIES = frozenset(("mul", "multiply", "_foreach_mul"))
+NORMALIZERS = frozenset(("normalize",))  # torch.nn.functional.normalize
+SVDS = frozenset(("svd", "svd_lowrank"))
+REDUCTIONS = frozenset("sum mean max min amax amin std var prod logsumexp".split())
+
+
+def is_norm_name(name: str) -> bool:
+    n = name.rstrip("_")
+    return n.endswith(("norm", "norms"))
+
+
+def norm_of(vals) -> Value:
+    """A norm (``g.norm()``, ``torch.linalg.vector_norm(g)``, ``clip_grad_norm_``): a clean
+    magnitude; it normalizes a gradient that is divided by it."""
+    return NORM_VALUE if any(v.taint or v.flags & NORMV for v in vals) else CLEAN
+
+
+def reduce_of(v: Value, has_dim: bool) -> Value:
+    """``g.sum()`` is a scalar (clean); ``g.sum(dim=0)`` is still a gradient (a bias gradient is
+    ``grad_out.sum(0)``), but a magnitude if a gradient is divided by it."""
+    if not v.taint:
+        return NORM_VALUE if v.flags & NORMV else combine((v,))
+    if not has_dim:
+        return NORM_VALUE
+    return Value(True, flags=NORMV | (v.flags & PRECOND))
+
+
+def root_of(v: Value) -> Value:
+    """``√x``: of a norm, a norm; of a gradient statistic (Adam's v), an elementwise root."""
+    if v.flags & NORMV:
+        return Value(v.taint, flags=NORMV)
+    if v.taint:
+        return Value(True, flags=ROOT)
+    return combine((v,))
+
+
+def rsqrt_of(v: Value) -> Value:
+    if v.flags & NORMV:
+        return Value(flags=INVNORM)
+    if v.taint:
+        return Value(True, flags=INVROOT)
+    return combine((v,))
+
+
+def power(v: Value, exponent: float | None) -> Value:
+    if exponent == 0.5:
+        return root_of(v)
+    if exponent == -0.5:
+        return rsqrt_of(v)
+    if exponent == 2.0 and v.taint:
+        return Value(True)  # g² is a gradient statistic, not a norm
+    return combine((v,))
+
+
+def divide(num: Value, den: Value) -> Value:
+    if num.taint and not num.flags & NORMV:
+        if den.flags & NORMV:
+            return PRIMAL_VALUE  # g / ‖g‖
+        if den.taint and den.flags & ROOT:
+            return Value(True, flags=PRECOND)  # m / √v
+    elif not num.taint and den.flags & NORMV and not den.taint:
+        return Value(flags=INVNORM)  # c / ‖g‖ (a trust ratio)
+    return combine((num, den))
+
+
+def multiply(a: Value, b: Value) -> Value:
+    for x, y in ((a, b), (b, a)):
+        if x.taint and not x.flags & NORMV:
+            if y.flags & INVNORM and not y.taint:
+                return PRIMAL_VALUE  # g * (c / ‖g‖)
+            if y.taint and y.flags & INVROOT:
+                return Value(True, flags=PRECOND)  # g * v.rsqrt()
+    if a.flags & PRIMAL and not a.taint and not b.taint:
+        return PRIMAL_VALUE if not b.weight_ref else combine((a, b))
+    if b.flags & PRIMAL and not b.taint and not a.taint:
+        return PRIMAL_VALUE if not a.weight_ref else combine((a, b))
+    return combine((a, b))
+
+
+def svd_of(v: Value) -> Value:
+    """``U, S, Vh = svd(g)``: U and Vh are orthogonal factors (U·Vhᵀ is the RMS→RMS duality
+    map); S carries the gradient's magnitudes."""
+    s = Value(v.taint, flags=NORMV if v.taint else 0)
+    return Value(v.taint, False, False, (PRIMAL_VALUE, s, PRIMAL_VALUE), 0)
+
+
+def float_literal(node) -> float | None:
+    """The number in ``0.5``, ``-0.5``, ``2``, ``(0.5)``, else None."""
+    import libcst as cst
+
+    neg = False
+    while type(node) is cst.UnaryOperation and type(node.operator) is cst.Minus:
+        neg = not neg
+        node = node.expression
+    if type(node) in (cst.Float, cst.Integer):
+        try:
+            x = float(node.value.replace("_", ""))
+        except ValueError:
+            return None
+        return -x if neg else x
+    return None

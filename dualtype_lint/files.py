@@ -8,67 +8,44 @@ rule matches them or one of the directories above them (below the path that was 
 from __future__ import annotations
 
 import os
-import re
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator, Sequence
+
+from .wildmatch import Glob, GlobError, compile_glob
 
 PY_SUFFIXES = (".py", ".pyi")
 
 
 @dataclass(frozen=True)
 class _Rule:
-    regex: re.Pattern[str]
+    glob: Glob
     negate: bool
     dir_only: bool
     anchored: bool
 
 
-def _translate(pat: str) -> str:
-    out = []
-    i, n = 0, len(pat)
-    while i < n:
-        c = pat[i]
-        if c == "*":
-            if pat.startswith("**/", i):
-                out.append("(?:.*/)?")
-                i += 3
-                continue
-            if pat.startswith("**", i):
-                out.append(".*")
-                i += 2
-                continue
-            out.append("[^/]*")
-        elif c == "?":
-            out.append("[^/]")
-        elif c == "[":
-            j = pat.find("]", i + 1)
-            if j == -1:
-                out.append(re.escape(c))
-            else:
-                body = pat[i + 1 : j]
-                if body.startswith("!"):
-                    body = "^" + body[1:]
-                out.append(f"[{body}]")
-                i = j + 1
-                continue
-        elif c == "\\" and i + 1 < n:
-            out.append(re.escape(pat[i + 1]))
-            i += 2
-            continue
-        else:
-            out.append(re.escape(c))
-        i += 1
-    return "".join(out)
+def _trim_trailing_spaces(line: str) -> str:
+    """As git: trailing spaces go, unless escaped with a backslash."""
+    end = len(line)
+    while end and line[end - 1] == " ":
+        k = end - 1
+        slashes = 0
+        while k and line[k - 1] == "\\":
+            slashes += 1
+            k -= 1
+        if slashes % 2:  # "\ " is an escaped space: keep it
+            break
+        end -= 1
+    return line[:end]
 
 
-def compile_pattern(line: str) -> _Rule | None:
-    """One gitignore-style line; None for blanks and comments."""
-    line = line.rstrip("\n\r")
-    if not line.strip() or line.startswith("#"):
+def compile_pattern(line: str, source: str = "exclude") -> _Rule | None:
+    """One gitignore-style line; None for blanks, comments and invalid patterns (warned about)."""
+    line = _trim_trailing_spaces(line.rstrip("\n\r"))
+    if not line or line.startswith("#"):
         return None
-    if not line.endswith("\\ "):
-        line = line.rstrip()
     negate = line.startswith("!")
     if negate:
         line = line[1:]
@@ -80,17 +57,29 @@ def compile_pattern(line: str) -> _Rule | None:
         return None
     anchored = "/" in line
     line = line.lstrip("/")
-    body = _translate(line)
-    regex = re.compile(("^" if anchored else "^(?:.*/)?") + body + "$")
-    return _Rule(regex, negate, dir_only, anchored)
+    try:
+        glob = compile_glob(line)
+    except GlobError as exc:
+        _warn(source, line, str(exc))
+        return None
+    return _Rule(glob, negate, dir_only, anchored)
+
+
+_warned: set[tuple[str, str]] = set()
+
+
+def _warn(source: str, pattern: str, why: str) -> None:
+    if (source, pattern) not in _warned:
+        _warned.add((source, pattern))
+        print(f"dualtype-lint: warning: {source}: ignoring invalid pattern {pattern!r} ({why})", file=sys.stderr)
 
 
 class IgnoreSet:
     """Patterns that apply below one base directory (a .gitignore, or the exclude list)."""
 
-    def __init__(self, base: Path, lines: Iterable[str]) -> None:
+    def __init__(self, base: Path, lines: Iterable[str], source: str = "exclude") -> None:
         self.base = base
-        self.rules = [r for r in (compile_pattern(x) for x in lines) if r is not None]
+        self.rules = [r for r in (compile_pattern(x, source) for x in lines) if r is not None]
 
     def match(self, path: Path, is_dir: bool) -> bool | None:
         """True: ignored, False: re-included by a ``!`` rule, None: no rule matched."""
@@ -104,7 +93,7 @@ class IgnoreSet:
         for r in self.rules:
             if (r.dir_only and not is_dir) or (outside and r.anchored):
                 continue
-            if r.regex.match(rel):
+            if r.glob.match(rel if r.anchored else rel.rsplit("/", 1)[-1]):
                 result = not r.negate
         return result
 
@@ -113,7 +102,7 @@ def _load_gitignore(d: Path) -> IgnoreSet | None:
     p = d / ".gitignore"
     try:
         if p.is_file():
-            return IgnoreSet(d, p.read_text(encoding="utf-8", errors="replace").splitlines())
+            return IgnoreSet(d, p.read_text(encoding="utf-8", errors="replace").splitlines(), str(p))
     except OSError:
         return None
     return None

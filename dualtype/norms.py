@@ -54,16 +54,26 @@ __all__ = [
 
 
 def _acc(t: Tensor) -> Tensor:
-    """Plain tensor in the accumulation dtype: float64 stays float64, the rest computes in
-    float32. A typed (Dual/Primal) input is viewed as a plain tensor: norms are numbers."""
+    """Plain tensor in the accumulation dtype: float64 and complex128 stay, complex computes
+    in complex64, the rest in float32. A typed (Dual/Primal) input is viewed as a plain
+    tensor: norms are numbers."""
     if type(t) is not Tensor:
         t = t.as_subclass(Tensor)
-    return t if t.dtype == torch.float64 else t.float()
+    if t.dtype in (torch.float64, torch.complex128, torch.complex64):
+        return t
+    return t.to(torch.complex64) if t.is_complex() else t.float()
+
+
+def _tiny(x: Tensor) -> float:
+    """Smallest normal number of ``x``'s (real) accumulation dtype: below it a gradient is
+    *effectively zero* (its entries have lost precision to gradual underflow)."""
+    return torch.finfo(x.real.dtype if x.is_complex() else x.dtype).tiny
 
 
 def _require_finite(reduction: Tensor, norm: "Norm") -> None:
     # One host sync on a value computed anyway: Inf/NaN anywhere in g makes it non-finite.
-    if not bool(torch.isfinite(reduction).all()):
+    # A meta tensor has no values to check (shapes only propagate).
+    if reduction.device.type != "meta" and not bool(torch.isfinite(reduction).all()):
         raise NonFiniteError(
             f"cannot dualize under {norm}: the gradient contains NaN or Inf. "
             "Check the loss for overflow (lower the lr, use gradient clipping or a loss "
@@ -93,16 +103,18 @@ def _l2(x: Tensor, dim: int | None = None) -> Tensor:
 
 
 def _prescale(x: Tensor, norm: "Norm", dim: int | None = None) -> Tensor:
-    """``x / max|x|`` (over all entries, or along ``dim``); zero slices stay zero; NaN/Inf raise
+    """``x / max|x|`` (over all entries, or along ``dim``); NaN/Inf raise
     :class:`NonFiniteError`. The duality maps are scale invariant, so this only moves the
     entries into [-1, 1], where the norms that follow can neither underflow to 0 (a tiny
     gradient used to come back unnormalized) nor overflow (a large finite one used to raise
-    NonFiniteError)."""
+    NonFiniteError). A slice whose max|x| is below the smallest normal number (:func:`_tiny`)
+    is effectively zero and becomes exactly zero: zero in, zero out, never NaN."""
     if x.numel() == 0:
         return x
     big = _absmax(x, dim)
     _require_finite(big, norm)
-    return _safe_div(x, big)
+    live = big >= _tiny(x)
+    return torch.where(live, x / torch.where(live, big, torch.ones_like(big)), torch.zeros_like(x))
 
 
 class Norm:
@@ -128,13 +140,75 @@ class Norm:
         return "any shape"
 
     def value(self, w: Tensor) -> Tensor:
-        raise NotImplementedError
+        """‖w‖: one number per batch entry (float32, or float64 for 64-bit input)."""
+        self.check(w)
+        return self._number(w, self._value)
 
     def dual_value(self, g: Tensor) -> Tensor:
-        raise NotImplementedError
+        """‖g‖† = max over ‖t‖ ≤ 1 of ⟨g, t⟩ (complex: ⟨g, t⟩ = Re Σ conj(g)·t)."""
+        self.check(g, "gradient")
+        return self._number(g, self._dual_value)
 
     def dualize(self, g: Tensor, method: str | None = None) -> Tensor:
-        """The duality map; ``method`` selects the orthogonalization kernel (matrix norms)."""
+        """The duality map; ``method`` selects the orthogonalization kernel (matrix norms).
+
+        Empty input gives an empty output; a row-sparse COO gradient (``nn.Embedding(
+        sparse=True)``) gives a sparse output on the same rows (see :meth:`_dualize_rows`)."""
+        self.check(g, "gradient")
+        if g.layout != torch.strided:
+            return self._dualize_sparse(g, method)
+        if g.numel() == 0:
+            return torch.zeros_like(g)
+        return self._dualize(g, method)
+
+    def _number(self, t: Tensor, f) -> Tensor:
+        """``f(t)`` with the shared cases: sparse input is densified (exact), empty input has
+        norm 0, and an SVD that fails on NaN/Inf raises :class:`NonFiniteError`."""
+        if t.layout != torch.strided:
+            t = t.to_dense()
+        if t.numel() == 0:
+            real = torch.float64 if t.dtype in (torch.float64, torch.complex128) else torch.float32
+            return torch.zeros(t.shape[: t.ndim - self.min_ndim], dtype=real, device=t.device)
+        try:
+            return f(t)
+        except torch.linalg.LinAlgError:
+            if not bool(torch.isfinite(t).all()):
+                raise NonFiniteError(
+                    f"{self} norm of a tensor that holds NaN or Inf (the SVD cannot run)"
+                ) from None
+            raise
+
+    def _dualize_sparse(self, g: Tensor, method: str | None) -> Tensor:
+        """Duality map of a sparse COO gradient, computed on its stored rows only.
+
+        Untouched rows are zero, so they contribute nothing to the norm and map to zero: the
+        map of the compact matrix of touched rows is exact (for ``rms->rms``: the zero rows
+        of G are zero rows of U, hence of UVᵀ)."""
+        elementwise = self.min_ndim == 0
+        if g.layout != torch.sparse_coo or not (elementwise or g.sparse_dim() == 1):
+            raise ShapeError(
+                f"{self} cannot dualize a sparse {g.layout} gradient with sparse_dim "
+                f"{g.sparse_dim() if g.layout == torch.sparse_coo else '?'}: the sparse path "
+                "needs a row-sparse COO tensor (sparse_dim 1, as nn.Embedding(sparse=True) "
+                "makes). Convert it with g.to_dense() first."
+            )
+        g = g.coalesce()  # sums repeated rows: the gradient of a row is the sum
+        values = g._values()
+        out = self._dualize_rows(values, tuple(g.shape), method) if values.numel() else values.clone()
+        return torch.sparse_coo_tensor(g._indices(), out, g.shape, is_coalesced=True)
+
+    def _dualize_rows(self, values: Tensor, shape: tuple[int, ...], method: str | None) -> Tensor:
+        """The map on the stored ``values`` of a sparse gradient of shape ``shape``; the
+        default is right for maps that need no global size (l2, linf, the row maps)."""
+        return self._dualize(values, method)
+
+    def _value(self, w: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def _dual_value(self, g: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def _dualize(self, g: Tensor, method: str | None = None) -> Tensor:
         raise NotImplementedError
 
     def __eq__(self, other: object) -> bool:
@@ -158,36 +232,32 @@ class Euclidean(Norm):
 
     name = "l2"
 
-    def value(self, w: Tensor) -> Tensor:
-        self.check(w)
+    def _value(self, w: Tensor) -> Tensor:
         return _l2(_acc(w))
 
-    def dual_value(self, g: Tensor) -> Tensor:
-        return self.value(g)
+    def _dual_value(self, g: Tensor) -> Tensor:
+        return self._value(g)
 
-    def dualize(self, g: Tensor, method: str | None = None) -> Tensor:
-        self.check(g, "gradient")
+    def _dualize(self, g: Tensor, method: str | None = None) -> Tensor:
         x = _prescale(_acc(g), self)
         return _safe_div(x, torch.linalg.vector_norm(x)).to(g.dtype)
 
 
 class LInf(Norm):
-    """ℓ∞ over all entries: max|W_ij|, dual Σ|G_ij|, dualize sign(G)."""
+    """ℓ∞ over all entries: max|W_ij|, dual Σ|G_ij|, dualize sign(G) (exact for every finite
+    input, denormals included: sign needs no normalization)."""
 
     name = "linf"
 
-    def value(self, w: Tensor) -> Tensor:
-        self.check(w)
+    def _value(self, w: Tensor) -> Tensor:
         return _acc(w).abs().amax() if w.numel() else _acc(w).new_zeros(())
 
-    def dual_value(self, g: Tensor) -> Tensor:
-        self.check(g, "gradient")
+    def _dual_value(self, g: Tensor) -> Tensor:
         return _acc(g).abs().sum()
 
-    def dualize(self, g: Tensor, method: str | None = None) -> Tensor:
-        self.check(g, "gradient")
+    def _dualize(self, g: Tensor, method: str | None = None) -> Tensor:
         _require_finite(g, self)  # not a sum: that overflows for large finite entries
-        return torch.sign(g)
+        return torch.sgn(g)  # sign(G); complex: G/|G| entrywise (0 stays 0)
 
 
 class RMS(Norm):
@@ -195,18 +265,19 @@ class RMS(Norm):
 
     name = "rms"
 
-    def value(self, w: Tensor) -> Tensor:
-        self.check(w)
+    def _value(self, w: Tensor) -> Tensor:
         return _l2(_acc(w)) / math.sqrt(max(w.numel(), 1))
 
-    def dual_value(self, g: Tensor) -> Tensor:
-        self.check(g, "gradient")
+    def _dual_value(self, g: Tensor) -> Tensor:
         return _l2(_acc(g)) * math.sqrt(g.numel())
 
-    def dualize(self, g: Tensor, method: str | None = None) -> Tensor:
-        self.check(g, "gradient")
+    def _dualize(self, g: Tensor, method: str | None = None) -> Tensor:
         x = _prescale(_acc(g), self)
         return (_safe_div(x, torch.linalg.vector_norm(x)) * math.sqrt(g.numel())).to(g.dtype)
+
+    def _dualize_rows(self, values: Tensor, shape: tuple[int, ...], method: str | None) -> Tensor:
+        # √n·g/‖g‖₂ with n the full size, not the number of stored entries
+        return Euclidean()._dualize(values) * math.sqrt(math.prod(shape))
 
 
 class _MatrixNorm(Norm):
@@ -224,19 +295,23 @@ class RMSToRMS(_MatrixNorm):
 
     name = "rms->rms"
 
-    def value(self, w: Tensor) -> Tensor:
-        self.check(w)
+    def _value(self, w: Tensor) -> Tensor:
         out, inp = w.shape[-2:]
         return math.sqrt(inp / out) * torch.linalg.matrix_norm(_acc(w), ord=2)
 
-    def dual_value(self, g: Tensor) -> Tensor:
-        self.check(g, "gradient")
+    def _dual_value(self, g: Tensor) -> Tensor:
         out, inp = g.shape[-2:]
         return math.sqrt(out / inp) * torch.linalg.matrix_norm(_acc(g), ord="nuc")
 
-    def dualize(self, g: Tensor, method: str | None = None) -> Tensor:
-        self.check(g, "gradient")
+    def _dualize(self, g: Tensor, method: str | None = None) -> Tensor:
         return self._polar(g, method, self)
+
+    def _dualize_rows(self, values: Tensor, shape: tuple[int, ...], method: str | None) -> Tensor:
+        if len(shape) > 2:  # stored values are whole matrices of a batch
+            return self._polar(values, method, self)
+        # touched rows [nnz, in] of G [out, in]: UVᵀ of the compact matrix; _polar scaled it
+        # by √(nnz/in), G's map needs √(out/in)
+        return self._polar(values, method, self) * math.sqrt(shape[0] / values.shape[0])
 
     @staticmethod
     def _polar(g: Tensor, method: str | None, norm: Norm) -> Tensor:
@@ -258,17 +333,14 @@ class L1ToRMS(_MatrixNorm):
     def _layout(self) -> str:
         return "[..., vocab, d]"
 
-    def value(self, w: Tensor) -> Tensor:
-        self.check(w)
+    def _value(self, w: Tensor) -> Tensor:
         rows = _l2(_acc(w), dim=-1)
         return rows.amax(dim=-1) / math.sqrt(w.shape[-1])
 
-    def dual_value(self, g: Tensor) -> Tensor:
-        self.check(g, "gradient")
+    def _dual_value(self, g: Tensor) -> Tensor:
         return _l2(_acc(g), dim=-1).sum(dim=-1) * math.sqrt(g.shape[-1])
 
-    def dualize(self, g: Tensor, method: str | None = None) -> Tensor:
-        self.check(g, "gradient")
+    def _dualize(self, g: Tensor, method: str | None = None) -> Tensor:
         x = _prescale(_acc(g), self, dim=-1)
         rows = torch.linalg.vector_norm(x, dim=-1, keepdim=True)
         return (_safe_div(x, rows) * math.sqrt(g.shape[-1])).to(g.dtype)
@@ -282,17 +354,14 @@ class RMSToLInf(_MatrixNorm):
 
     name = "rms->linf"
 
-    def value(self, w: Tensor) -> Tensor:
-        self.check(w)
+    def _value(self, w: Tensor) -> Tensor:
         rows = _l2(_acc(w), dim=-1)
         return rows.amax(dim=-1) * math.sqrt(w.shape[-1])
 
-    def dual_value(self, g: Tensor) -> Tensor:
-        self.check(g, "gradient")
+    def _dual_value(self, g: Tensor) -> Tensor:
         return _l2(_acc(g), dim=-1).sum(dim=-1) / math.sqrt(g.shape[-1])
 
-    def dualize(self, g: Tensor, method: str | None = None) -> Tensor:
-        self.check(g, "gradient")
+    def _dualize(self, g: Tensor, method: str | None = None) -> Tensor:
         x = _prescale(_acc(g), self, dim=-1)
         rows = torch.linalg.vector_norm(x, dim=-1, keepdim=True)
         return (_safe_div(x, rows) / math.sqrt(g.shape[-1])).to(g.dtype)
@@ -317,21 +386,26 @@ class Conv2D(Norm):
         moved = t.movedim((-2, -1), (-4, -3))
         return moved.reshape(*t.shape[:-4], -1, *t.shape[-4:-2])
 
-    def value(self, w: Tensor) -> Tensor:
-        self.check(w)
+    def _value(self, w: Tensor) -> Tensor:
         K = w.shape[-1] * w.shape[-2]
-        return K * RMSToRMS().value(self._slices(w)).amax(dim=-1)
+        return K * RMSToRMS()._value(self._slices(w)).amax(dim=-1)
 
-    def dual_value(self, g: Tensor) -> Tensor:
-        self.check(g, "gradient")
+    def _dual_value(self, g: Tensor) -> Tensor:
         K = g.shape[-1] * g.shape[-2]
-        return RMSToRMS().dual_value(self._slices(g)).sum(dim=-1) / K
+        return RMSToRMS()._dual_value(self._slices(g)).sum(dim=-1) / K
 
-    def dualize(self, g: Tensor, method: str | None = None) -> Tensor:
-        self.check(g, "gradient")
+    def _dualize(self, g: Tensor, method: str | None = None) -> Tensor:
         kh, kw = g.shape[-2:]
         slices = RMSToRMS._polar(self._slices(g), method, self) / (kh * kw)
         return slices.reshape(*g.shape[:-4], kh, kw, *g.shape[-4:-2]).movedim((-4, -3), (-2, -1))
+
+    def _dualize_rows(self, values: Tensor, shape: tuple[int, ...], method: str | None) -> Tensor:
+        if len(shape) > 4:  # stored values are whole kernels of a batch
+            return self._dualize(values, method)
+        raise ShapeError(
+            "conv2d cannot dualize a sparse gradient that is sparse over output channels; "
+            "convert it with g.to_dense() first"
+        )
 
 
 _CANONICAL: dict[str, type[Norm]] = {

@@ -30,6 +30,13 @@ _TINY = torch.finfo(torch.float32).tiny
 _SMALL = {torch.float32: 1e-17, torch.float64: 1e-150}
 
 
+def _floor(work: torch.dtype) -> float:
+    """Lower clamp of a Gram norm (a zero matrix stays zero): the smallest normal number of the
+    working dtype, at least float32's. With float32's alone, 1/s² overflows float16 to Inf
+    and a zero float16 matrix came back NaN (0·Inf)."""
+    return max(_TINY, torch.finfo(work).tiny)
+
+
 def _is_compiling() -> bool:
     try:
         return bool(torch.compiler.is_compiling())
@@ -52,33 +59,42 @@ def prepare(G: torch.Tensor, work_dtype: torch.dtype, check_finite: bool):
         X = X.mT
     acc = torch.float64 if G.dtype == torch.float64 else torch.float32
     nrm = torch.linalg.vector_norm(X, dim=(-2, -1), keepdim=True, dtype=acc)
-    if _is_compiling():
-        if check_finite:
+    if _is_compiling() or X.device.type == "meta":  # no host sync (meta: no values at all)
+        if check_finite and X.device.type != "meta":
             torch._assert_async(torch.isfinite(nrm).all(), "orthogonalize: input holds NaN or Inf")
     else:
         # One host sync: is any norm non-finite, or so small that its squares may have
         # underflowed (zero matrices land here too)? Only then take the careful path.
         fine = torch.isfinite(nrm) & (nrm > _SMALL[acc])
         if not bool(fine.all()):
-            amax = X.abs().amax(dim=(-2, -1), keepdim=True).to(acc)
-            if check_finite and not bool(torch.isfinite(amax).all()):
-                bad = (~torch.isfinite(amax)).sum().item()
-                raise NonFiniteError(
-                    f"orthogonalize: input of shape {tuple(G.shape)} holds NaN or Inf "
-                    f"({bad} of {amax.numel()} matrices affected); refusing to return NaN. "
-                    "Check the gradient for overflow upstream."
-                )
-            # ‖X‖_F = amax·‖X/amax‖_F: no overflow for huge finite entries, no underflow of
-            # the squares for tiny ones; zero stays zero.
-            safe = amax.clamp_min(torch.finfo(acc).tiny)
-            scaled = torch.linalg.vector_norm(X.to(acc) / safe, dim=(-2, -1), keepdim=True)
-            nrm = torch.where(fine, nrm, scaled * safe)
+            return _prepare_careful(G, X, fine, nrm, acc, check_finite).to(work_dtype), transposed
     inv = 1.0 / nrm.clamp_min(torch.finfo(acc).tiny)  # float64 keeps its own range
     if work_dtype == torch.bfloat16 and acc == torch.float32:
         # fp32/bf16 → bf16: cast first, then scale in bf16 (two cheap passes, no fp32 copy);
         # bf16 has float32's exponent range, so the cast cannot overflow.
         return X.to(work_dtype) * inv.to(work_dtype), transposed
     return (X.to(acc) * inv).to(work_dtype), transposed
+
+
+def _prepare_careful(G, X, fine, nrm, acc, check_finite: bool) -> torch.Tensor:
+    """``X/‖X‖_F`` where the plain norm may have under- or overflowed: ``Y = X/amax`` has
+    entries in [-1, 1] and ``‖Y‖_F ∈ [1, √(rk)]``, so ``Y/‖Y‖_F`` is computed without a
+    reciprocal of a tiny number (1/denormal overflows: the old NaN). A matrix whose amax is
+    below the smallest normal number of ``acc`` is *effectively zero* and maps to zero."""
+    amax = X.abs().amax(dim=(-2, -1), keepdim=True).to(acc)
+    if check_finite and not bool(torch.isfinite(amax).all()):
+        bad = (~torch.isfinite(amax)).sum().item()
+        raise NonFiniteError(
+            f"orthogonalize: input of shape {tuple(G.shape)} holds NaN or Inf "
+            f"({bad} of {amax.numel()} matrices affected); refusing to return NaN. "
+            "Check the gradient for overflow upstream."
+        )
+    live = ~(amax < torch.finfo(acc).tiny)  # NaN stays live: check_finite=False propagates it
+    Y = X.to(acc) / torch.where(live, amax, torch.ones_like(amax))
+    ny = torch.linalg.vector_norm(Y, dim=(-2, -1), keepdim=True)
+    careful = torch.where(live, Y / ny.clamp_min(1.0), torch.zeros_like(Y))
+    plain = X.to(acc) * (1.0 / nrm.clamp_min(torch.finfo(acc).tiny))
+    return torch.where(fine, plain, careful)
 
 
 def finish(X: torch.Tensor, G: torch.Tensor, transposed: bool) -> torch.Tensor:
@@ -99,7 +115,7 @@ def _gram_bound(S2: torch.Tensor) -> torch.Tensor:
     clamped away from zero so a zero matrix stays zero."""
     acc = torch.float64 if S2.dtype == torch.float64 else torch.float32
     f = torch.linalg.vector_norm(S2, dim=(-2, -1), keepdim=True, dtype=acc)
-    return f.clamp_min(_TINY).pow(0.25)
+    return f.clamp_min(_floor(S2.dtype)).pow(0.25)
 
 
 def tightened_polynomial(S: torch.Tensor, S2: torch.Tensor, coeffs: Coeffs):
@@ -130,7 +146,7 @@ def first_polynomial_cubic(X: torch.Tensor, coeffs: Coeffs):
     S = torch.bmm(X, X.mT)
     acc = torch.float64 if S.dtype == torch.float64 else torch.float32
     f = torch.linalg.vector_norm(S, dim=(-2, -1), keepdim=True, dtype=acc)
-    s = f.clamp_min(_TINY).sqrt()
+    s = f.clamp_min(_floor(S.dtype)).sqrt()
     P = _add_identity_(S * (b / (s * s)).to(S.dtype), a) * (1.0 / s).to(S.dtype)
     return P
 
@@ -196,7 +212,7 @@ def iterate_cubic(X: torch.Tensor, max_steps: int, tol: float | None) -> torch.T
     (no data-dependent control flow) it is skipped and exactly ``max_steps`` steps run.
     """
     a, b = 1.5, -0.5
-    check = tol is not None and not _is_compiling()
+    check = tol is not None and not _is_compiling() and X.device.type != "meta"
     for t in range(max_steps):
         if t == 0:
             P = first_polynomial_cubic(X, (a, b, 0.0))

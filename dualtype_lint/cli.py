@@ -145,6 +145,10 @@ def _main(argv: Sequence[str] | None) -> int:
     fixed = sum(r.fixed for r in results)
     n_fixable = sum(1 for d in diags if d.fixable)
     out = sys.stdout
+    stdin_source = next((r.stdout_source for r in results if r.stdout_source is not None), None)
+    if stdin_source is not None and not args.diff and not args.add_noqa:
+        # `--fix -` (as ruff): the fixed source is the output; findings and summary go to stderr
+        out = sys.stderr
 
     if args.diff:
         diffs = [r.diff for r in results if r.diff]
@@ -183,7 +187,7 @@ def _main(argv: Sequence[str] | None) -> int:
         write(diags, args.output_format, out, show_fixes)
 
     if not args.quiet and args.output_format == "text":
-        summary = sys.stdout if not args.statistics else sys.stderr
+        summary = out if not args.statistics else sys.stderr
         if diags or fixed:
             n = len(diags)
             if args.fix and fixed:
@@ -201,6 +205,10 @@ def _main(argv: Sequence[str] | None) -> int:
                 f"{n_pre} skipped by the pre-filter)",
                 file=summary,
             )
+    if out is not sys.stdout:
+        sys.stdout.flush()
+        sys.stdout.buffer.write(stdin_source)
+        sys.stdout.flush()
     if internal:
         return EXIT_ERROR
     if diags and not args.exit_zero:

@@ -8,6 +8,7 @@ raises out of :func:`lint_path` or :func:`lint_text`.
 from __future__ import annotations
 
 import difflib
+import errno
 import io
 import re
 import sys
@@ -23,6 +24,7 @@ from .dataflow import Analyzer, Dualizers, Finding
 from .names import is_grad_name
 from .positions import node_ranges
 from .rules import DECODE_ERROR, FLOW_CODES, INTERNAL_ERROR, RULES_BY_CODE, SYNTAX_ERROR
+from .textlines import logical_end, physical_lines
 
 # Every finding needs a gradient source, and every source is spelled with an identifier that
 # looks like a gradient (``.grad``, ``grads``, ``device_grads``, ``d_p``, ``autograd.grad``,
@@ -77,6 +79,7 @@ class FileResult:
     parsed: bool = False
     prefiltered: bool = False  # skipped by the text pre-filter (read and decoded only)
     fixed: int = 0  # findings removed by applied fixes
+    stdout_source: bytes | None = None  # --fix on stdin: the fixed source (or the input unchanged)
     diff: str | None = None  # unified diff of the (would-be) fix
     internal_error: bool = False
 
@@ -128,8 +131,9 @@ def _noqa_codes(line_text: str) -> frozenset[str] | None:
     return frozenset(c.upper() for c in re.split(r"[\s,]+", m.group("codes")) if c)
 
 
-def _suppressed(lines: Sequence[str], d: Diagnostic) -> bool:
-    for ln in {d.line, d.end_line}:
+def _suppressed(lines: list[str], d: Diagnostic) -> bool:
+    # a line continued with a backslash cannot carry a comment: its noqa is where it ends
+    for ln in {d.line, d.end_line, logical_end(lines, d.line), logical_end(lines, d.end_line)}:
         if 1 <= ln <= len(lines) and "noqa" in lines[ln - 1].lower():
             codes = _noqa_codes(lines[ln - 1])
             if codes is not None and (not codes or d.code in codes):
@@ -185,10 +189,24 @@ def _syntax_error_location(text: str, exc: cst.ParserSyntaxError) -> tuple[int, 
     return exc.raw_line, exc.raw_column + 1, " ".join(str(exc.message).split())
 
 
+def _keep_unparsed(text: str, unchanged: str, new_text: str) -> str | None:
+    """libcst's code generation drops a leading form feed and a CR-only file's last ``\\r``
+    (its round trip is not exact there): put back what the unchanged module lost around its
+    code. None (no fix) if the loss is elsewhere: a fix must change nothing but the fix."""
+    if unchanged == text:
+        return new_text
+    at = text.find(unchanged)
+    if at == -1:
+        return None
+    return text[:at] + new_text + text[at + len(unchanged) :]
+
+
 def lint_path(path: str, settings: Settings, display: str | None = None) -> FileResult:
     display = display or path
     try:
         if path == "-":
+            if sys.stdin is None:  # `dualtype-lint - <&-`
+                raise OSError(errno.EBADF, "standard input is closed")
             data = sys.stdin.buffer.read()
         else:
             with open(path, "rb") as fh:
@@ -216,6 +234,9 @@ def lint_bytes(
             res.diagnostics.append(Diagnostic(display, DECODE_ERROR, msg, ln, col, ln, col))
         return res
     res = lint_text(text, path, settings, display)
+    if settings.fix and path == "-":  # as ruff: the source goes to stdout, fixed or not
+        new = res.__dict__.get("_new_text")
+        res.stdout_source = data if new is None or res.internal_error else new.encode(encoding)
     if res.diff is not None and settings.fix and write_back and not res.internal_error:
         new_text = res.__dict__.pop("_new_text")
         try:
@@ -304,7 +325,7 @@ def _lint_text(text: str, path: str, settings: Settings, res: FileResult) -> Non
     finally:
         sys.setrecursionlimit(old_limit)
 
-    lines = text.splitlines()
+    lines = physical_lines(text)
     kept: list[tuple[Diagnostic, Finding]] = []
     for f in findings.values():
         (ln, col), (end_ln, end_col) = ranges[id(f.node)]
@@ -321,8 +342,8 @@ def _lint_text(text: str, path: str, settings: Settings, res: FileResult) -> Non
 
         leaves = [leaf for d, f in kept if f.fix_leaves for leaf in f.fix_leaves]
         if leaves:
-            new_text = apply_fixes(module, leaves, analyzer.imports)
-            if new_text != text:
+            new_text = _keep_unparsed(text, module.code, apply_fixes(module, leaves, analyzer.imports))
+            if new_text is not None and new_text != text:
                 res.diff = "".join(
                     difflib.unified_diff(
                         text.splitlines(keepends=True),

@@ -1,8 +1,10 @@
 """``--add-noqa``: suppress the current findings in place, for adopting the linter on old code.
 
 Appends ``# noqa: DTL00x`` to the line where each finding starts (merging with an existing
-``# noqa: ...`` list). A line that ends inside a multi-line string cannot take a comment; its
-findings are left as they are and still reported.
+``# noqa: ...`` list); if that line is continued with a backslash, to the line where the
+continuation ends (a comment after ``\\`` does not compile; the engine honours a noqa there).
+A line that ends inside a multi-line string cannot take a comment; its findings are left as
+they are and still reported.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from collections import defaultdict
 from typing import Iterable
 
 from .engine import Diagnostic, decode_source
+from .textlines import logical_end, physical_lines
 
 _NOQA_CODES = re.compile(r"#\s*noqa:\s*(?P<codes>[A-Za-z]+[0-9]+(?:[\s,]+[A-Za-z]+[0-9]+)*)", re.IGNORECASE)
 
@@ -34,18 +37,18 @@ def _lines_inside_strings(text: str) -> set[int]:
 
 def add_noqa(path: str, diags: Iterable[Diagnostic]) -> int:
     """Rewrite ``path``; return how many findings got a directive."""
-    by_line: dict[int, set[str]] = defaultdict(set)
-    for d in diags:
-        if not d.code.startswith("DTL9"):
-            by_line[d.line].add(d.code)
-    if not by_line:
+    diags = [d for d in diags if not d.code.startswith("DTL9")]
+    if not diags:
         return 0
     with open(path, "rb") as fh:
         data = fh.read()
     text, encoding, err = decode_source(data)
     if text is None:
         return 0
-    lines = text.splitlines(keepends=True)
+    lines = physical_lines(text, keepends=True)
+    by_line: dict[int, set[str]] = defaultdict(set)
+    for d in diags:
+        by_line[logical_end(lines, d.line)].add(d.code)
     blocked = _lines_inside_strings(text)
     added = 0
     for ln, codes in sorted(by_line.items()):

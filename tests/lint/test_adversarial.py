@@ -104,3 +104,68 @@ def test_discover_with_invalid_pattern_keeps_the_valid_ones(tmp_path, capsys):
     files, missing = discover([str(tmp_path)], root=str(tmp_path), exclude=["[abc", "b.py"])
     assert [Path(f).name for f in files] == ["a.py", "c.py"] and not missing
     assert "[abc" in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------- rewrites and streams
+
+
+def test_add_noqa_on_a_backslash_continued_line_keeps_the_file_valid(run_lint, tmp_path):
+    src = "def step(p, lr):\n    p.data -= lr * \\\n        p.grad\n    p.data -= p.grad + \\\n        1\n"
+    (tmp_path / "m.py").write_text(src)
+    r = run_lint("--add-noqa", "m.py", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    new = (tmp_path / "m.py").read_text()
+    compile(new, "m.py", "exec")  # was: `lr * \  # noqa: DTL001`, a SyntaxError
+    assert new.count("# noqa: DTL001") == 2
+    assert "p.grad  # noqa: DTL001\n" in new and "1  # noqa: DTL001\n" in new
+    r = run_lint("m.py", cwd=tmp_path)  # the noqa at the end of the continuation applies
+    assert r.returncode == 0, r.stdout
+
+
+def test_add_noqa_counts_lines_as_python_does(run_lint, tmp_path):
+    # str.splitlines() splits at a form feed: every noqa after one landed a line too early
+    src = "import os\n\x0c\ndef step(p, lr):\n    p.data -= lr * p.grad\n"
+    (tmp_path / "m.py").write_text(src)
+    assert run_lint("--add-noqa", "m.py", cwd=tmp_path).returncode == 0
+    assert (tmp_path / "m.py").read_text().splitlines()[-1].endswith("p.grad  # noqa: DTL001")
+    assert run_lint("m.py", cwd=tmp_path).returncode == 0
+
+
+def test_fix_on_stdin_prints_the_fixed_source(run_lint):
+    r = run_lint("--fix", "--unsafe-fixes", "-", input=BAD)
+    assert r.returncode == 0, r.stderr
+    assert "dualize(p.grad)" in r.stdout and "from dualtype import dualize" in r.stdout
+    compile(r.stdout, "-", "exec")
+    assert "1 fixed" in r.stderr  # the summary is not mixed into the source
+
+
+def test_fix_on_stdin_without_a_fix_echoes_the_input(run_lint):
+    src = "x = 1  # nothing to fix\n"
+    r = run_lint("--fix", "--unsafe-fixes", "-", input=src)
+    assert r.returncode == 0 and r.stdout == src
+
+
+@pytest.mark.parametrize(
+    "before",
+    [
+        "def step(p, lr):\r    p.data -= lr * p.grad\r",  # CR-only: libcst drops the last \r
+        "\x0cdef step(p, lr):\n    p.data -= lr * p.grad\n",  # libcst drops a leading form feed
+    ],
+)
+def test_fix_changes_nothing_but_the_fix(cli, tmp_path, before):
+    (tmp_path / "m.py").write_bytes(before.encode())
+    r = cli("--fix", "--unsafe-fixes", "m.py", cwd=tmp_path)
+    assert r.returncode == 0, r.stdout + r.stderr
+    after = (tmp_path / "m.py").read_bytes().decode()
+    nl = "\r" if "\r" in before else "\n"
+    expected = before.replace("p.grad", "dualize(p.grad)")
+    i = expected.index("def")
+    expected = expected[:i] + "from dualtype import dualize" + nl + expected[i:]
+    assert after == expected
+
+
+def test_closed_stdin_is_a_diagnostic_not_an_internal_error(lint_cmd):
+    r = subprocess.run([*lint_cmd, "-"], capture_output=True, text=True, timeout=60,
+                       preexec_fn=lambda: os.close(0))
+    assert "internal error" not in r.stderr
+    assert r.returncode == 1 and "DTL901" in r.stdout and "closed" in r.stdout

@@ -11,8 +11,11 @@ The rules, enforced in ``__torch_function__``:
   function of a dual value stays dual, with the norm dropped when inputs disagree. Reductions
   to a number (``g.norm()``, ``g.sum()``) and comparisons give plain tensors; a partial
   reduction (``g.mean(0)``) stays dual with an unknown norm.
-- ``Dual[N] ± Dual[M]`` with N ≠ M → :class:`NormMismatchError`; Dual mixed with Primal
-  → :class:`DualityError`; a Dual added to a weight (out of place, e.g. ``p.data - lr * g``
+- The pairing ⟨g, d⟩ of a Dual and a Primal is allowed: ``(g * d).sum()``, ``torch.dot``,
+  ``vdot``, ``inner``, ``g.flatten() @ d.flatten()`` give a plain number; the density ``g * d``
+  is ``Dual[?]`` (never an update); comparisons (``==``, ``allclose``, ``isclose``) are plain.
+- ``Dual[N] ± Dual[M]`` with N ≠ M → :class:`NormMismatchError`; any other mix of Dual and
+  Primal → :class:`DualityError`; a Dual added to a weight (out of place, e.g. ``p.data - lr * g``
   or coupled weight decay ``g + wd * p``) → :class:`DualityError`.
 - Writing a Dual into a weight by any in-place form (``-=``, ``sub_``, ``add_(g, alpha=-lr)``,
   ``_foreach_add_``, ``copy_``, ``addcdiv_``, ``out=``, ``p[...] = g``) → :class:`DualityError`
@@ -20,6 +23,11 @@ The rules, enforced in ``__torch_function__``:
   ``N ≠ M`` → :class:`NormMismatchError`. Writing a Dual into a plain non-weight buffer makes
   the buffer Dual (so Adam-style moments built in ``zeros_like(p)`` cannot sneak back).
 - ``Primal ± weight`` gives a plain tensor: the new weight value.
+
+The same rules hold for aten overloads (``torch.ops.aten.sub_.Tensor``: named by their
+schema), under dispatch modes (``torch.compile(backend="aot_eager")``), for the sparse
+constructors and ``vector_to_parameters``, which bypass ``__torch_function__`` and are wrapped
+at import (see the end of this module).
 
 A *weight* is an ``nn.Parameter``, a leaf tensor that requires grad, or any tensor sharing
 storage with a parameter of a model passed to :func:`dualtype.typed` (this covers ``p.data``).
@@ -30,6 +38,7 @@ Python operators and the update would silently fall back (DESIGN §4, "a trap").
 from __future__ import annotations
 
 import copy
+import functools
 import math
 import weakref
 from typing import Any, Iterable
@@ -39,7 +48,7 @@ from torch import Tensor
 from torch._C import DisableTorchFunctionSubclass
 
 from dualtype import norms as _norms
-from dualtype.errors import ConfigError, DualityError, NonFiniteError, NormMismatchError
+from dualtype.errors import ConfigError, DualityError, NonFiniteError, NormMismatchError, ShapeError
 from dualtype.norms import Norm
 
 __all__ = [
@@ -71,7 +80,7 @@ def unregister_weight(param: Tensor) -> None:
 
 def _weight_info(t: Tensor) -> tuple[str | None, Norm | None] | None:
     """(name, norm) if ``t`` is a weight (see module doc), else None."""
-    if t.device.type != "meta" and _WEIGHTS:
+    if t.device.type != "meta" and _WEIGHTS and t.layout == torch.strided:  # sparse: no storage
         entry = _WEIGHTS.get(t.untyped_storage().data_ptr())
         if entry is not None:
             param = entry[0]()
@@ -110,10 +119,58 @@ _PASSTHROUGH = {
 }
 
 
-def _base_name(func: Any) -> str:
+# Mixing a dual and a primal value is allowed only where the result is the pairing ⟨g, d⟩
+# (or its density g·d, which stays Dual[?] so it cannot be written into a weight) or a
+# comparison (a plain bool).
+_PAIRING = {"mul", "multiply", "__mul__", "__rmul__", "dot", "vdot", "inner", "matmul",
+            "__matmul__", "__rmatmul__", "tensordot"}
+_COMPARE = {"eq", "ne", "lt", "le", "gt", "ge", "__eq__", "__ne__", "__lt__", "__le__",
+            "__gt__", "__ge__", "isclose", "equal", "allclose"}
+_MIXABLE = _PAIRING | _COMPARE
+
+
+def _func_name(func: Any) -> str:
+    """The op's name: ``torch.ops.aten.sub_.Tensor`` (an OpOverload, whose ``__name__`` is
+    ``"sub_.Tensor"``) is named by its schema, ``"sub_"``, like ``Tensor.sub_``."""
+    if type(func) is torch._ops.OpOverload:
+        return func._schema.name.rpartition("::")[2]
+    return getattr(func, "__name__", "")
+
+
+def _base_name(name: str) -> str:
     # torch.linalg.vector_norm is "linalg_vector_norm": match it as "vector_norm".
-    name = getattr(func, "__name__", "").removeprefix("linalg_")
+    name = name.removeprefix("linalg_")
     return name[:-1] if name.endswith("_") and not name.endswith("__") else name
+
+
+def _run(func, args: tuple, kwargs: dict) -> Any:
+    """``func(*args, **kwargs)`` below the typed layer. Under a dispatch mode (AOT autograd's
+    first compiled call, say) the typed arguments are passed as plain aliases: such modes
+    return NotImplemented for tensor subclasses they do not know, which surfaced as a
+    TypeError (and, inside an operator, as a silent NotImplemented). Results that are those
+    aliases (an in-place op returns ``self``) are mapped back to the typed originals."""
+    with DisableTorchFunctionSubclass():
+        if torch._C._len_torch_dispatch_stack() == 0 or torch.compiler.is_compiling():
+            return func(*args, **kwargs)
+        back: dict[int, Any] = {}
+        pargs = _unwrap(args, back)
+        pkwargs = {k: _unwrap(v, back) for k, v in kwargs.items()}
+        ret = func(*pargs, **pkwargs)
+    if isinstance(ret, Tensor):
+        return back.get(id(ret), ret)
+    if isinstance(ret, (list, tuple)) and not hasattr(ret, "_fields"):
+        return type(ret)(back.get(id(r), r) for r in ret)
+    return ret
+
+
+def _unwrap(obj: Any, back: dict[int, Any]) -> Any:
+    if isinstance(obj, _Typed):
+        alias = obj.as_subclass(Tensor)
+        back[id(alias)] = obj
+        return alias
+    if isinstance(obj, (list, tuple)) and not hasattr(obj, "_fields"):
+        return type(obj)(_unwrap(o, back) for o in obj)
+    return obj
 
 
 def _is_inplace(name: str) -> bool:
@@ -223,7 +280,8 @@ def _common_norm(sources: Iterable["_Typed"]) -> Norm | None:
 
 def _check_mix(op: str, typed: list["_Typed"], args: tuple, kwargs: dict) -> bool:
     """Check an out-of-place call; return True if the result is a plain new weight value."""
-    _require_one_role(op, typed)
+    if op not in _MIXABLE:
+        _require_one_role(op, typed)
     roles = {t._role for t in typed}
     if op not in _ADDITIVE:
         return False
@@ -299,10 +357,9 @@ class _Typed(Tensor):
     @classmethod
     def __torch_function__(cls, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
-        name = getattr(func, "__name__", "")
+        name = _func_name(func)
         if name in _PASSTHROUGH:
-            with DisableTorchFunctionSubclass():
-                ret = func(*args, **kwargs)
+            ret = _run(func, args, kwargs)
             if name == "__get__" and isinstance(ret, Tensor) and isinstance(args[0], _Typed):
                 src = args[0]
                 ret = _tag(ret, src._role, src._dt_norm, src._dt_name)
@@ -311,12 +368,13 @@ class _Typed(Tensor):
             return _repr(args[0])
         if name == "__deepcopy__":
             src, memo = args
-            copied = _tag(_plain(src).clone(), src._role, src._dt_norm, src._dt_name)
+            with DisableTorchFunctionSubclass():
+                copied = _tag(_alias(src).clone(), src._role, src._dt_norm, src._dt_name)
             copied.__dict__.update(copy.deepcopy({k: v for k, v in src.__dict__.items()
                                                   if k.startswith("_dt_")}, memo))
             memo[id(src)] = copied
             return copied
-        op = _base_name(func)
+        op = _base_name(name)
         # torch.optim's fused kernels (_fused_adam_, _fused_sgd_, ...) update params[i] from
         # grads[i] like an in-place _foreach op: check them the same way.
         if name.startswith("_foreach_") or (name.startswith("_fused_") and _is_inplace(name)):
@@ -333,21 +391,23 @@ class _Typed(Tensor):
             dests = [args[0]] if out is None else (list(out) if isinstance(out, (list, tuple)) else [out])
             sources = [t for t in typed if not any(t is d for d in dests)]
             promote = [(d, _check_write(name, d, sources)) for d in dests]
-            with DisableTorchFunctionSubclass():
-                ret = func(*args, **kwargs)
+            ret = _run(func, args, kwargs)
             for d, tag in promote:
                 if tag is not None:
                     _tag(d, *tag)
             return ret
 
         new_weight = _check_mix(op, typed, args, kwargs)
-        with DisableTorchFunctionSubclass():
-            ret = func(*args, **kwargs)
+        ret = _run(func, args, kwargs)
         if new_weight or not typed:
             return ret
         first = typed[0]
         if op in _OBSERVE:  # a number is plain; a partial reduction (g.mean(0)) keeps the role
             return ret if op == "svdvals" else _tag_values(ret, first._role, first._dt_name)
+        if len({t._role for t in typed}) > 1:  # the pairing ⟨g, d⟩ (only _MIXABLE gets here)
+            if not isinstance(ret, Tensor) or ret.ndim == 0:
+                return ret  # a number
+            return _tag(ret, _DUAL, None, first._dt_name)  # its density g·d: never an update
         return _tag(ret, first._role, _common_norm(typed), first._dt_name)
 
 
@@ -376,8 +436,7 @@ def _foreach(func, name: str, op: str, args: tuple, kwargs: dict):
             tags.append(None if _check_mix(op[len("_foreach_"):], typed, tuple(elems), {})
                         or not typed else (typed[0]._role, _common_norm(typed),
                                            typed[0]._dt_name))
-    with DisableTorchFunctionSubclass():
-        ret = func(*args, **kwargs)
+    ret = _run(func, args, kwargs)
     if inplace:
         for d, tag in zip(args[0], tags):
             if tag is not None:
@@ -408,7 +467,7 @@ def _spec(base: type, norm: Norm) -> type:
 
 def _repr(t: "_Typed") -> str:
     with DisableTorchFunctionSubclass():
-        body = Tensor.__repr__(t.as_subclass(Tensor))
+        body = Tensor.__repr__(_alias(t))
     name = t._dt_name
     return f"{t._tag()}{f' {name!r}' if name else ''} {body}"
 
@@ -435,17 +494,19 @@ class PrimalTensor(_Typed):
 # --- constructors and the door -----------------------------------------------------------
 
 
+def _alias(t: Tensor) -> Tensor:
+    """A plain-class tensor sharing ``t``'s data. ``as_subclass`` needs a storage, which a
+    sparse tensor has not; there ``detach`` makes the alias (sparse values carry no graph)."""
+    with DisableTorchFunctionSubclass():
+        return t.as_subclass(Tensor) if t.layout == torch.strided else t.detach()
+
+
 def _plain(t: Tensor) -> Tensor:
-    if isinstance(t, _Typed):
-        with DisableTorchFunctionSubclass():
-            return t.as_subclass(Tensor)
-    return t
+    return _alias(t) if isinstance(t, _Typed) else t
 
 
 def _new(t: Tensor, role: str, norm: Norm | None, name: str | None) -> Tensor:
-    with DisableTorchFunctionSubclass():
-        out = _plain(t).as_subclass(Tensor)
-    return _tag(out, role, norm, name)
+    return _tag(_alias(t), role, norm, name)
 
 
 def dual(t: Tensor, norm: "str | Norm | None", name: str | None = None) -> DualTensor:
@@ -483,6 +544,11 @@ def dualize(
     for a value that is already primal or whose norm is unknown, :class:`NonFiniteError` for
     NaN/Inf and :class:`ShapeError` for a shape the norm cannot take.
     """
+    if not isinstance(g, Tensor):
+        raise ShapeError(
+            f"dualize needs a torch.Tensor (a gradient), got {type(g).__name__}: "
+            "`dualtype.dualize(p.grad)`, or `dualtype.dualize(torch.as_tensor(x), norm)`."
+        )
     if isinstance(g, PrimalTensor):
         raise DualityError(
             f"dualize was given {_describe(g)}, which is already primal; dualize maps dual "
@@ -520,6 +586,8 @@ def assume_primal(x: Tensor, norm: "str | Norm | None", *, reason: str) -> Prima
     For updates that deliberately leave the algebra, such as Adam's m/√v. ``reason`` is
     required and kept on the tensor, so every use is greppable and explained.
     """
+    if not isinstance(x, Tensor):
+        raise ShapeError(f"assume_primal needs a torch.Tensor, got {type(x).__name__}")
     if not isinstance(reason, str) or not reason.strip():
         raise ConfigError(
             "assume_primal needs a reason, e.g. reason='Adam m/sqrt(v) is not a duality map'"
@@ -532,3 +600,66 @@ def assume_primal(x: Tensor, norm: "str | Norm | None", *, reason: str) -> Prima
 
 
 torch.serialization.add_safe_globals([DualTensor, PrimalTensor, _norms.get])
+
+
+# --- torch functions that bypass __torch_function__ ------------------------------------------
+# Two ways a Dual reached a weight without a typed operation: the sparse constructors are on
+# torch's list of functions that never dispatch __torch_function__ (torch.optim.Adagrad
+# rebuilds the sparse update with torch.sparse_coo_tensor, which dropped the tag), and
+# vector_to_parameters writes through ``param.data = ...``, which does not dispatch either.
+# Both are wrapped once, at import: the sparse constructors keep the tag of their values,
+# vector_to_parameters refuses a Dual vector. Code that bound vector_to_parameters before
+# dualtype was imported keeps the unwrapped function (dualtype-lint covers it statically).
+
+
+def _tagging_constructor(make):
+    @functools.wraps(make)
+    def construct(*args: Any, **kwargs: Any) -> Any:
+        typed: list[_Typed] = []
+        for a in (*args, *kwargs.values()):
+            _typed_in(a, typed)
+        if not typed:
+            return make(*args, **kwargs)
+        _require_one_role(make.__name__, typed)
+        with DisableTorchFunctionSubclass():
+            out = make(*args, **kwargs)
+        values = [t for t in typed if t.is_floating_point() or t.is_complex()] or typed
+        return _tag(out, values[0]._role, _common_norm(values), values[0]._dt_name)
+
+    construct.__dualtype_wraps__ = make  # type: ignore[attr-defined]
+    return construct
+
+
+def _checked_vector_to_parameters(original):
+    @functools.wraps(original)
+    def vector_to_parameters(vec: Tensor, parameters: Iterable[Tensor]) -> None:
+        if isinstance(vec, _Typed):
+            params = list(parameters)
+            sources = [vec]
+            for p in params:  # the same check as any in-place write into each weight
+                _check_write("vector_to_parameters", p, sources)
+            parameters = params
+        return original(vec, parameters)
+
+    vector_to_parameters.__dualtype_wraps__ = original  # type: ignore[attr-defined]
+    return vector_to_parameters
+
+
+def _install_wrappers() -> None:
+    import torch.nn.utils as nn_utils
+    import torch.nn.utils.convert_parameters as convert
+
+    for fname in ("sparse_coo_tensor", "sparse_csr_tensor", "sparse_csc_tensor",
+                  "sparse_bsr_tensor", "sparse_bsc_tensor", "sparse_compressed_tensor"):
+        make = getattr(torch, fname, None)
+        if make is not None and not hasattr(make, "__dualtype_wraps__"):
+            setattr(torch, fname, _tagging_constructor(make))
+    v2p = convert.vector_to_parameters
+    if not hasattr(v2p, "__dualtype_wraps__"):
+        checked = _checked_vector_to_parameters(v2p)
+        convert.vector_to_parameters = checked
+        if getattr(nn_utils, "vector_to_parameters", None) is v2p:
+            nn_utils.vector_to_parameters = checked
+
+
+_install_wrappers()

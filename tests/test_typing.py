@@ -12,18 +12,18 @@ from jaxtyping import Float
 
 import dualtype
 import dualtype.typing as dt_typing
-from dualtype import DualityError, dual, dualize
-from dualtype.typing import Dual, Primal, set_debug, typechecked
+from dualtype import DualityError, NormMismatchError, ShapeError, dual, dualize
+from dualtype.typing import Dual, Primal, set_debug, set_shapes, typechecked
 
 
 @pytest.fixture(autouse=True)
-def _debug_off():
-    """Every test starts with debug mode off (DUALTYPE_DEBUG may be set in the environment)
-    and leaves the module as it found it."""
-    was = dt_typing.debug()
-    set_debug(False)
+def _shapes_default():
+    """Every test starts with the default (shapes checked; DUALTYPE_SHAPES may be set in the
+    environment) and leaves the module as it found it."""
+    was = dt_typing.shapes()
+    set_shapes(True)
     yield
-    set_debug(was)
+    set_shapes(was)
 
 
 def g_(norm="rms->rms", shape=(3, 4), name=None):
@@ -129,7 +129,7 @@ def test_typechecked_keeps_name_and_doc():
     assert step.__name__ == "step" and step.__doc__ == "Doc."
 
 
-# --- shapes: jaxtyping, only when asked --------------------------------------------------
+# --- shapes: jaxtyping, by default -------------------------------------------------------
 
 
 def _shaped(**kw):
@@ -167,29 +167,99 @@ def test_shapes_true_checks_the_return_shape():
         transpose(g_(shape=(3, 4)))
 
 
-def test_default_does_not_check_shapes():
+def test_default_checks_shapes():
+    """Issue 13: two arguments annotated "out ..." with different sizes were accepted."""
     step = _shaped()
-    assert isinstance(step(g_(shape=(3, 4)), g_("rms", (5,))), Primal["rms->rms"])
-    with refused():  # but roles and norms are still checked
+    assert isinstance(step(g_(shape=(3, 4)), g_("rms", (3,))), Primal["rms->rms"])
+    with pytest.raises(ShapeError, match="argument 'b'") as info:
+        step(g_(shape=(3, 4)), g_("rms", (5,)))
+    not_type_error(info)
+    with refused():  # roles and norms too
         step(torch.randn(3, 4), g_("rms", (3,)))
-    with refused():
+    with pytest.raises(NormMismatchError):
         step(g_(shape=(3, 4)), g_("l2", (3,)))
-    assert isinstance(_shaped(shapes=False)(g_(shape=(3, 4)), g_("rms", (5,))), Primal)
 
 
-def test_set_debug_turns_shape_checks_on_for_functions_decorated_afterwards():
-    before = _shaped()
-    assert not dt_typing.debug()
-    set_debug(True)
-    assert dt_typing.debug()
-    after = _shaped()
+def test_shapes_can_be_turned_off_for_a_hot_path():
+    fast = _shaped(shapes=False)
+    assert isinstance(fast(g_(shape=(3, 4)), g_("rms", (5,))), Primal["rms->rms"])
+    with pytest.raises(NormMismatchError):  # roles and norms are still checked
+        fast(g_(shape=(3, 4)), g_("l2", (3,)))
+    set_shapes(False)
+    assert not dt_typing.shapes()
+    off = _shaped()
+    off(g_(shape=(3, 4)), g_("rms", (5,)))
     with refused():
-        after(g_(shape=(3, 4)), g_("rms", (5,)))
-    before(g_(shape=(3, 4)), g_("rms", (5,)))  # decorated in fast mode: unchanged
-    _shaped(shapes=False)(g_(shape=(3, 4)), g_("rms", (5,)))  # explicit beats debug
-    set_debug(False)
-    assert not dt_typing.debug()
-    _shaped()(g_(shape=(3, 4)), g_("rms", (5,)))
+        _shaped(shapes=True)(g_(shape=(3, 4)), g_("rms", (5,)))  # explicit beats the switch
+    set_shapes(True)
+    off(g_(shape=(3, 4)), g_("rms", (5,)))  # decorated while off: unchanged
+    assert set_debug is set_shapes  # the old name of the switch
+
+
+def test_environment_switch_turns_shapes_off():
+    import subprocess
+    import sys
+
+    code = "import dualtype.typing as t; print(t.shapes())"
+    env = {**__import__("os").environ, "DUALTYPE_SHAPES": "0", "DUALTYPE_DEBUG": ""}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
+                         check=True)
+    assert out.stdout.strip() == "False"
+
+
+# --- the error: one line naming the argument, what was expected and what came -------------
+
+
+def first_line(info) -> str:
+    return str(info.value).splitlines()[0]
+
+
+@pytest.mark.parametrize("shapes", [True, False])
+def test_error_header_names_argument_expected_and_actual(shapes):
+    step = _shaped(shapes=shapes)
+    with pytest.raises(DualityError) as info:
+        step(dualize(g_()), g_("rms", (3,)))
+    line = first_line(info)
+    assert type(info.value) is DualityError  # a wrong role
+    assert line.startswith("_shaped.<locals>.step: argument 'g'")
+    assert "expected Dual[rms->rms]" in line and "got Primal[rms->rms] float32[3, 4]" in line
+    with pytest.raises(NormMismatchError) as info:
+        step(g_(shape=(3, 4)), g_("l2", (3,)))
+    line = first_line(info)
+    assert "argument 'b'" in line and "expected Dual[rms]" in line and "got Dual[l2]" in line
+
+
+def test_shape_error_header_says_which_size_disagrees():
+    step = _shaped()
+    with pytest.raises(ShapeError) as info:
+        step(g_(shape=(3, 4)), g_("rms", (5,)))
+    line = first_line(info)
+    assert "argument 'b'" in line and "Float 'out'" in line and "Dual[rms] float32[5]" in line
+    assert "'out' is 3 from an earlier argument, here 5" in line
+    with pytest.raises(ShapeError, match="needs 2 dims, got 3"):
+        step(g_(shape=(3, 4, 1)), g_("rms", (3,)))
+    assert issubclass(ShapeError, DualityError) and issubclass(ShapeError, ValueError)
+
+
+def test_return_value_header_shows_what_came_back():
+    @typechecked
+    def flip(g: Float[Dual["rms->rms"], "out inp"]) -> Float[Primal["rms->rms"], "out inp"]:
+        return dualize(g).t()
+
+    with pytest.raises(ShapeError) as info:
+        flip(g_(shape=(3, 4)))
+    line = first_line(info)
+    assert "the return value" in line and "got Primal[rms->rms] float32[4, 3]" in line
+    with pytest.raises(DualityError, match="the return value .* got Dual") as info:
+        wrong_return(g_())
+
+
+def test_checker_detail_keeps_role_and_norm_below_the_header():
+    step = _shaped()
+    with pytest.raises(ShapeError) as info:
+        step(g_(shape=(3, 4)), g_("rms", (5,)))
+    head, _, detail = str(info.value).partition("\n")
+    assert "Dual[rms]" in head and detail  # jaxtyping's report follows the one-line header
 
 
 def test_string_annotations_under_postponed_evaluation():

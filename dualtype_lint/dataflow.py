@@ -39,6 +39,7 @@ import libcst as cst
 
 from . import names as _names
 from .analysis import maps
+from .analysis.summaries import Summaries
 from .analysis.sites import AssignSite, AugAssignSite, CollectionUpdate, InplaceCall
 from .analysis.values import (
     CLEAN,
@@ -98,6 +99,7 @@ GRAD_TRANSFORMS = frozenset(
 )
 ELEMENT_PRESERVING = frozenset(("reversed", "list", "tuple", "sorted", "iter", "set"))
 _COMPREHENSIONS = (cst.ListComp, cst.GeneratorExp, cst.SetComp, cst.DictComp)
+_FN_EXPRS = (cst.Name, cst.Attribute, cst.Subscript, cst.Call, cst.Dict)
 
 
 def dotted(node: cst.BaseExpression) -> str | None:
@@ -164,22 +166,32 @@ class Dualizers:
 
 
 class Finding:
-    __slots__ = ("code", "node", "message", "fix_leaves")
+    __slots__ = ("code", "node", "message", "fix_leaves", "owners")
 
-    def __init__(self, code: str, node: cst.CSTNode, message: str, fix_leaves) -> None:
+    def __init__(self, code: str, node: cst.CSTNode, message: str, fix_leaves, owners=()) -> None:
         self.code = code
         self.node = node
         self.message = message
         self.fix_leaves = fix_leaves
+        self.owners = owners  # ids of the enclosing function definitions
 
 
 class Analyzer:
     """Walks one module once and reports findings through the enabled rules' hooks."""
 
     def __init__(
-        self, module: cst.Module, rules: Sequence[Rule], dualizers: Dualizers | None = None
+        self,
+        module: cst.Module,
+        rules: Sequence["Rule"],
+        dualizers: Dualizers | None = None,
+        path: str | None = None,
     ) -> None:
         self.module = module
+        self.path = path
+        self.summaries = Summaries()
+        self._fn_stack: list[int] = []
+        # functions with parameters named like gradients: (node, enclosing class)
+        self._grad_param_fns: dict[int, tuple[cst.FunctionDef, str | None]] = {}
         self.dualizers = dualizers or Dualizers()
         self.imports: dict[str, str] = {}  # local name -> dotted origin
         self.findings: dict[tuple[int, str], Finding] = {}
@@ -195,7 +207,9 @@ class Analyzer:
     def report(self, rule: Rule, node: cst.CSTNode, message: str, fix_leaves=None) -> None:
         if self.quiet:
             return
-        self.findings.setdefault((id(node), rule.code), Finding(rule.code, node, message, fix_leaves))
+        key = (id(node), rule.code)
+        if key not in self.findings:
+            self.findings[key] = Finding(rule.code, node, message, fix_leaves, tuple(self._fn_stack))
 
     def code(self, node: cst.CSTNode, limit: int = 60) -> str:
         text = " ".join(self.module.code_for_node(node).split())
@@ -232,13 +246,15 @@ class Analyzer:
         arithmetic only. A gradient hidden inside another call (``f(g)``) has no mechanical fix.
         """
         out: list[cst.BaseExpression] = []
-        self.quiet = True
+        was_quiet, self.quiet = self.quiet, True
+        saved = self.st.copy()
         try:
             for e in exprs:
                 if not self._leaves(e, out):
                     return None
         finally:
-            self.quiet = False
+            self.quiet = was_quiet
+            self.st = saved
         return out or None
 
     def _leaves(self, e: cst.BaseExpression, out: list) -> bool:
@@ -301,7 +317,9 @@ class Analyzer:
         t = type(node)
         if t is cst.Name:
             n = node.value
-            return n in self.st.weights or is_weight_name(n)
+            st = self.st
+            # a copy of weights (fp32 master copy, stacked chunk) that is updated is a weight
+            return n in st.weights or is_weight_name(n)
         if t is cst.Attribute:
             attr = node.attr.value
             if attr == "grad" or is_grad_name(attr):
@@ -327,6 +345,14 @@ class Analyzer:
 
     def _set_key(self, k: str, v: Value, strong: bool = True) -> None:
         st = self.st
+        if v.flags:
+            st.flags[k] = v.flags
+        elif strong:
+            st.flags.pop(k, None)
+        if v.elems is not None:
+            st.elems[k] = v.elems
+        elif strong:
+            st.elems.pop(k, None)
         if v.taint:
             st.tainted.add(k)
         elif strong and st.tainted:
@@ -343,19 +369,24 @@ class Analyzer:
         elif strong:
             st.derived.discard(k)
 
-    def taint_target(self, node: cst.BaseExpression) -> None:
-        """A raw gradient was written into ``node``: it is a buffer now (a source)."""
+    def taint_target(self, node: cst.BaseExpression, suffix: str = "") -> None:
+        """A raw gradient was written into ``node`` (or its part ``suffix``, e.g.
+        ``['GG']``): it is a buffer now (a source)."""
         k = key_of(node)
         if k is None:
             return
+        k += suffix
         st = self.st
         st.tainted.add(k)
+        st.flags.pop(k, None)
         a = st.aliases.get(k)
         if a is not None:
             st.tainted.add(a)
+            st.flags.pop(a, None)
         for name, path in st.aliases.items():
             if path == k:
                 st.tainted.add(name)
+                st.flags.pop(name, None)
         # an element of a list written: the list holds a gradient now
         while k.endswith("]") and not k.endswith("']"):
             k = k[: k.rindex("[")]
@@ -386,12 +417,17 @@ class Analyzer:
     def _e_name(self, node: cst.Name) -> Value:
         n = node.value
         st = self.st
-        taint = n in st.tainted or (n not in st.bound and is_grad_name(n))
+        taint = n in st.tainted or (n not in st.bound and (is_grad_name(n) or self._hand_grad(n)))
         ref = n in st.weights or is_weight_name(n)
         derived = n in st.derived
-        if not (taint or ref or derived):
+        fl = st.flags.get(n, 0) if st.flags else 0
+        if not (taint or ref or derived or fl):
             return CLEAN
-        return Value(taint, ref, derived)
+        return Value(taint, ref, derived, st.elems.get(n) if st.elems else None, fl)
+
+    def _hand_grad(self, n: str) -> bool:
+        """``dW1`` next to ``W1``, ``d_w`` next to ``w``: a hand-computed gradient (see names)."""
+        return _names.is_paired_grad_name(n, self.st.weights, self.st.bound)
 
     def _e_attribute(self, node: cst.Attribute) -> Value:
         attr = node.attr.value
@@ -407,11 +443,14 @@ class Analyzer:
         if attr in VIEW_ATTRS:
             return base
         k = key_of(node)
-        taint = base.taint or is_grad_name(attr) or (k is not None and k in self.st.tainted)
-        ref = is_weight_name(attr) or (k is not None and k in self.st.weights)
+        st = self.st
+        tk = k is not None and k in st.tainted
+        taint = base.taint or is_grad_name(attr) or tk
+        ref = is_weight_name(attr) or (k is not None and k in st.weights)
         if not (taint or ref):
             return CLEAN
-        return Value(taint, ref, False)
+        fl = st.flags.get(k, 0) if tk and not base.taint else base.flags if taint else 0
+        return Value(taint, ref, False, None, fl)
 
     def _e_subscript(self, node: cst.Subscript) -> Value:
         base = self.expr(node.value)
@@ -428,14 +467,21 @@ class Analyzer:
             )
             ref = is_weight_name(s) or (k is not None and k in st.weights)
         else:
+            if base.elems is not None and len(node.slice) == 1:
+                i = maps.float_literal(node.slice[0].slice.value) if type(node.slice[0].slice) is cst.Index else None
+                if i is not None and i == int(i) and -len(base.elems) <= i < len(base.elems):
+                    return base.elems[int(i)]  # pair[1] of a zip tuple
             taint = base.taint or (k is not None and k in st.tainted)
             ref = base.weight_ref or (k is not None and k in st.weights)
         if not (taint or ref or base.weight_derived):
             return CLEAN
-        return Value(taint, ref, base.weight_derived)
+        fl = st.flags.get(k, base.flags) if (k is not None and st.flags) else base.flags
+        return Value(taint, ref, base.weight_derived, None, fl if taint else 0)
 
     def _e_binop(self, node: cst.BinaryOperation) -> Value:
-        return _combine((self.expr(node.left), self.expr(node.right)))
+        left = self.expr(node.left)
+        right = self.expr(node.right)
+        return _binop(type(node.operator), left, right, node.right)
 
     def _e_unary(self, node: cst.UnaryOperation) -> Value:
         v = self.expr(node.expression)
@@ -543,12 +589,10 @@ class Analyzer:
         resolved = self.resolve(func)
         last = resolved.rsplit(".", 1)[-1] if resolved else None
         if last is None and ft is cst.Attribute:  # norms[name].dualize(g), f().method(x)
-            last = func.attr.value
-            if last in self.dualizers.bare:
+            if func.attr.value in self.dualizers.bare:
                 self.expr(func.value)
                 self._args(args)
-                return CLEAN
-            last = None
+                return PRIMAL_VALUE
         is_module_func = False
         if resolved is not None and ft is cst.Attribute:
             head = resolved.split(".", 1)[0]
@@ -558,8 +602,18 @@ class Analyzer:
                 "F",
                 "np",
             )
+        v = self._call_write(node, func, ft, args, last, is_module_func)
+        if v is None:
+            v = self._call_known(node, func, ft, args, resolved, last, is_module_func)
+        if v is None:
+            if ft is cst.Attribute and not is_module_func:
+                v = self._call_method(node, func, args)
+            else:
+                v = self._call_function(node, func, ft, args, resolved, last)
+        return v
 
-        # 1. in-place writes -------------------------------------------------------------
+    def _call_write(self, node, func, ft, args, last, is_module_func) -> Value | None:
+        """In-place writes: ``t.add_(x)``, ``torch._foreach_add_(ts, xs)``, ``out=t``, ..."""
         out_arg = None
         for a in args:
             if a.keyword is not None and a.keyword.value == "out":
@@ -578,14 +632,11 @@ class Analyzer:
                 and is_inplace_method(target.func.attr.value)
             ):
                 target = target.func.value
-            v = self._inplace(node, "method", func.attr.value, target, args)
-            return Value(recv.taint or v.taint, recv.weight_ref, recv.weight_derived)
-        if last is not None and last.rstrip("_").endswith(("norm", "norms")):
-            # clip_grad_norm_(...), vector_norm(g), total_norm(...): a scalar
-            if ft is cst.Attribute and not is_module_func:
-                self.expr(func.value)
-            self._args(args)
-            return CLEAN
+            return self._inplace(node, "method", func.attr.value, target, args, recv)
+        if last is not None and maps.is_norm_name(last):
+            # clip_grad_norm_(...), vector_norm(g), total_norm(...): a magnitude
+            vals = [self.expr(func.value)] if ft is cst.Attribute and not is_module_func else []
+            return maps.norm_of(vals + self._args(args))
         if is_module_func and last is not None and is_inplace_method(last) and args:
             # torch.relu_(x), nn.init.zeros_(w): the first argument is written
             return self._inplace(node, "function", last, args[0].value, args[1:])
@@ -596,11 +647,13 @@ class Analyzer:
             return self._inplace(node, "out", last or "out", out_arg.value, others)
         if last == "vector_to_parameters" and len(args) >= 2:
             return self._inplace(node, "function", last, args[1].value, [args[0]])
+        return None
 
-        # 2. sanitizers, sources, scalars, constructors -----------------------------------
+    def _call_known(self, node, func, ft, args, resolved, last, is_module_func) -> Value | None:
+        """Sanitizers, sources, duality maps, scalars, constructors."""
         if resolved is not None and resolved in self.dualizers:
             self._args(args)
-            return CLEAN
+            return PRIMAL_VALUE
         if ft is cst.Call:  # torch.func.grad(f)(x)
             inner = self.resolve(func.func)
             self.expr(func)
@@ -611,61 +664,122 @@ class Analyzer:
         if resolved in GRAD_FUNCTIONS:
             self._args(args)
             return TAINT
-        if last is not None:
-            if last in CONSTRUCTORS:
-                if ft is cst.Attribute and not is_module_func:
-                    self.expr(func.value)
-                self._args(args)
-                return CLEAN
-            if (
-                last.endswith("norm")
-                or last.endswith("norms")
-                or (resolved in CLEAN_BUILTINS)
-                or (is_module_func and (resolved.startswith("math.") or last.startswith("is_")))
-            ):
-                self._args(args)
-                if ft is cst.Attribute and not is_module_func:
-                    self.expr(func.value)
-                return CLEAN
-            if resolved == "map" or last in ("tree_map", "tree_map_only"):
-                # map(f, params, grads); torch.utils._pytree / optree / jax tree_map(f, *trees)
-                return self._map(node, skip=1 if last == "tree_map_only" else 0)
+        if last is None:
+            return None
+        if last in CONSTRUCTORS:
+            if ft is cst.Attribute and not is_module_func:
+                self.expr(func.value)
+            self._args(args)
+            return CLEAN
+        if resolved in CLEAN_BUILTINS or (
+            is_module_func and (resolved.startswith("math.") or last.startswith("is_"))
+        ):
+            self._args(args)
+            if ft is cst.Attribute and not is_module_func:
+                self.expr(func.value)
+            return CLEAN
+        if resolved == "map" or last in ("tree_map", "tree_map_only"):
+            # map(f, params, grads); torch.utils._pytree / optree / jax tree_map(f, *trees)
+            return self._map(node, skip=1 if last == "tree_map_only" else 0)
+        if is_module_func and args:
+            return self._module_map(last, args)
+        return None
 
-        # 3. method calls -----------------------------------------------------------------
-        if ft is cst.Attribute and not is_module_func:
-            mname = func.attr.value
-            recv = self.expr(func.value)
-            vals = self._args(args)
-            if mname in SCALAR_METHODS or (mname in REDUCTION_METHODS and not args):
-                return CLEAN
-            if mname in VIEW_METHODS:
-                return _join((recv, _combine(vals))) if any(v.taint for v in vals) else recv
-            if mname == "get" and args and type(args[0].value) is cst.SimpleString:
-                k = key_of(func.value)
-                s = args[0].value.value
-                if k is not None and s[:1] in "'\"":
-                    kk = f"{k}[{s[1:-1]!r}]"
-                    if kk in self.st.tainted or is_grad_name(s[1:-1]):
-                        return TAINT
-                    if is_weight_name(s[1:-1]):
-                        return WEIGHT
-            if mname in ("parameters",):
-                return WEIGHT
-            if mname == "named_parameters":
-                return WEIGHT
-            if mname in ("items", "values", "copy"):
-                return Value(recv.taint, recv.weight_ref, recv.weight_derived)
-            if mname == "keys":
-                return CLEAN
-            return _combine([recv, *vals])
+    def _module_map(self, last: str, args) -> Value | None:
+        """``torch.sign(g)``, ``torch.sqrt(v)``, ``torch.div(a, b)``, ``torch.linalg.svd(g)``,
+        ``F.normalize(g)``: duality maps and the pieces of preconditioners (see analysis.maps)."""
+        if last in maps.SIGN or last in maps.NORMALIZERS:
+            self._args(args)
+            return PRIMAL_VALUE
+        if last in maps.ROOTS or last in maps.INV_ROOTS or last in maps.SVDS or last in maps.QRS or last in maps.EIGHS:
+            vals = self._argvals(args)
+            v = vals[0] if vals else CLEAN
+            if last in maps.SVDS:
+                return maps.svd_of(v)
+            if last in maps.QRS:
+                return maps.qr_of(v)
+            if last in maps.EIGHS:
+                return maps.eigh_of(v)
+            return maps.root_of(v) if last in maps.ROOTS else maps.rsqrt_of(v)
+        if last in maps.REDUCTIONS:
+            vals = self._argvals(args)
+            return maps.reduce_of(vals[0], len(vals) > 1) if vals else CLEAN
+        if last in maps.DIVIDES or last in maps.MULTIPLIES or last == "pow":
+            vals = self._argvals(args)
+            if len(vals) < 2:
+                return _combine(vals)
+            if last == "pow":
+                return maps.power(vals[0], maps.float_literal(args[1].value))
+            f = maps.divide if last in maps.DIVIDES else maps.multiply
+            return f(vals[0], vals[1])
+        return None
 
-        # 4. plain function calls -----------------------------------------------------------
+    def _call_method(self, node: cst.Call, func: cst.Attribute, args) -> Value:
+        mname = func.attr.value
+        recv = self.expr(func.value)
+        if maps.looks_like_orthogonalizer(mname):  # self._orthogonalize(g), ops.newton_schulz(g)
+            self._args(args)
+            return PRIMAL_VALUE
+        s = self.summaries.call(self, node, func, args)
+        if s is not None:
+            return s
+        vals = self._argvals(args)
+        if mname in SCALAR_METHODS:
+            return CLEAN
+        if mname in maps.REDUCTIONS:
+            return maps.reduce_of(recv, bool(vals))
+        m = _method_map(mname, recv, vals, args)
+        if m is not None:
+            return m
+        if mname in VIEW_METHODS:
+            return _join((recv, _combine(vals))) if any(v.taint for v in vals) else recv
+        if mname == "get" and args and type(args[0].value) is cst.SimpleString:
+            k = key_of(func.value)
+            s = args[0].value.value
+            if k is not None and s[:1] in "'\"":
+                kk = f"{k}[{s[1:-1]!r}]"
+                if kk in self.st.tainted or is_grad_name(s[1:-1]):
+                    return TAINT
+                if is_weight_name(s[1:-1]):
+                    return WEIGHT
+        if mname in ("parameters", "named_parameters"):
+            return WEIGHT
+        if mname in ("items", "values", "copy"):
+            return Value(recv.taint, recv.weight_ref, recv.weight_derived, None, recv.flags)
+        if mname == "keys":
+            return CLEAN
+        if mname == "grad" and not vals:  # modula: weights.grad()
+            return TAINT
+        if mname in CONTAINER_WRITES and any(v.taint for v in vals):
+            self.taint_target(func.value)  # grads.append(p.grad)
+            self.summaries.record_write(self, func.value, _join(vals), False)
+        return _combine([recv, *vals])
+
+    def _call_function(self, node, func, ft, args, resolved, last) -> Value:
         if ft is not cst.Name:
             self.expr(func)
-        vals = self._args(args)
+        if last is not None and maps.looks_like_orthogonalizer(last):
+            self._args(args)
+            return PRIMAL_VALUE
+        s = self.summaries.call(self, node, func, args)
+        if s is not None:
+            return s
+        vals = self._argvals(args)
         if resolved in ("zip", "enumerate", "max", "min", "sum", "list", "tuple", "reversed", "sorted"):
+            if resolved in ("max", "min", "sum") and any(v.flags & NORMV for v in vals):
+                return maps.norm_of(vals)
             return _join(vals)
         return _combine(vals)
+
+    def _argvals(self, args: Sequence[cst.Arg]) -> list[Value]:
+        """Values of the arguments that carry data: metadata keywords (``device=``,
+        ``dtype=``, ``device_mesh=``, ``placements=``, ...) are evaluated but do not count."""
+        out = []
+        for a in args:
+            v = self.expr(a.value)
+            if a.keyword is None or a.keyword.value not in META_KWARGS:
+                out.append(v)
+        return out
 
     def _inplace(
         self,
@@ -674,20 +788,50 @@ class Analyzer:
         name: str,
         target: cst.BaseExpression,
         value_args: Sequence[cst.Arg],
+        recv: Value | None = None,
     ) -> Value:
-        if kind != "method":
-            self.expr(target)
-        tainted = []
-        for a in value_args:
-            if self.expr(a.value).taint:
+        tv = self.expr(target) if recv is None else recv
+        vals: list[Value] = []
+        tainted: list[cst.BaseExpression] = []
+        fixable: list[cst.BaseExpression] = []
+        base = name[9:] if name.startswith("_foreach_") else name
+        for i, a in enumerate(value_args):
+            v = self.expr(a.value)
+            if a.keyword is not None and a.keyword.value in META_KWARGS:
+                continue
+            vals.append(v)
+            if v.taint:
                 tainted.append(a.value)
+                # scalars (alpha=, value=) and the denominator of addcdiv are never dualized
+                if a.keyword is None and not (base == "addcdiv_" and i == 1):
+                    fixable.append(a.value)
         is_weight = self.is_weight_target(target)
-        if tainted:
-            self._fire_inplace(InplaceCall(node, kind, name, target, is_weight, tuple(tainted)))
-            if not is_weight:
-                self.taint_target(target)
-                return TAINT
-        return WEIGHT if is_weight else CLEAN
+        if not is_weight:
+            new = _inplace_map(base, tv, vals, value_args)
+            if new is not None:
+                self._set_target(target, new)
+                if new.taint:
+                    self.summaries.record_write(self, target, new, False)
+                return new
+        if not tainted:
+            return WEIGHT if is_weight else (recv if recv is not None else CLEAN)
+        written = _written(base, vals)
+        self._fire_inplace(
+            InplaceCall(node, kind, name, target, is_weight, tuple(tainted), written.precond, tuple(fixable))
+        )
+        self.summaries.record_write(self, target, written, is_weight)
+        if is_weight:
+            return WEIGHT
+        self.taint_target(target)
+        if written.precond:
+            self._set_target(target, Value(True, flags=written.flags))
+        return Value(True, flags=written.flags if written.precond else 0)
+
+    def _set_target(self, target: cst.BaseExpression, v: Value) -> None:
+        """A strong update of a buffer by an in-place map (``u.sign_()``, ``u.div_(n)``)."""
+        k = key_of(target)
+        if k is not None and not k.endswith("[*]"):
+            self._set_key(k, v)
 
     def _map(self, node: cst.Call, skip: int = 0) -> Value:
         args = [a for a in node.args if a.keyword is None][skip:]
@@ -813,6 +957,13 @@ class Analyzer:
                 for e, ev, vn in zip(elts, v.elems, vals_nodes):
                     self._bind(e.value, ev, vn)
                 return
+            if (
+                v.elems is not None
+                and type(value_node) in (cst.Tuple, cst.List)
+                and len(v.elems) == len(value_node.elements)
+            ):
+                self._bind_starred(elts, value_node.elements, v.elems)
+                return
             # Unpacking an aggregate of unknown shape: if it mixes weights and gradients
             # (torch's grouped tensors), trust the names of the targets.
             mixed = v.taint and (v.weight_ref or v.weight_derived)
@@ -833,11 +984,60 @@ class Analyzer:
         else:
             self.expr(target)
 
+    def _mentions_clean_grad_name(self, node: cst.CSTNode) -> bool:
+        """``grad = torch.tensordot(grad, q)`` transforms a value whose kind is known (here:
+        not a gradient); only a fresh computation (``grad_w1 = x.t().mm(h)``) is a hand gradient."""
+        stack = [node]
+        while stack:
+            n = stack.pop()
+            if type(n) is cst.Name:
+                if is_grad_name(n.value) and n.value not in self.st.tainted:
+                    return True
+            elif type(n) is cst.Attribute:
+                stack.append(n.value)
+            else:
+                stack.extend(n.children)
+        return False
+
+    def _bind_starred(self, targets, values, vals: tuple[Value, ...]) -> None:
+        """``grad, lr, *betas = p.grad, group["lr"], *group["betas"]``: positions before and
+        after the starred parts pair up one to one; the rest gets the join of the rest."""
+        star_t = lambda e: type(e) is cst.StarredElement  # noqa: E731
+        i = 0
+        while i < len(targets) and i < len(values) and not star_t(targets[i]) and not star_t(values[i]):
+            self._bind(targets[i].value, vals[i], values[i].value)
+            i += 1
+        j = 0
+        while (
+            j < len(targets) - i
+            and j < len(values) - i
+            and not star_t(targets[-1 - j])
+            and not star_t(values[-1 - j])
+        ):
+            self._bind(targets[-1 - j].value, vals[-1 - j], values[-1 - j].value)
+            j += 1
+        rest = _join(vals[i : len(vals) - j])
+        for e in targets[i : len(targets) - j]:
+            self._bind(e.value, rest, None)
+
     def _assign(
         self, stmt: cst.CSTNode, target: cst.BaseExpression, value_node: cst.BaseExpression, v: Value
     ) -> None:
         tt = type(target)
+        if type(value_node) in _FN_EXPRS:
+            self.summaries.bind_alias(self, target, value_node)
+        if tt is cst.Name and not v.taint and (v.weight_ref or v.weight_derived) and _is_copy(value_node):
+            v = WEIGHT  # p_fp32 = p.float(), chunk = torch.stack(params): a master copy of weights
+        if (
+            tt is cst.Name
+            and not v.taint
+            and _names.is_hand_grad_target(target.value, v, value_node)
+            and not self._mentions_clean_grad_name(value_node)
+        ):
+            v = Value(True, v.weight_ref, v.weight_derived, v.elems)  # grad_w1 = x.t().mm(grad_h)
         if v.taint and tt in (cst.Name, cst.Attribute, cst.Subscript):
+            if tt is not cst.Name:
+                self.summaries.record_write(self, target, v, self.is_weight_target(target))
             is_weight = self.is_weight_target(target)
             if self._h_assign and not self.quiet:
                 site = AssignSite(stmt, target, value_node, v, is_weight)
@@ -868,8 +1068,42 @@ class Analyzer:
     # ---- statements
 
     def run(self) -> dict[tuple[int, str], Finding]:
+        self.summaries.prescan(self, self.module)
         self.block(self.module.body)
+        self._recheck_helpers()
         return self.findings
+
+    def _recheck_helpers(self) -> None:
+        """A helper whose parameter is *named* like a gradient (``def step(p, grad)``) is
+        checked assuming it gets one. If every call of it in this file passes something that
+        is not a raw gradient (an orthogonalized update, say), that assumption is wrong: drop
+        its findings and check it again with what the calls pass (the calls themselves are
+        checked through the helper's summary)."""
+        for fid, (node, cls) in self._grad_param_fns.items():
+            seen = self.summaries.callsites.get(fid)
+            if not seen or any(v for v in seen.values()):
+                continue
+            mine = [k for k, f in self.findings.items() if fid in f.owners]
+            if not mine:
+                continue
+            for k in mine:
+                del self.findings[k]
+            saved = self.st
+            self.st = State()
+            p = node.params
+            self.st.bound.update(x.name.value for x in (*p.posonly_params, *p.params, *p.kwonly_params))
+            if cls is not None:
+                self.summaries.classes.append(cls)
+            self.summaries.barrier()
+            self._fn_stack.append(fid)
+            try:
+                self._suite(node.body)
+            finally:
+                self._fn_stack.pop()
+                self.summaries.end_barrier()
+                if cls is not None:
+                    self.summaries.classes.pop()
+                self.st = saved
 
     def block(self, stmts: Sequence[cst.CSTNode]) -> None:
         for s in stmts:
@@ -900,19 +1134,28 @@ class Analyzer:
     def _s_augassign(self, node: cst.AugAssign) -> None:
         v = self.expr(node.value)
         target = node.target
-        self.expr(target)
+        tv = self.expr(target)
         is_weight = self.is_weight_target(target)
+        op = _AUG_OPS.get(type(node.operator))
+        if op is not None and not is_weight and (tv.taint or tv.flags or v.taint):
+            # X /= ‖X‖ normalizes a buffer; m /= √v preconditions it; u *= c scales it
+            new = _binop(op, tv, v, node.value)
+            self._set_target(target, new)
+            if new.taint:
+                self.summaries.record_write(self, target, new, False)
+            return
         if v.taint:
             if self._h_aug and not self.quiet:
                 site = AugAssignSite(node, is_weight, v)
                 for r in self._h_aug:
                     r.on_augassign(self, site)
+            self.summaries.record_write(self, target, v, is_weight)
             if not is_weight:
                 self.taint_target(target)
 
     def _s_return(self, node) -> None:
         if node.value is not None:
-            self.expr(node.value)
+            self.summaries.record_return(self.expr(node.value))
 
     def _s_raise(self, node: cst.Raise) -> None:
         if node.exc is not None:
@@ -1021,23 +1264,128 @@ class Analyzer:
         for p in (*params.posonly_params, *params.params, *params.kwonly_params):
             if p.default is not None:
                 self.expr(p.default)
+        self.summaries.on_def(self, node)
+        if not self.quiet and any(is_grad_name(p.name.value) for p in (*params.posonly_params, *params.params)):
+            cls = self.summaries.classes[-1] if self.summaries.classes else None
+            self._grad_param_fns[id(node)] = (node, cls)
         saved = self.st
         self.st = saved.copy()
+        self.summaries.barrier()
+        self._fn_stack.append(id(node))
         try:
             self._bind_params(params)
             self._suite(node.body)
         finally:
+            self._fn_stack.pop()
+            self.summaries.end_barrier()
             self.st = saved
         saved.bound.add(node.name.value)
 
     def _s_classdef(self, node: cst.ClassDef) -> None:
         saved = self.st
         self.st = saved.copy()
+        self.summaries.classes.append(node.name.value)
         try:
             self._suite(node.body)
         finally:
+            self.summaries.classes.pop()
             self.st = saved
         saved.bound.add(node.name.value)
+
+
+# keyword arguments that describe where or how a tensor lives, not what it holds
+META_KWARGS = frozenset(
+    """device dtype device_mesh placements layout memory_format requires_grad pin_memory
+    non_blocking run_check group process_group src dst async_op shape size stride
+    copy""".split()
+)
+
+
+_AUG_OPS = {
+    cst.DivideAssign: cst.Divide,
+    cst.MultiplyAssign: cst.Multiply,
+    cst.PowerAssign: cst.Power,
+    cst.MatrixMultiplyAssign: cst.MatrixMultiply,
+}
+
+
+CONTAINER_WRITES = frozenset(("append", "extend", "insert", "appendleft", "add", "update"))
+COPY_METHODS = frozenset(
+    "float double half bfloat16 clone to detach contiguous type type_as stack cat".split()
+)
+
+
+def _is_copy(node: cst.BaseExpression) -> bool:
+    """``p.float()``, ``p.detach().clone()``, ``torch.stack(params)``: a copy of weights."""
+    if type(node) is not cst.Call:
+        return False
+    f = node.func
+    if type(f) is cst.Attribute:
+        return f.attr.value in COPY_METHODS
+    return False
+
+
+def _binop(op: type, left: Value, right: Value, right_node: cst.BaseExpression) -> Value:
+    if op is cst.Divide:
+        return maps.divide(left, right)
+    if op is cst.Multiply or op is cst.MatrixMultiply:
+        return maps.multiply(left, right)
+    if op is cst.Power:
+        return maps.power(left, maps.float_literal(right_node))
+    return _combine((left, right))
+
+
+def _method_map(mname: str, recv: Value, vals: list[Value], args) -> Value | None:
+    """``g.sign()``, ``g.norm()``, ``v.sqrt()``, ``a.div(b)``, ``g.svd()`` (see analysis.maps)."""
+    if mname in maps.SIGN or mname in maps.SIGN_INPLACE:
+        return PRIMAL_VALUE
+    if maps.is_norm_name(mname):
+        return maps.norm_of([recv])
+    if mname in maps.ROOTS:
+        return maps.root_of(recv)
+    if mname in maps.INV_ROOTS:
+        return maps.rsqrt_of(recv)
+    if mname == "pow" and args:
+        return maps.power(recv, maps.float_literal(args[0].value))
+    if vals and mname in maps.DIVIDES:
+        return maps.divide(recv, vals[0])
+    if vals and mname in maps.MULTIPLIES:
+        return maps.multiply(recv, vals[0])
+    if mname in maps.SVDS:
+        return maps.svd_of(recv)
+    return None
+
+
+def _inplace_map(base: str, tv: Value, vals: list[Value], args) -> Value | None:
+    """What an in-place map makes of a buffer: ``u.sign_()`` is primal, ``u.div_(‖u‖)``
+    normalizes it, ``d.sqrt_()`` makes a denominator, ``b.copy_(x)`` is ``x``."""
+    if base in ("sign_", "sgn_"):
+        return PRIMAL_VALUE
+    if base == "sqrt_":
+        return maps.root_of(tv)
+    if base == "rsqrt_":
+        return maps.rsqrt_of(tv)
+    if base == "pow_" and args:
+        return maps.power(tv, maps.float_literal(args[0].value))
+    if base == "div_" and vals and not tv.weight_ref:
+        return maps.divide(tv, vals[0])
+    if base == "mul_" and vals and not tv.weight_ref and not vals[0].taint:
+        return maps.multiply(tv, vals[0])
+    if base == "copy_" and vals:
+        return vals[0]
+    if base in ("add_", "sub_", "clamp_", "clamp_min_", "clamp_max_") and not any(v.taint for v in vals):
+        return tv if tv.flags else None
+    return None
+
+
+def _written(base: str, vals: list[Value]) -> Value:
+    """The value an in-place update writes: ``addcdiv_(m, d)`` writes m/d."""
+    if base == "addcdiv_" and len(vals) >= 2:
+        return _combine((maps.divide(vals[0], vals[1]), *vals[2:]))
+    if base == "addcmul_" and len(vals) >= 2:
+        return _combine((maps.multiply(vals[0], vals[1]), *vals[2:]))
+    return _combine(vals)
+
 
 
 _EXPR: dict[type, Callable[[Analyzer, cst.CSTNode], Value]] = {

@@ -23,7 +23,8 @@ NOT_WEIGHT_WORDS = frozenset(
     info init type types hook hooks map dict to of per requires version flag flags mask masks
     scheduler schedule tying tied sharing ema target targets loss losses class classes sample
     samples attn attention neg pos label labels chunk chunks cast quant observer fake qparams
-    scale scales factor factors fn loader loading file path url correction corrected""".split()
+    scale scales factor factors fn loader loading file path url correction corrected expr
+    exprs""".split()
 )
 
 GRAD_WORDS = frozenset("grad grads gradient gradients".split())
@@ -41,7 +42,7 @@ _GRAD_EXACT = frozenset(("d_p", "d_p_list", "dp_list", "main_grad"))
 @lru_cache(maxsize=8192)
 def is_weight_name(name: str) -> bool:
     """True for identifiers that conventionally hold a weight or a list of weights."""
-    if _SHORT_WEIGHT.match(name):
+    if _SHORT_WEIGHT.match(name) or _SHORT_QUALIFIED_WEIGHT.match(name):
         return True
     low = name.lower()
     if "_with_" in low:  # params_with_grad: the list of params (that have a grad)
@@ -54,7 +55,7 @@ def is_weight_name(name: str) -> bool:
 def is_grad_name(name: str) -> bool:
     """True for identifiers that conventionally hold a gradient or a list of gradients."""
     low = name.lower().strip("_")
-    if low in _GRAD_EXACT:
+    if low in _GRAD_EXACT or _SHORT_QUALIFIED_GRAD.match(name):
         return True
     words = low.split("_")
     return any(w in GRAD_WORDS for w in words) and not any(w in NOT_GRAD_WORDS for w in words)
@@ -63,3 +64,30 @@ def is_grad_name(name: str) -> bool:
 def is_inplace_method(name: str) -> bool:
     """Tensor in-place methods end in one underscore: ``add_``, ``mul_``; dunders do not count."""
     return len(name) > 1 and name[-1] == "_" and name[0] != "_" and name[-2] != "_"
+
+
+_SHORT_QUALIFIED_WEIGHT = re.compile(r"^(?:p|w|param)_(?:slice|local|shard|flat|full|fp32|master|view|sub|block)$")
+_SHORT_QUALIFIED_GRAD = re.compile(r"^(?:g|dp)_(?:slice|local|shard|flat|full|fp32|view|sub|block)$")
+
+
+def is_paired_grad_name(name: str, weights, bound) -> bool:
+    """``d<name>`` or ``d_<name>`` next to ``<name>`` that is a weight of the scope (``dW1`` /
+    ``W1``, ``db1`` / ``b1`` when ``b1`` is a weight), and ``g_slice``-style short gradient names."""
+    if _SHORT_QUALIFIED_GRAD.match(name):
+        return True
+    if len(name) < 2 or name[0] != "d":
+        return False
+    rest = name[2:] if name[1] == "_" else name[1:]
+    return bool(rest) and (rest in weights or (is_weight_name(rest) and rest in bound))
+
+
+def is_hand_grad_target(name: str, v, value_node) -> bool:
+    """``grad_w1 = x.t().mm(grad_h)``: a name that says it holds a gradient gets a computed
+    (non-constant, non-dualized, non-scalar) value: it is a hand-written gradient."""
+    if v.taint or v.flags or not is_grad_name(name):
+        return False
+    import libcst as cst
+
+    return type(value_node) not in (
+        cst.Integer, cst.Float, cst.SimpleString, cst.Name, cst.List, cst.Tuple, cst.Dict, cst.Lambda,
+    ) and not (type(value_node) is cst.Call and not value_node.args)

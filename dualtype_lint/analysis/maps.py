@@ -40,7 +40,20 @@ DIVIDES = frozenset(("div", "divide", "true_divide", "_foreach_div"))
 MULTIPLIES = frozenset(("mul", "multiply", "_foreach_mul"))
 NORMALIZERS = frozenset(("normalize",))  # torch.nn.functional.normalize
 SVDS = frozenset(("svd", "svd_lowrank"))
+QRS = frozenset(("qr",))  # Q of a QR factorization: an orthonormal basis (Dion's P)
+EIGHS = frozenset(("eigh",))  # eigenvectors of a symmetric matrix: an orthonormal basis (SOAP)
 REDUCTIONS = frozenset("sum mean max min amax amin std var prod logsumexp".split())
+
+
+_ORTHO_WORDS = ("newtonschulz", "newton_schulz", "zeropower", "orthogonaliz", "orthogonalis", "polar_express", "msign")
+
+
+def looks_like_orthogonalizer(name: str) -> bool:
+    """A function the linter cannot see into (imported from outside the linted tree) that is
+    named like an orthogonalization: ``zeropower_via_newtonschulz5``, ``orthogonalize``,
+    ``newton_schulz``, ``polar_express``, ``msign``."""
+    low = name.lower()
+    return any(w in low for w in _ORTHO_WORDS)
 
 
 def is_norm_name(name: str) -> bool:
@@ -92,11 +105,13 @@ def power(v: Value, exponent: float | None) -> Value:
 
 
 def divide(num: Value, den: Value) -> Value:
+    if den.taint and den.flags & ROOT and not num.flags & NORMV:
+        return Value(True, flags=PRECOND)  # m / √v
+    if num.flags & PRECOND and not den.taint:
+        return Value(True, flags=PRECOND)  # normalizing m/√v leaves it a preconditioned update
     if num.taint and not num.flags & NORMV:
         if den.flags & NORMV:
             return PRIMAL_VALUE  # g / ‖g‖
-        if den.taint and den.flags & ROOT:
-            return Value(True, flags=PRECOND)  # m / √v
     elif not num.taint and den.flags & NORMV and not den.taint:
         return Value(flags=INVNORM)  # c / ‖g‖ (a trust ratio)
     return combine((num, den))
@@ -104,7 +119,7 @@ def divide(num: Value, den: Value) -> Value:
 
 def multiply(a: Value, b: Value) -> Value:
     for x, y in ((a, b), (b, a)):
-        if x.taint and not x.flags & NORMV:
+        if x.taint and not x.flags & (NORMV | PRECOND):
             if y.flags & INVNORM and not y.taint:
                 return PRIMAL_VALUE  # g * (c / ‖g‖)
             if y.taint and y.flags & INVROOT:
@@ -121,6 +136,14 @@ def svd_of(v: Value) -> Value:
     map); S carries the gradient's magnitudes."""
     s = Value(v.taint, flags=NORMV if v.taint else 0)
     return Value(v.taint, False, False, (PRIMAL_VALUE, s, PRIMAL_VALUE), 0)
+
+
+def qr_of(v: Value) -> Value:
+    return Value(v.taint, False, False, (PRIMAL_VALUE, Value(v.taint)), 0)
+
+
+def eigh_of(v: Value) -> Value:
+    return Value(v.taint, False, False, (Value(v.taint, flags=NORMV if v.taint else 0), PRIMAL_VALUE), 0)
 
 
 def float_literal(node) -> float | None:

@@ -98,6 +98,19 @@ def join(vals: Iterable[Value]) -> Value:
     return Value(t, r, d, None, fl)
 
 
+def join_struct(vals: Iterable[Value]) -> Value:
+    """:func:`join`, keeping per-position values when every value is a tuple of one length
+    (``return P, R`` in every branch of a helper)."""
+    vals = tuple(vals)
+    j = join(vals)
+    if vals and all(v.elems is not None for v in vals):
+        n = len(vals[0].elems)
+        if all(len(v.elems) == n for v in vals):
+            cols = tuple(join(v.elems[i] for v in vals) for i in range(n))
+            return Value(j.taint, j.weight_ref, j.weight_derived, cols, j.flags)
+    return j
+
+
 def combine(vals: Iterable[Value]) -> Value:
     """The value of an arithmetic combination: references become derivations.
 

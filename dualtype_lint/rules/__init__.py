@@ -8,6 +8,7 @@ from .dtl002_inplace import RawGradInplaceMethod
 from .dtl003_reassign import RawGradReassignment
 from .dtl004_foreach import RawGradForeach
 from .dtl005_functional import RawGradFunctionalUpdate
+from .dtl006_precond import PreconditionedUpdate
 from .meta import DecodeErrorRule, InternalErrorRule, SyntaxErrorRule
 
 ALL_RULES: tuple[type[Rule], ...] = (
@@ -16,6 +17,7 @@ ALL_RULES: tuple[type[Rule], ...] = (
     RawGradReassignment,
     RawGradForeach,
     RawGradFunctionalUpdate,
+    PreconditionedUpdate,
     SyntaxErrorRule,
     DecodeErrorRule,
     InternalErrorRule,

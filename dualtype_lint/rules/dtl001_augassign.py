@@ -33,7 +33,7 @@ class RawGradAugAssign(Rule):
     fixable = True
 
     def on_augassign(self, a, site: AugAssignSite) -> None:
-        if not (site.target_is_weight and site.value.taint):
+        if not (site.target_is_weight and site.value.taint) or site.value.precond:
             return
         node = site.node
         op = a.code(node.operator).strip()

@@ -37,7 +37,7 @@ class RawGradInplaceMethod(Rule):
     fixable = True
 
     def on_inplace(self, a, site: InplaceCall) -> None:
-        if site.kind == "foreach" or not (site.target_is_weight and site.tainted_args):
+        if site.kind == "foreach" or not (site.target_is_weight and site.tainted_args) or site.preconditioned:
             return
         grads = ", ".join(f"`{a.code(x)}`" for x in site.tainted_args)
         how = "`out=`" if site.kind == "out" else f"`{site.name}`"

@@ -44,6 +44,13 @@ class RawGradReassignment(Rule):
             v.weight_derived and a.is_update_expr(site.value_node)
         ):
             return  # `w = p.grad`, `w = f(w, g_shape)`: an alias or a call, not an update
+        if not (
+            a.is_update_expr(site.value_node)
+            or (v.weight_derived and isinstance(site.value_node, (cst.Name, cst.Attribute, cst.Subscript)))
+        ):
+            return  # `ctx.params = (w, grad)`, `self.blocked_params = split(...)`: not an update
+        if v.precond:
+            return  # DTL006
         a.report(
             self,
             site.node,

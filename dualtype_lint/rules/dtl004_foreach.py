@@ -27,7 +27,7 @@ class RawGradForeach(Rule):
     summary = "torch._foreach_* in-place update of weights with raw gradients"
 
     def on_inplace(self, a, site: InplaceCall) -> None:
-        if site.kind != "foreach" or not (site.target_is_weight and site.tainted_args):
+        if site.kind != "foreach" or not (site.target_is_weight and site.tainted_args) or site.preconditioned:
             return
         grads = ", ".join(f"`{a.code(x)}`" for x in site.tainted_args)
         a.report(

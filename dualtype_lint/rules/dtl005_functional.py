@@ -32,7 +32,7 @@ class RawGradFunctionalUpdate(Rule):
 
     def on_collection(self, a, site: CollectionUpdate) -> None:
         # [x.to(dtype) for x in (grad, weight)] is not an update: see is_collection_update
-        if not a.is_collection_update(site.element, site.fix_expr):
+        if not a.is_collection_update(site.element, site.fix_expr) or site.element.precond:
             return
         leaves = a.fix_leaves([site.fix_expr]) if site.fix_expr is not None else None
         a.report(

@@ -195,7 +195,7 @@ def test_pyproject_config(run_lint, cli, tmp_path):
                 [tool.dualtype-lint]
                 ignore = ["DTL002"]
                 exclude = ["generated/"]
-                dualizers = ["orthogonalize"]
+                dualizers = ["whiten"]
 
                 [tool.dualtype-lint.per-file-ignores]
                 "tests/*" = ["DTL001"]
@@ -204,7 +204,7 @@ def test_pyproject_config(run_lint, cli, tmp_path):
             "src/bad.py": BAD,
             "tests/test_bad.py": BAD,
             "generated/bad.py": BAD,
-            "src/ortho.py": "def f(p):\n    p.add_(orthogonalize(p.grad))\n    p.add_(other(p.grad))\n",
+            "src/ortho.py": "def f(p):\n    p.add_(whiten(p.grad))\n    p.add_(other(p.grad))\n",
         },
     )
     r = run_lint(cwd=tmp_path)
@@ -213,7 +213,7 @@ def test_pyproject_config(run_lint, cli, tmp_path):
     assert not any(f.startswith("tests/") for f, *_ in found)  # per-file-ignores
     assert not any(f.startswith("generated/") for f, *_ in found)  # exclude
     assert not any(c == "DTL002" and f == "src/bad.py" for f, _, _, c in found)  # ignore
-    # orthogonalize is a dualizer; other() is not (reported although DTL002 is ignored? no)
+    # whiten is a dualizer; other() is not (reported although DTL002 is ignored? no)
     assert [(f, l) for f, l, _, _ in found if f == "src/ortho.py"] == []
     r2 = cli("--isolated", cwd=tmp_path)  # no config: everything
     found2 = positions_text(r2.stdout)
@@ -398,7 +398,7 @@ def test_explain_and_version(run_lint, cli):
     assert cli("--explain", "DTL999").returncode == 2
     assert cli("--version").returncode == 0
     r = cli("check", "--explain", "all")
-    assert r.returncode == 0 and r.stdout.count("DTL") == 8
+    assert r.returncode == 0 and r.stdout.count("DTL") == 9
 
 
 def test_a_worker_crash_costs_one_file_not_the_run(tmp_path):

@@ -92,7 +92,7 @@ def test_noqa_parsing():
 
 def test_expand_codes():
     assert expand_codes(["DTL"], "x") >= {"DTL001", "DTL005", "DTL900"}
-    assert expand_codes(["dtl00"], "x") == {"DTL001", "DTL002", "DTL003", "DTL004", "DTL005"}
+    assert expand_codes(["dtl00"], "x") == {"DTL001", "DTL002", "DTL003", "DTL004", "DTL005", "DTL006"}
     with pytest.raises(ConfigError):
         expand_codes(["E501"], "select")
 

@@ -1,0 +1,327 @@
+"""Function summaries: what a call does with its arguments, computed on demand.
+
+For a function the analyzer can see (defined in the same file, a method called through
+``self``, a name bound to one, an entry of a dict of functions, ``functools.partial`` of one,
+or a function imported from another file of the linted tree), the summary answers, for each
+argument position *j*, "if argument *j* is a raw gradient":
+
+- what the call returns: a raw gradient, a preconditioned one, or something clean (a duality
+  map such as a Newton–Schulz iteration returns a primal; ``muon_update(grad, buf)`` too);
+- which other arguments it writes that gradient into (``momentum.lerp_(grad)`` makes the
+  caller's buffer a gradient; ``_add_scaled_(p, buf, -lr)`` writes it into the caller's weight).
+
+Plus one run with no tainted argument: does it return a gradient of its own (``p.grad``)?
+Each run walks the function body once with the caller's analyzer in quiet mode; results are
+memoized per function and argument position, so a helper costs a few walks per file.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import TYPE_CHECKING
+
+import libcst as cst
+
+from .sites import InplaceCall
+from .values import CLEAN, TAINT_FLAGS, State, Value, combine, join, join_struct
+
+if TYPE_CHECKING:
+    from ..dataflow import Analyzer
+
+MAX_DEPTH = 8  # nested summary computations (helper calling helper ...)
+MAX_PARAMS = 16  # beyond this, arguments are not followed one by one
+_ROOT = re.compile(r"[.\[]")
+
+
+class FunctionInfo:
+    __slots__ = ("node", "params", "owner", "cls")
+
+    def __init__(self, node: cst.FunctionDef, owner: "Analyzer", cls: str | None) -> None:
+        p = node.params
+        self.node = node
+        self.params = [x.name.value for x in (*p.posonly_params, *p.params, *p.kwonly_params)]
+        self.owner = owner
+        self.cls = cls
+
+    @property
+    def name(self) -> str:
+        return self.node.name.value
+
+
+class Run:
+    """One walk of a function body with argument ``j`` (or none) a raw gradient."""
+
+    __slots__ = ("params", "returns", "writes")
+
+    def __init__(self, params: list[str]) -> None:
+        self.params = {n: i for i, n in enumerate(params)}
+        self.returns: list[Value] = []
+        # (param index, part written, e.g. "['exp_avg']") -> (value, seen as a weight)
+        self.writes: dict[tuple[int, str], tuple[Value, bool]] = {}
+
+    @property
+    def ret(self) -> Value:
+        return join_struct(self.returns) if self.returns else CLEAN
+
+
+class Summaries:
+    def __init__(self) -> None:
+        self.defs: dict[str, FunctionInfo] = {}
+        self.methods: dict[str, dict[str, FunctionInfo]] = {}
+        self.aliases: dict[str, tuple[tuple[FunctionInfo, int], ...]] = {}
+        self.classes: list[str] = []
+        self.stack: list[Run | None] = []
+        self.memo: dict[tuple[int, tuple], Run | None] = {}
+        # function -> argument position -> whether some call in this file passes a gradient
+        self.callsites: dict[int, dict[int, bool]] = {}
+        self.depth = 0
+
+    # ---- tables
+
+    def prescan(self, a: "Analyzer", module: cst.Module) -> None:
+        for s in module.body:
+            if type(s) is cst.FunctionDef:
+                self.defs[s.name.value] = FunctionInfo(s, a, None)
+            elif type(s) is cst.ClassDef:
+                table = self.methods.setdefault(s.name.value, {})
+                for m in s.body.body:
+                    if type(m) is cst.FunctionDef:
+                        table[m.name.value] = FunctionInfo(m, a, s.name.value)
+
+    def on_def(self, a: "Analyzer", node: cst.FunctionDef) -> None:
+        """A nested function (module-level ones and methods are known from the prescan)."""
+        if self.classes and node.name.value in self.methods.get(self.classes[-1], {}):
+            return
+        if node.name.value not in self.defs or self.defs[node.name.value].node is not node:
+            self.defs[node.name.value] = FunctionInfo(node, a, None)
+
+    def bind_alias(self, a: "Analyzer", target: cst.BaseExpression, value: cst.BaseExpression) -> None:
+        from ..dataflow import key_of
+
+        k = key_of(target)
+        if k is None:
+            return
+        fns = self.functions_of(a, value, imports=False) if type(value) in _FN_EXPRS else ()
+        if fns:
+            # a may-alias: ``func = _single_tensor_adam`` / ``func = _multi_tensor_adam``
+            self.aliases[k] = _union((self.aliases.get(k, ()), fns))
+        elif k in self.aliases:
+            del self.aliases[k]
+
+    def functions_of(
+        self, a: "Analyzer", e: cst.BaseExpression, imports: bool = True
+    ) -> tuple[tuple[FunctionInfo, int], ...]:
+        """The functions an expression may evaluate to, with the number of positional
+        arguments already bound (``partial(f, x)``: 1; ``self.f``: 1 for ``self``)."""
+        from ..dataflow import dotted, key_of
+
+        t = type(e)
+        if t is cst.Name or t is cst.Attribute:
+            k = key_of(e)
+            if k in self.aliases:
+                return self.aliases[k]
+            if t is cst.Name:
+                fi = self.defs.get(e.value)
+                if fi is not None:
+                    return ((fi, 0),)
+            elif type(e.value) is cst.Name and e.value.value == "self" and self.classes:
+                fi = self.methods.get(self.classes[-1], {}).get(e.attr.value)
+                if fi is not None:
+                    return ((fi, 1),)
+            d = dotted(e)
+            if imports and d is not None and d.split(".", 1)[0] in a.imports:
+                from .project import find_function
+
+                fi = find_function(a, a.resolve(e) or d)
+                if fi is not None:
+                    return ((fi, 0),)
+            return ()
+        if t is cst.Subscript:
+            k = key_of(e.value)
+            return self.aliases.get(k, ()) if k is not None else ()
+        if t is cst.Call:
+            r = a.resolve(e.func)
+            if r in ("functools.partial", "partial") and e.args and e.args[0].keyword is None:
+                bound = sum(1 for x in e.args[1:] if x.keyword is None and not x.star)
+                inner = self.functions_of(a, e.args[0].value, imports)
+                return tuple((fi, s + bound) for fi, s in inner)
+            if r == "dict":
+                return _union(self.functions_of(a, x.value, imports) for x in e.args if x.keyword is not None)
+            return ()
+        if t is cst.Dict:
+            els = e.elements
+            return _union(self.functions_of(a, el.value, imports) for el in els if type(el) is cst.DictElement)
+        return ()
+
+    # ---- calls
+
+    def may_resolve(self, a: "Analyzer", func: cst.BaseExpression) -> bool:
+        """A cheap test before :meth:`functions_of`."""
+        t = type(func)
+        if t is cst.Name:
+            n = func.value
+            return n in self.defs or n in self.aliases or n in a.imports
+        if t is cst.Attribute:
+            v = func.value
+            while type(v) is cst.Attribute:
+                v = v.value
+            if type(v) is not cst.Name:
+                return False
+            return (v.value == "self" and bool(self.classes)) or v.value in a.imports or bool(self.aliases)
+        return t is cst.Subscript and bool(self.aliases)
+
+    def call(self, a: "Analyzer", node: cst.Call, func: cst.BaseExpression, args) -> Value | None:
+        """The value of a call of a known function, applying its writes to the arguments;
+        None if the callee is not known."""
+        if not self.may_resolve(a, func):
+            return None
+        fns = self.functions_of(a, func)
+        if not fns:
+            return None
+        vals = [a.expr(x.value) for x in args]
+        if any(x.star for x in args):
+            return combine(vals)
+        return join_struct([self._apply(a, node, fi, shift, args, vals) for fi, shift in fns])
+
+    def _apply(self, a: "Analyzer", node, fi: FunctionInfo, shift: int, args, vals) -> Value:
+        index: list[int | None] = []
+        pos = shift
+        for x in args:
+            if x.keyword is None:
+                index.append(pos)
+                pos += 1
+            else:
+                kw = x.keyword.value
+                index.append(fi.params.index(kw) if kw in fi.params else None)
+        base = fi.owner.summaries.run(fi, ())
+        parts = [base.ret if base is not None else CLEAN]
+        clean_base = not parts[0].taint
+        weighty = False
+        seen = self.callsites.setdefault(id(fi.node), {})
+        for x, v, i in zip(args, vals, index):
+            if i is not None:
+                seen[i] = seen.get(i, False) or v.taint
+        if base is not None:
+            for (wi, part), (wv, seen_weight) in base.writes.items():
+                self._apply_write(a, node, fi, args, index, None, wi, part, wv, seen_weight, None)
+        tainted = []
+        for x, v, i in zip(args, vals, index):
+            weighty = weighty or v.weight_ref or v.weight_derived
+            if v.taint:
+                if i is None or i >= MAX_PARAMS:
+                    parts.append(v)  # not followed: the gradient may come back
+                else:
+                    tainted.append((i, v.flags & TAINT_FLAGS, x))
+        if tainted:
+            # one walk with every gradient argument a gradient, so that m/√v sees both
+            r = fi.owner.summaries.run(fi, tuple((i, f) for i, f, _ in tainted))
+            if r is None:
+                parts.extend(vals[k] for k, i in enumerate(index) if i in {t[0] for t in tainted})
+            else:
+                parts.append(r.ret)
+                src = {i: x for i, _, x in tainted}
+                for (wi, part), (wv, seen_weight) in r.writes.items():
+                    if wi not in src:
+                        first = tainted[0]
+                        self._apply_write(a, node, fi, args, index, first[2], wi, part, wv, seen_weight, first[0])
+        if clean_base and len(parts) > 1:
+            parts = parts[1:]  # an untainted return under no gradient says nothing more
+        res = join_struct(parts)
+        if weighty and not res.primal:
+            res = Value(res.taint, False, True, None, res.flags)
+        return res
+
+    def _apply_write(self, a, node, fi, args, index, src, wi, part, wv, seen_weight, i) -> None:
+        """The helper wrote argument ``i`` (a gradient) into argument ``wi``."""
+        from ..names import is_grad_name
+
+        tgt = next((x.value for x, k in zip(args, index) if k == wi), None)
+        if tgt is None:
+            return
+        if a.is_weight_target(tgt):
+            if src is None or (seen_weight and is_grad_name(fi.params[i]) and fi.owner is not a):
+                return  # the helper's own walk reports it
+            site = InplaceCall(node, "helper", fi.name, tgt, True, (src.value,), wv.precond, ())
+            a._fire_inplace(site)
+            self.record_write(a, tgt, wv, True)
+        else:
+            a.taint_target(tgt, part)
+            self.record_write(a, tgt, wv, False)
+
+    # ---- collection during a run
+
+    def record_write(self, a: "Analyzer", target: cst.BaseExpression, v: Value, is_weight: bool) -> None:
+        if not self.stack or self.stack[-1] is None or not v.taint:
+            return
+        from ..dataflow import key_of
+
+        run = self.stack[-1]
+        k = key_of(target)
+        if k is None:
+            return
+        root = _ROOT.split(k, 1)[0]
+        i = run.params.get(root)
+        if i is not None:
+            part = k[len(root):].split("[*]", 1)[0]
+            prev = run.writes.get((i, part))
+            new = (v, is_weight) if prev is None else (join((prev[0], v)), prev[1] or is_weight)
+            run.writes[(i, part)] = new
+
+    def record_return(self, v: Value) -> None:
+        if self.stack and self.stack[-1] is not None:
+            self.stack[-1].returns.append(v)
+
+    def barrier(self) -> None:
+        """Entering a nested function: its returns and writes are not the enclosing one's."""
+        self.stack.append(None)
+
+    def end_barrier(self) -> None:
+        self.stack.pop()
+
+    # ---- runs
+
+    def run(self, fi: FunctionInfo, tainted: tuple[tuple[int, int], ...]) -> Run | None:
+        """Walk ``fi`` with the arguments ``tainted`` (position, kind flags) gradients."""
+        key = (id(fi.node), tainted)
+        if key in self.memo:
+            return self.memo[key]
+        if self.depth >= MAX_DEPTH:
+            return None
+        self.memo[key] = None  # recursion: unknown while in progress
+        a = fi.owner
+        saved = (a.st, a.quiet)
+        run = Run(fi.params)
+        a.quiet = True
+        a.st = st = State()
+        st.bound.update(fi.params)
+        for j, flags in tainted:
+            if 0 <= j < len(fi.params):
+                st.tainted.add(fi.params[j])
+                if flags:
+                    st.flags[fi.params[j]] = flags
+        self.stack.append(run)
+        if fi.cls is not None:
+            self.classes.append(fi.cls)
+        self.depth += 1
+        try:
+            a._suite(fi.node.body)
+        finally:
+            self.depth -= 1
+            if fi.cls is not None:
+                self.classes.pop()
+            self.stack.pop()
+            a.st, a.quiet = saved
+        self.memo[key] = run
+        return run
+
+
+def _union(groups) -> tuple:
+    out: list = []
+    for g in groups:
+        for x in g:
+            if x not in out:
+                out.append(x)
+    return tuple(out)
+
+
+_FN_EXPRS = (cst.Name, cst.Attribute, cst.Subscript, cst.Call, cst.Dict)

@@ -10,6 +10,24 @@ Every norm ``N`` offers three functions of one tensor (torch layout: a weight is
 ``value`` and ``dual_value`` return 0-dim tensors in float32 (float64 for float64 input) on
 the input's device, so they never force a host sync. ``dualize`` returns the input's dtype.
 
+Input that is not a dense real matrix (issue 13):
+
+- *effectively zero*: a slice the map normalizes (the whole tensor for l2/rms, each matrix
+  for rms->rms/conv2d, each row for the row maps) whose entries are all below the smallest
+  normal number of the accumulation dtype (float32's 1.2e-38, float64's 2.2e-308) maps to
+  zero; anything larger is normalized exactly (scale invariance). ``linf`` is sign(g) for
+  every finite input. No map returns NaN for finite input (a property test checks
+  denormals up to 1e38 in every float dtype).
+- complex: the pairing is ⟨g, t⟩ = Re Σ conj(g)·t (under it torch's complex gradient is the
+  steepest-ascent direction); the maps are G/‖G‖_F, √n·g/‖g‖₂, sgn(G) = G/|G|, the row maps,
+  and √(out/in)·U Vᴴ (by SVD).
+- sparse COO with one sparse dim (``nn.Embedding(sparse=True)``): ``dualize`` works on the
+  stored rows and returns a sparse tensor on the same rows (exact: untouched rows are zero
+  and map to zero); other sparse layouts raise :class:`ShapeError`. ``value`` and
+  ``dual_value`` densify.
+- empty tensors: ``dualize`` returns zeros of the same shape, the norms are 0; meta tensors
+  propagate shapes; NaN/Inf where an SVD must run raise :class:`NonFiniteError`.
+
 Matrix norms (``rms->rms``, ``l1->rms``, ``rms->linf``, ``conv2d``) read the trailing
 dimensions as the matrix (or kernel) and any leading dimensions as a batch: ``value`` and
 ``dual_value`` then return one number per batch entry.
@@ -38,6 +56,7 @@ from torch import Tensor
 
 from dualtype.errors import ConfigError, NonFiniteError, ShapeError
 from dualtype.kernels import orthogonalize
+from dualtype.kernels.svd import scaled_for_svd
 
 __all__ = [
     "Norm",
@@ -115,6 +134,14 @@ def _prescale(x: Tensor, norm: "Norm", dim: int | None = None) -> Tensor:
     _require_finite(big, norm)
     live = big >= _tiny(x)
     return torch.where(live, x / torch.where(live, big, torch.ones_like(big)), torch.zeros_like(x))
+
+
+def _singular_values(w: Tensor) -> Tensor:
+    """σ(W) over the last two dims, in the accumulation dtype; computed on an exactly
+    rescaled copy (see :func:`dualtype.kernels.svd.scaled_for_svd`: LAPACK's complex SVD
+    returned NaN for finite input with tiny parts)."""
+    Y, scale = scaled_for_svd(_acc(w))
+    return torch.linalg.svdvals(Y) * scale.squeeze(-1)
 
 
 class Norm:
@@ -257,7 +284,16 @@ class LInf(Norm):
 
     def _dualize(self, g: Tensor, method: str | None = None) -> Tensor:
         _require_finite(g, self)  # not a sum: that overflows for large finite entries
-        return torch.sgn(g)  # sign(G); complex: G/|G| entrywise (0 stays 0)
+        if not g.is_complex():
+            return torch.sign(g)
+        # complex sign G/|G| entrywise (0 stays 0), in real arithmetic on (re, im) pairs:
+        # torch.sgn overflows |z| near the dtype's max and gave -inf+nanj for denormal z.
+        # u = z/max(|re|, |im|) has parts in [-1, 1], so u/|u| neither over- nor underflows.
+        pairs = torch.view_as_real(g)
+        big = pairs.abs().amax(dim=-1, keepdim=True)
+        u = pairs / torch.where(big > 0, big, torch.ones_like(big))
+        n = torch.linalg.vector_norm(u, dim=-1, keepdim=True)
+        return torch.view_as_complex((u / torch.where(n > 0, n, torch.ones_like(n))).contiguous())
 
 
 class RMS(Norm):
@@ -297,11 +333,11 @@ class RMSToRMS(_MatrixNorm):
 
     def _value(self, w: Tensor) -> Tensor:
         out, inp = w.shape[-2:]
-        return math.sqrt(inp / out) * torch.linalg.matrix_norm(_acc(w), ord=2)
+        return math.sqrt(inp / out) * _singular_values(w).amax(dim=-1)
 
     def _dual_value(self, g: Tensor) -> Tensor:
         out, inp = g.shape[-2:]
-        return math.sqrt(out / inp) * torch.linalg.matrix_norm(_acc(g), ord="nuc")
+        return math.sqrt(out / inp) * _singular_values(g).sum(dim=-1)
 
     def _dualize(self, g: Tensor, method: str | None = None) -> Tensor:
         return self._polar(g, method, self)

@@ -61,7 +61,7 @@ def test_vector_to_parameters_refuses_a_raw_gradient_vector():
     with torch.no_grad():
         vec = parameters_to_vector(params) - LR * parameters_to_vector([q.grad for q in params])
         with pytest.raises(DualityError, match="vector_to_parameters") as info:
-            vector_to_parameters(vec, params)
+            vector_to_parameters(vec, params)  # noqa: DTL002 (refused on purpose)
     not_type_error(info)
     for q, b in zip(m.parameters(), before):
         assert torch.equal(plain(q), b)
@@ -247,11 +247,11 @@ FLOAT_DTYPES = [torch.float16, torch.bfloat16, torch.float32, torch.float64]
 
 @st.composite
 def finite_gradients(draw):
-    dtype = draw(st.sampled_from(FLOAT_DTYPES))
+    dtype = draw(st.sampled_from(FLOAT_DTYPES + [torch.complex64, torch.complex128]))
     norm = draw(st.sampled_from(MAP_NORMS))
     shape = draw(st.sampled_from([(2, 3, 2, 2), (1, 1, 1, 1)] if norm == "conv2d"
                                  else [(1, 1), (3, 5), (5, 3), (2, 4, 4), (7, 2)]))
-    fi = torch.finfo(dtype)
+    fi = torch.finfo(dtype)  # complex: the finfo of its real part
     # magnitudes from the smallest denormal of the dtype up to 1e38 (or the dtype's max)
     lo = math.log10(fi.smallest_normal * fi.eps)
     hi = min(38.0, math.log10(fi.max))
@@ -261,7 +261,12 @@ def finite_gradients(draw):
     zeros = draw(st.lists(st.booleans(), min_size=n, max_size=n))
     vals = [0.0 if z else s * 10.0 ** e for e, s, z in zip(exps, signs, zeros)]
     g = torch.tensor(vals, dtype=torch.float64).reshape(shape)
-    g = g.clamp(-fi.max, fi.max).to(dtype)
+    g = g.clamp(-fi.max, fi.max)
+    if dtype.is_complex:  # the same magnitudes at random phases
+        phase = torch.tensor(draw(st.lists(st.floats(0, 6.283), min_size=n, max_size=n)),
+                             dtype=torch.float64).reshape(shape)
+        g = torch.polar(g.abs(), phase) * g.sign()
+    g = g.to(dtype)
     method = draw(st.sampled_from([None, *METHODS]))
     return g, norm, method
 
@@ -277,9 +282,9 @@ def test_dualize_never_returns_nan_for_finite_input(case):
     d = plain(dualize(g, norm, method=method))
     assert d.dtype == g.dtype and d.shape == g.shape
     assert torch.isfinite(d).all(), (g, norm, method, d)
-    v = N.get(norm).value(d.double()).amax().item()
+    v = N.get(norm).value(d.to(torch.complex128 if d.is_complex() else torch.float64)).amax().item()
     # effectively zero maps to zero; anything else to a unit vector (up to kernel accuracy)
-    assert v == 0.0 or 0.5 <= v <= 1.6, (g, norm, method, v)
+    assert v == 0.0 or 0.5 <= v <= 1.6, (g.tolist(), g.dtype, norm, method, v)
 
 
 @pytest.mark.parametrize("dtype", FLOAT_DTYPES)
@@ -352,10 +357,10 @@ def test_pairing_density_cannot_flow_into_a_weight():
     before = plain(p)
     with torch.no_grad():
         with pytest.raises(DualityError) as info:
-            p -= LR * (g * d)
+            p -= LR * (g * d)  # noqa: DTL001 (refused on purpose)
         not_type_error(info)
         with pytest.raises(DualityError):
-            p.sub_(g + d)  # still a mix
+            p.sub_(g + d)  # noqa: DTL002 (a mix: refused on purpose)
     assert torch.equal(plain(p), before)
 
 

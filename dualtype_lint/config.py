@@ -81,6 +81,7 @@ class Settings:
     fix: bool = False
     diff: bool = False
     unsafe_fixes: bool = False
+    timeout: float = 60.0  # seconds per file, then DTL902 and the next file (engine); 0: no limit
 
     def codes_for(self, path: str) -> frozenset[str]:
         """The enabled codes for one file after per-file-ignores."""

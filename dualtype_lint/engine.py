@@ -20,6 +20,7 @@ import libcst as cst
 from libcst.metadata import MetadataWrapper, PositionProvider
 
 from .config import Settings
+from .limits import OverBudget, check_structure, is_heavy, run_bounded
 from .dataflow import Analyzer, Dualizers, Finding
 from .names import is_grad_name
 from .positions import node_ranges
@@ -30,7 +31,9 @@ from .textlines import logical_end, physical_lines
 # looks like a gradient (``.grad``, ``grads``, ``device_grads``, ``d_p``, ``autograd.grad``,
 # ``torch.func.grad``); ``no_grad``, ``requires_grad``, ``zero_grad`` are not sources. A file
 # without one cannot produce a finding, so it costs only a read, a decode and one regex scan.
-_GRAD_TOKEN = re.compile(r"\w*grad\w*|\bd_p\w*")
+# The match may only start at the start of a word: from every position inside a long word
+# (a 1 MB string literal, a 100k-digit number) ``\w*grad`` would rescan the rest of it.
+_GRAD_TOKEN = re.compile(r"(?<!\w)(?:\w*grad\w*|d_p\w*)")
 
 
 def might_have_findings(text: str) -> bool:
@@ -141,37 +144,7 @@ def _suppressed(lines: list[str], d: Diagnostic) -> bool:
     return False
 
 
-MAX_NESTING = 200  # CPython's tokenizer limit for nested brackets
-RECURSION_LIMIT = 20000  # the analyzer recurses over expressions; 3.11 does not use the C stack for it
-_NOT_BRACKET = re.compile(r"[^()\[\]{}]+")
-_BRACKET_PAIR = re.compile(r"\(\)|\[\]|\{\}")
-
-
-def _nesting_depth(text: str) -> int:
-    """Bracket nesting depth, approximately (brackets inside strings count too), at C speed:
-    each pass deletes the innermost pairs. Costs ~1% of a parse."""
-    s = _NOT_BRACKET.sub("", text)
-    depth = 0
-    while s and depth <= MAX_NESTING:
-        shorter = _BRACKET_PAIR.sub("", s)
-        if len(shorter) == len(s):
-            break
-        s = shorter
-        depth += 1
-    # unbalanced leftovers (unclosed brackets) nest too, as far as the parser is concerned
-    return depth + len(s)
-
-
-def _cpython_syntax_error(text: str) -> tuple[int, int, str] | None:
-    import ast
-
-    try:
-        ast.parse(text)
-    except SyntaxError as se:
-        return se.lineno or 1, max(1, se.offset or 1), se.msg
-    except (ValueError, RecursionError, MemoryError) as exc:
-        return 1, 1, f"{type(exc).__name__}: {exc}"
-    return None
+RECURSION_LIMIT = 20000  # the analyzer recurses over expressions (in a big-stack thread)
 
 
 def _syntax_error_location(text: str, exc: cst.ParserSyntaxError) -> tuple[int, int, str]:
@@ -256,6 +229,10 @@ def lint_text(text: str, path: str, settings: Settings, display: str | None = No
     res = FileResult(display, lines=text.count("\n") + (0 if text.endswith("\n") or not text else 1))
     try:
         _lint_text(text, path, settings, res)
+    except OverBudget:
+        res.internal_error = True
+        msg = f"gave up after {settings.timeout:g} s (the per-file time budget): not checked"
+        res.diagnostics = [Diagnostic(display, INTERNAL_ERROR, msg, 1, 1, 1, 1)]
     except Exception as exc:  # a bug in the linter: report it on the file, keep going
         res.internal_error = True
         res.diagnostics.append(
@@ -278,39 +255,45 @@ def _lint_text(text: str, path: str, settings: Settings, res: FileResult) -> Non
         res.prefiltered = True
         return
 
-    if _nesting_depth(text) > MAX_NESTING:
-        # libcst's native parser overflows its stack (a segfault, not an exception) on very
-        # deep nesting; CPython refuses more than 200 levels with a clean SyntaxError.
-        loc = _cpython_syntax_error(text)
-        if loc is not None:
-            if SYNTAX_ERROR in codes:
-                ln, col, msg = loc
-                res.diagnostics.append(Diagnostic(res.path, SYNTAX_ERROR, f"syntax error: {msg}", ln, col, ln, col))
-            return
+    kind, loc, depth = check_structure(text)  # CPython first: it fails cleanly where libcst crashes
+    if loc is not None:
+        if SYNTAX_ERROR in codes:
+            ln, col, msg = loc
+            msg = msg if msg.startswith("could not") else f"syntax error: {msg}"
+            res.diagnostics.append(Diagnostic(res.path, SYNTAX_ERROR, msg, ln, col, ln, col))
+        return
+    heavy = is_heavy(len(text), depth)  # then parse where it can be killed at the budget
+    done = run_bounded(lambda: _parse_and_analyze(text, path, settings, res, codes), settings.timeout, heavy)
+    if done is not res:  # it came back from a child process
+        res.__dict__.update(done.__dict__)
+
+
+def _parse_and_analyze(text: str, path: str, settings: Settings, res: FileResult, codes: frozenset[str]) -> FileResult:
+    flow = codes & FLOW_CODES
     try:
         module = cst.parse_module(text)
     except cst.ParserSyntaxError as exc:
         if SYNTAX_ERROR in codes:
             ln, col, msg = _syntax_error_location(text, exc)
             res.diagnostics.append(Diagnostic(res.path, SYNTAX_ERROR, f"syntax error: {msg}", ln, col, ln, col))
-        return
+        return res
     except (RecursionError, MemoryError, ValueError, TypeError) as exc:  # nesting limits, NUL bytes
         if SYNTAX_ERROR in codes:
             msg = f"could not parse: {type(exc).__name__}: {' '.join(str(exc).split())[:200]}"
             res.diagnostics.append(Diagnostic(res.path, SYNTAX_ERROR, msg, 1, 1, 1, 1))
-        return
+        return res
     res.parsed = True
     if not flow:
-        return
+        return res
 
     rules = [RULES_BY_CODE[c]() for c in sorted(flow)]
-    analyzer = Analyzer(module, rules, Dualizers(settings.dualizers))
+    analyzer = Analyzer(module, rules, Dualizers(settings.dualizers), path)
     old_limit = sys.getrecursionlimit()
     sys.setrecursionlimit(max(old_limit, RECURSION_LIMIT))
     try:
         findings = analyzer.run()
         if not findings:
-            return
+            return res
         ranges = node_ranges(module, [f.node for f in findings.values()])
         if len(ranges) < len(findings):  # not recorded by the lean pass: ask libcst
             positions = MetadataWrapper(module, unsafe_skip_copy=True).resolve(PositionProvider)
@@ -321,7 +304,7 @@ def _lint_text(text: str, path: str, settings: Settings, res: FileResult) -> Non
         if SYNTAX_ERROR in codes:
             msg = "could not analyze: the code is nested too deeply (e.g. a very long operator chain)"
             res.diagnostics.append(Diagnostic(res.path, SYNTAX_ERROR, msg, 1, 1, 1, 1))
-        return
+        return res
     finally:
         sys.setrecursionlimit(old_limit)
 
@@ -358,3 +341,4 @@ def _lint_text(text: str, path: str, settings: Settings, res: FileResult) -> Non
                 if settings.fix:
                     res.diagnostics = after.diagnostics
                     res.__dict__["_new_text"] = new_text
+    return res

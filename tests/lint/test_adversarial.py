@@ -109,7 +109,7 @@ def test_discover_with_invalid_pattern_keeps_the_valid_ones(tmp_path, capsys):
 # ----------------------------------------------------------------------------- rewrites and streams
 
 
-def test_add_noqa_on_a_backslash_continued_line_keeps_the_file_valid(run_lint, tmp_path):
+def test_add_noqa_on_a_backslash_continued_line_keeps_the_file_valid(run_lint, cli, tmp_path):
     src = "def step(p, lr):\n    p.data -= lr * \\\n        p.grad\n    p.data -= p.grad + \\\n        1\n"
     (tmp_path / "m.py").write_text(src)
     r = run_lint("--add-noqa", "m.py", cwd=tmp_path)
@@ -118,17 +118,17 @@ def test_add_noqa_on_a_backslash_continued_line_keeps_the_file_valid(run_lint, t
     compile(new, "m.py", "exec")  # was: `lr * \  # noqa: DTL001`, a SyntaxError
     assert new.count("# noqa: DTL001") == 2
     assert "p.grad  # noqa: DTL001\n" in new and "1  # noqa: DTL001\n" in new
-    r = run_lint("m.py", cwd=tmp_path)  # the noqa at the end of the continuation applies
+    r = cli("m.py", cwd=tmp_path)  # the noqa at the end of the continuation applies
     assert r.returncode == 0, r.stdout
 
 
-def test_add_noqa_counts_lines_as_python_does(run_lint, tmp_path):
+def test_add_noqa_counts_lines_as_python_does(cli, tmp_path):
     # str.splitlines() splits at a form feed: every noqa after one landed a line too early
     src = "import os\n\x0c\ndef step(p, lr):\n    p.data -= lr * p.grad\n"
     (tmp_path / "m.py").write_text(src)
-    assert run_lint("--add-noqa", "m.py", cwd=tmp_path).returncode == 0
+    assert cli("--add-noqa", "m.py", cwd=tmp_path).returncode == 0
     assert (tmp_path / "m.py").read_text().splitlines()[-1].endswith("p.grad  # noqa: DTL001")
-    assert run_lint("m.py", cwd=tmp_path).returncode == 0
+    assert cli("m.py", cwd=tmp_path).returncode == 0
 
 
 def test_fix_on_stdin_prints_the_fixed_source(run_lint):
@@ -169,3 +169,75 @@ def test_closed_stdin_is_a_diagnostic_not_an_internal_error(lint_cmd):
                        preexec_fn=lambda: os.close(0))
     assert "internal error" not in r.stderr
     assert r.returncode == 1 and "DTL901" in r.stdout and "closed" in r.stdout
+
+
+# ----------------------------------------------------------------------------- crashes and hangs
+
+# Each of these segfaulted the linting process (rc 139) or took more than 60 s.
+HOSTILE = {
+    "unary": "x = " + "-" * 10_000 + "p.grad\n",
+    "and_chain": "p.data -= " + " and ".join(["p.grad"] * 20_000) + "\n",
+    "elif_chain": "def f(p):\n    if p: pass\n" + "    elif p: p.data -= p.grad\n" * 12_000,
+    "plus_chain": "p.data -= " + " + ".join(["p.grad"] * 5000) + "\n",
+    "attr_chain": "p.data -= p.grad" + ".x" * 20_000 + "\n",
+    "subscript_chain": "p.data -= p.grad" + "[0]" * 20_000 + "\n",
+    "call_chain": "p.data -= p.grad" + "()" * 20_000 + "\n",
+    "pow_chain": "p.data -= " + "**".join(["p.grad"] * 5000) + "\n",
+    "ones": "grad = 1\nx = " + "+".join(["1"] * 200_000) + "\n",
+}
+
+
+def test_hostile_files_are_dtl900_serially_and_the_run_goes_on(run_lint, tmp_path):
+    for name, text in HOSTILE.items():
+        (tmp_path / f"a_{name}.py").write_text(text)
+    (tmp_path / "b_bad.py").write_text(BAD)
+    r = run_lint("-j", "1", ".", cwd=tmp_path, timeout=120)  # <= 16 files: linted in this process
+    assert r.returncode == 1, (r.returncode, r.stderr[-500:])  # not -11 (SIGSEGV), not 2
+    for name in HOSTILE:
+        assert f"a_{name}.py:1:1: DTL900" in r.stdout, name
+    assert "b_bad.py:2:" in r.stdout  # and the file after them is still linted
+
+
+def test_hostile_stdin_is_a_diagnostic(run_lint):
+    r = run_lint("-", input=HOSTILE["unary"], timeout=60)
+    assert r.returncode == 1 and "-:1:1: DTL900" in r.stdout, (r.returncode, r.stderr[-500:])
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "grad = 1\nx = '" + "a" * 1_000_000 + "'\n",  # the pre-filter regex was quadratic here
+        "grad = 1\nx = " + "1" * 100_000 + "\n",
+    ],
+    ids=["1MB-string", "100k-digits"],
+)
+def test_long_words_lint_quickly(text):
+    from dualtype_lint.engine import might_have_findings
+
+    assert might_have_findings(text)  # `grad` is there; before, finding it took minutes
+    assert not might_have_findings(text.replace("grad = 1\n", "x = 2\n"))
+
+
+def test_time_budget_reports_dtl902_and_moves_on(tmp_path):
+    from dualtype_lint.config import Settings
+    from dualtype_lint.runner import run
+
+    # ~1-3 s of work each (chains under the depth limit); a budget 20x smaller. The first is
+    # deep enough to be parsed in a child process (killed), the second in a thread (stopped).
+    (tmp_path / "a_slow_child.py").write_text("p.data -= " + " + ".join(["p.grad"] * 900) + "\n")
+    (tmp_path / "a_slow_thread.py").write_text(("p.data -= " + " + ".join(["p.grad"] * 90) + "\n") * 31)
+    (tmp_path / "b_bad.py").write_text(BAD)
+    files = [str(tmp_path / n) for n in ("a_slow_child.py", "a_slow_thread.py", "b_bad.py")]
+    results = run(files, Settings(timeout=0.05), jobs=1)
+    codes = [[(d.code, d.line) for d in r.diagnostics] for r in results]
+    assert codes == [[("DTL902", 1)], [("DTL902", 1)], [("DTL001", 2)]]
+    assert "gave up after 0.05 s" in results[0].diagnostics[0].message
+    assert results[0].internal_error and not results[2].internal_error
+
+
+def test_no_time_budget_with_timeout_0():
+    from dualtype_lint.config import Settings
+    from dualtype_lint.engine import lint_text
+
+    res = lint_text("p.data -= " + " + ".join(["p.grad"] * 300) + "\n", "m.py", Settings(timeout=0))
+    assert [d.code for d in res.diagnostics] == ["DTL001"]

@@ -1,0 +1,183 @@
+"""Bound what one file can cost: no crash of the linting process, no hang.
+
+libcst's native parser recurses on the C stack (it segfaults on ~10,000 nested unary
+operators or ``and`` terms) and is quadratic in the length of a left-recursive chain (``a +
+a + ...``, ``a.x.x...``, ``a[0][0]...``, ``a()()...``, ``**``, ``lambda:``). So:
+
+1. :func:`check_structure` parses with CPython first (C, linear, and it refuses what is too
+   deep with an exception instead of a crash) and measures the nesting depth of the tree,
+   counting an ``and``/``or`` chain as the nested chain libcst makes of it. Deeper than
+   :data:`MAX_DEPTH` is a DTL900 and never reaches libcst. Below it a chain costs at most
+   ``MAX_DEPTH`` times its length, so the parse is linear in the file size.
+2. :func:`run_bounded` runs the libcst parse and the analysis in a thread with a large stack
+   (deep recursion stays off the main thread's 8 MB stack), or, for a file whose predicted
+   cost is high, in a forked child that is killed at the time budget (native code cannot be
+   interrupted otherwise). Over budget is :class:`OverBudget`; a child that dies is
+   :class:`Crashed`.
+"""
+
+from __future__ import annotations
+
+import ast
+import ctypes
+import os
+import pickle
+import select
+import signal
+import threading
+import time
+from typing import Callable, TypeVar
+
+T = TypeVar("T")
+
+MAX_DEPTH = 1000  # the deepest real code we know of (generated sympy tables) is ~600
+DEFAULT_TIMEOUT = 60.0  # seconds per file; 0 disables the budget
+THREAD_STACK = 512 * 1024 * 1024  # virtual; only the pages used are committed
+HEAVY_DEPTH = 100  # deeper than 99.9% of real files: their parse may run long, in native code
+HEAVY_COST = 6_000_000  # len(text) * depth: a big file, ~2 s of work
+_stack_lock = threading.Lock()
+
+
+class OverBudget(BaseException):
+    """The file took longer than its time budget (a BaseException: no ``except Exception``
+    in the analysis may swallow it)."""
+
+
+class Crashed(Exception):
+    """The child process linting the file died (a native crash)."""
+
+
+def _weighted_depth(tree: ast.AST) -> int:
+    best = 0
+    stack: list[tuple[ast.AST, int]] = [(tree, 1)]
+    pop, push, children, BoolOp = stack.pop, stack.append, ast.iter_child_nodes, ast.BoolOp
+    while stack:
+        node, d = pop()
+        if type(node) is BoolOp:  # libcst nests `a and b and c` as ((a and b) and c)
+            d += len(node.values) - 2  # type: ignore[attr-defined]
+        if d > best:
+            best = d
+        for c in children(node):
+            push((c, d + 1))
+    return best
+
+
+def check_structure(text: str) -> tuple[str, tuple[int, int, str] | None, int]:
+    """``("ok", None, depth)``, ``("syntax", (line, col, msg), 0)`` for a syntax error, or
+    ``("deep", (1, 1, msg), depth)`` for code nested too deeply to parse safely."""
+    try:
+        tree = ast.parse(text)
+    except SyntaxError as se:
+        return "syntax", (se.lineno or 1, max(1, se.offset or 1), se.msg), 0
+    except (MemoryError, RecursionError) as exc:  # CPython's own nesting limits
+        msg = f"could not parse: the code is nested too deeply ({type(exc).__name__} in CPython's parser)"
+        return "deep", (1, 1, msg), 0
+    except ValueError as exc:  # NUL bytes (Python < 3.12)
+        return "syntax", (1, 1, f"could not parse: ValueError: {exc}"), 0
+    depth = _weighted_depth(tree)
+    if depth > MAX_DEPTH:
+        msg = (f"could not parse: the code is nested too deeply (depth {depth} > {MAX_DEPTH}; "
+               "e.g. a very long operator chain)")
+        return "deep", (1, 1, msg), depth
+    return "ok", None, depth
+
+
+def is_heavy(size: int, depth: int) -> bool:
+    """Worth a child process that can be killed at the budget (a thread cannot be stopped
+    while libcst's native parser runs)."""
+    return depth > HEAVY_DEPTH or size * max(depth, 1) > HEAVY_COST
+
+
+def run_bounded(fn: Callable[[], T], timeout: float, isolate: bool) -> T:
+    """``fn()`` within ``timeout`` seconds (0: no limit); in a child process if ``isolate``
+    and the platform can fork, else in a big-stack thread."""
+    if isolate and hasattr(os, "fork"):
+        return _run_forked(fn, timeout)
+    return _run_threaded(fn, timeout)
+
+
+def _run_threaded(fn: Callable[[], T], timeout: float) -> T:
+    box: dict[str, object] = {}
+
+    def target() -> None:
+        try:
+            box["value"] = fn()
+        except BaseException as exc:  # re-raised in the caller's thread
+            box["error"] = exc
+
+    with _stack_lock:  # stack_size() is process-wide: set it only around this start
+        try:
+            old = threading.stack_size(THREAD_STACK)
+        except (ValueError, RuntimeError):  # a platform limit: the default stack
+            old = None
+        try:
+            t = threading.Thread(target=target, name="dualtype-lint-file", daemon=True)
+            t.start()
+        finally:
+            if old is not None:
+                threading.stack_size(old)
+    t.join(timeout if timeout > 0 else None)
+    if t.is_alive():
+        # stop the analysis at its next bytecode (native code finishes first); the thread is
+        # a daemon, so a stuck one never holds up the exit
+        ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(t.ident or 0), ctypes.py_object(OverBudget))
+        t.join(1.0)
+        raise OverBudget
+    if "error" in box:
+        raise box["error"]  # type: ignore[misc]
+    return box["value"]  # type: ignore[return-value]
+
+
+def _child(fn: Callable[[], object], w: int, timeout: float) -> None:
+    """In the forked child: never returns."""
+    code = 0
+    try:
+        if timeout > 0:  # a child the parent cannot kill (parent gone) still ends
+            signal.signal(signal.SIGALRM, signal.SIG_DFL)
+            signal.alarm(int(timeout) + 5)
+        try:
+            payload = pickle.dumps((True, fn()), protocol=pickle.HIGHEST_PROTOCOL)
+        except BaseException as exc:
+            payload = pickle.dumps((False, f"{type(exc).__name__}: {exc}"))
+        view = memoryview(payload)
+        while view:
+            view = view[os.write(w, view) :]
+    except BaseException:
+        code = 1
+    finally:
+        os._exit(code)
+
+
+def _run_forked(fn: Callable[[], T], timeout: float) -> T:
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child reports through the pipe
+        os.close(r)
+        _child(fn, w, timeout)
+    os.close(w)
+    chunks: list[bytes] = []
+    deadline = time.monotonic() + timeout
+    try:
+        while True:
+            left = deadline - time.monotonic() if timeout > 0 else None
+            if left is not None and left <= 0:
+                raise OverBudget
+            ready, _, _ = select.select([r], [], [], left)
+            if ready:
+                data = os.read(r, 1 << 20)
+                if not data:
+                    break
+                chunks.append(data)
+    except BaseException:  # over budget, or interrupted: the child goes too
+        os.kill(pid, signal.SIGKILL)
+        raise
+    finally:
+        os.close(r)
+        _, status = os.waitpid(pid, 0)
+    if not chunks:
+        sig = os.WTERMSIG(status) if os.WIFSIGNALED(status) else 0
+        raise Crashed(f"the process linting this file died (signal {sig})" if sig else "the process linting this file died")
+    ok, value = pickle.loads(b"".join(chunks))
+    if not ok:
+        raise Crashed(f"in the child process: {value}")
+    return value

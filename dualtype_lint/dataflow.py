@@ -425,6 +425,13 @@ class Analyzer:
             return CLEAN
         return Value(taint, ref, derived, st.elems.get(n) if st.elems else None, fl)
 
+    def _paired_grad(self, n: str, value_node: cst.BaseExpression) -> bool:
+        """``dW1 = X.T @ dout`` is the gradient of ``W1``; ``dW0 = distribute(W0)`` is not."""
+        if not self._hand_grad(n):
+            return False
+        rest = n[2:] if n[1] == "_" else n[1:]
+        return not any(type(x) is cst.Name and x.value == rest for x in _names_in(value_node))
+
     def _hand_grad(self, n: str) -> bool:
         """``dW1`` next to ``W1``, ``d_w`` next to ``w``: a hand-computed gradient (see names)."""
         return _names.is_paired_grad_name(n, self.st.weights, self.st.bound)
@@ -1031,7 +1038,7 @@ class Analyzer:
         if (
             tt is cst.Name
             and not v.taint
-            and _names.is_hand_grad_target(target.value, v, value_node)
+            and _names.is_hand_grad_target(target.value, v, value_node, self._paired_grad(target.value, value_node))
             and not self._mentions_clean_grad_name(value_node)
         ):
             v = Value(True, v.weight_ref, v.weight_derived, v.elems)  # grad_w1 = x.t().mm(grad_h)
@@ -1323,6 +1330,20 @@ def _is_copy(node: cst.BaseExpression) -> bool:
     if type(f) is cst.Attribute:
         return f.attr.value in COPY_METHODS
     return False
+
+
+def _names_in(node: cst.CSTNode, limit: int = 200):
+    """The Name nodes of a (small) expression, attribute names excluded."""
+    stack = [node]
+    while stack and limit > 0:
+        limit -= 1
+        n = stack.pop()
+        if type(n) is cst.Name:
+            yield n
+        elif type(n) is cst.Attribute:
+            stack.append(n.value)
+        else:
+            stack.extend(n.children)
 
 
 def _binop(op: type, left: Value, right: Value, right_node: cst.BaseExpression) -> Value:

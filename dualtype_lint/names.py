@@ -81,10 +81,10 @@ def is_paired_grad_name(name: str, weights, bound) -> bool:
     return bool(rest) and (rest in weights or (is_weight_name(rest) and rest in bound))
 
 
-def is_hand_grad_target(name: str, v, value_node) -> bool:
+def is_hand_grad_target(name: str, v, value_node, paired: bool = False) -> bool:
     """``grad_w1 = x.t().mm(grad_h)``: a name that says it holds a gradient gets a computed
     (non-constant, non-dualized, non-scalar) value: it is a hand-written gradient."""
-    if v.taint or v.flags or not is_grad_name(name):
+    if v.taint or v.flags or not (paired or is_grad_name(name)):
         return False
     import libcst as cst
 

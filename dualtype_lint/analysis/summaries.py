@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 
 import libcst as cst
 
+from ..names import is_grad_name
 from .sites import InplaceCall
 from .values import CLEAN, TAINT_FLAGS, State, Value, combine, join, join_struct
 
@@ -51,13 +52,14 @@ class FunctionInfo:
 class Run:
     """One walk of a function body with argument ``j`` (or none) a raw gradient."""
 
-    __slots__ = ("params", "returns", "writes")
+    __slots__ = ("params", "returns", "writes", "external")
 
     def __init__(self, params: list[str]) -> None:
         self.params = {n: i for i, n in enumerate(params)}
         self.returns: list[Value] = []
         # (param index, part written, e.g. "['exp_avg']") -> (value, seen as a weight)
         self.writes: dict[tuple[int, str], tuple[Value, bool]] = {}
+        self.external: dict[int, cst.BaseExpression] = {}  # weights written that are not arguments
 
     @property
     def ret(self) -> Value:
@@ -220,6 +222,9 @@ class Summaries:
             else:
                 parts.append(r.ret)
                 src = {i: x for i, _, x in tainted}
+                if r.external and fi.owner is a and not any(is_grad_name(fi.params[i]) for i in src):
+                    for tgt in r.external.values():
+                        a._fire_inplace(InplaceCall(node, "helper", fi.name, tgt, True, (tainted[0][2].value,)))
                 for (wi, part), (wv, seen_weight) in r.writes.items():
                     if wi not in src:
                         first = tainted[0]
@@ -233,7 +238,6 @@ class Summaries:
 
     def _apply_write(self, a, node, fi, args, index, src, wi, part, wv, seen_weight, i) -> None:
         """The helper wrote argument ``i`` (a gradient) into argument ``wi``."""
-        from ..names import is_grad_name
 
         tgt = next((x.value for x, k in zip(args, index) if k == wi), None)
         if tgt is None:
@@ -261,6 +265,10 @@ class Summaries:
             return
         root = _ROOT.split(k, 1)[0]
         i = run.params.get(root)
+        if i is None and is_weight and root not in run.params:
+            # a weight that is not an argument (self._params): reported at the call
+            run.external.setdefault(id(target), target)
+            return
         if i is not None:
             part = k[len(root):].split("[*]", 1)[0]
             prev = run.writes.get((i, part))

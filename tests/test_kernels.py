@@ -410,6 +410,18 @@ def test_traces_fullgraph_without_graph_breaks(method):
     torch.testing.assert_close(f(G), orthogonalize(G, method, steps=5, tol=None), rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.parametrize("dtype", [torch.float64, torch.complex64])
+def test_svd_paths_trace_fullgraph(dtype):
+    """float64 "auto" and complex input run the SVD: it must trace without a graph break too
+    (the finiteness check becomes an async assert under compile)."""
+    torch._dynamo.reset()
+    f = torch.compile(lambda G: orthogonalize(G), fullgraph=True, backend="eager")
+    G = torch.randn(2, 8, 12, dtype=dtype)
+    torch.testing.assert_close(f(G), orthogonalize_svd(G))
+    with pytest.raises((NonFiniteError, RuntimeError), match="NaN or Inf"):
+        f(torch.full((2, 8, 12), float("nan"), dtype=dtype))
+
+
 def test_compiled_check_finite_still_refuses_nan():
     torch._dynamo.reset()
     f = torch.compile(lambda G: orthogonalize(G), fullgraph=True, backend="eager")

@@ -233,6 +233,16 @@ def test_complex_spectral_matches_svd():
     torch.testing.assert_close(plain(dualize(g, "rms->rms")), math.sqrt(6 / 9) * (U @ Vh))
 
 
+def test_modular_sgd_updates_the_imaginary_part_too():
+    m = nn.Linear(4, 3, bias=False, dtype=torch.complex64)
+    opt = dualtype.ModularSGD(m, lr=LR)
+    m(torch.randn(2, 4, dtype=torch.complex64)).abs().sum().backward()
+    before = plain(m.weight)
+    opt.step()
+    step = plain(m.weight) - before
+    assert step.real.abs().max() > 0 and step.imag.abs().max() > 0
+
+
 # --- item 10: denormals and the no-NaN property -------------------------------------------
 
 

@@ -217,11 +217,14 @@ def orthogonalize(
     # of a complex G is U Vᴴ); or the default in float64, whose accuracy should follow the
     # dtype (Newton–Schulz's 5 steps stop near 1e-2, the SVD is at rounding level).
     if method == "svd" or G.is_complex() or (method == "auto" and work == torch.float64):
-        if check_finite and G.device.type != "meta" and not bool(torch.isfinite(G).all()):
-            raise NonFiniteError(
-                f"orthogonalize: input of shape {tuple(G.shape)} holds NaN or Inf; "
-                "refusing to return NaN."
-            )
+        if check_finite and G.device.type != "meta":
+            if _ns._is_compiling():  # no data-dependent branch in a graph
+                torch._assert_async(torch.isfinite(G).all(), "orthogonalize: input holds NaN or Inf")
+            elif not bool(torch.isfinite(G).all()):
+                raise NonFiniteError(
+                    f"orthogonalize: input of shape {tuple(G.shape)} holds NaN or Inf; "
+                    "refusing to return NaN."
+                )
         return orthogonalize_svd(G)
 
     X, transposed = _ns.prepare(G, work, check_finite)

@@ -1042,6 +1042,9 @@ class Analyzer:
             and not self._mentions_clean_grad_name(value_node)
         ):
             v = Value(True, v.weight_ref, v.weight_derived, v.elems)  # grad_w1 = x.t().mm(grad_h)
+            if self._hand_grad(target.value):  # db1 = ...: b1 is a weight
+                n = target.value
+                self.st.weights.add(n[2:] if n[1] == "_" else n[1:])
         if v.taint and tt in (cst.Name, cst.Attribute, cst.Subscript):
             if tt is not cst.Name:
                 self.summaries.record_write(self, target, v, self.is_weight_target(target))

@@ -78,7 +78,13 @@ def is_paired_grad_name(name: str, weights, bound) -> bool:
     if len(name) < 2 or name[0] != "d":
         return False
     rest = name[2:] if name[1] == "_" else name[1:]
-    return bool(rest) and (rest in weights or (is_weight_name(rest) and rest in bound))
+    if not rest or rest not in bound and rest not in weights:
+        return False
+    # W1 / dW1, w / dw; b1 / db1 (a short name with a layer number, as in NumPy courses)
+    return rest in weights or is_weight_name(rest) or bool(_LAYER_NAME.match(rest))
+
+
+_LAYER_NAME = re.compile(r"^[A-Za-z]{1,2}\d+$")
 
 
 def is_hand_grad_target(name: str, v, value_node, paired: bool = False) -> bool:

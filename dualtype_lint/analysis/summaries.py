@@ -243,13 +243,19 @@ class Summaries:
         if tgt is None:
             return
         if a.is_weight_target(tgt):
-            if src is None or (seen_weight and is_grad_name(fi.params[i]) and fi.owner is not a):
+            if src is None or (seen_weight and is_grad_name(fi.params[i])):
                 return  # the helper's own walk reports it
             site = InplaceCall(node, "helper", fi.name, tgt, True, (src.value,), wv.precond, ())
             a._fire_inplace(site)
             self.record_write(a, tgt, wv, True)
         else:
             a.taint_target(tgt, part)
+            if wv.precond:  # _addcdiv_scaled_(buf, grad, avg, lr): buf holds m/√v now
+                from ..dataflow import key_of
+
+                k = key_of(tgt)
+                if k is not None:
+                    a.st.flags[k + part] = wv.flags
             self.record_write(a, tgt, wv, False)
 
     # ---- collection during a run

@@ -1,0 +1,93 @@
+"""The corpus (``fixtures/corpus/``): public optimizer code and training loops, with the expected
+findings written next to the lines (``# expect: DTL00N``). Measures precision and recall per rule.
+
+    python tests/lint/test_corpus.py     # prints the table
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from dualtype_lint.config import Settings
+from dualtype_lint.engine import lint_path
+
+CORPUS = Path(__file__).parent / "fixtures" / "corpus"
+_EXPECT = re.compile(r"#\s*expect:\s*((?:DTL\d{3}[\s,]*)+)")
+RAW_RULES = ("DTL001", "DTL002", "DTL003", "DTL004", "DTL005")
+
+
+def expected(path: Path) -> set[tuple[str, int, str]]:
+    out = set()
+    for i, line in enumerate(path.read_text().splitlines(), 1):
+        m = _EXPECT.search(line)
+        if m:
+            for code in re.findall(r"DTL\d{3}", m.group(1)):
+                out.add((path.name, i, code))
+    return out
+
+
+def found(path: Path) -> set[tuple[str, int, str]]:
+    res = lint_path(str(path), Settings())
+    assert not res.internal_error, res.diagnostics
+    return {(path.name, d.line, d.code) for d in res.diagnostics}
+
+
+def measure() -> tuple[dict[str, tuple[int, int, int]], set, set]:
+    exp: set = set()
+    got: set = set()
+    for p in sorted(CORPUS.glob("*.py")):
+        exp |= expected(p)
+        got |= found(p)
+    tp = Counter(c for _, _, c in exp & got)
+    fp = Counter(c for _, _, c in got - exp)
+    fn = Counter(c for _, _, c in exp - got)
+    codes = sorted(set(tp) | set(fp) | set(fn))
+    return {c: (tp[c], fp[c], fn[c]) for c in codes}, got - exp, exp - got
+
+
+def test_corpus_is_large_enough_and_covers_the_rules():
+    files = list(CORPUS.glob("*.py"))
+    assert len(files) >= 8
+    codes = {c for p in files for _, _, c in expected(p)}
+    assert {"DTL001", "DTL002", "DTL003", "DTL004", "DTL005", "DTL006"} <= codes
+    for p in files:
+        head = p.read_text().split("\n", 3)[:3]
+        assert any("Source" in h or "Written for this corpus" in h for h in head), p.name
+
+
+@pytest.mark.parametrize("code", ["DTL001", "DTL002", "DTL003", "DTL004", "DTL005", "DTL006"])
+def test_precision_and_recall_per_rule(code: str) -> None:
+    table, extra, missed = measure()
+    tp, fp, fn = table.get(code, (0, 0, 0))
+    assert tp > 0
+    precision = tp / (tp + fp)
+    recall = tp / (tp + fn)
+    assert precision >= 0.97, sorted(x for x in extra if x[2] == code)
+    assert recall >= 0.95, sorted(x for x in missed if x[2] == code)
+
+
+def test_no_raw_update_findings_on_orthogonalized_sign_or_normalized_paths():
+    """The Muon, Lion, Dion and normalized updates of the public code are clean; only their
+    Adam branches are reported, as DTL006."""
+    for name in ("muon_keller.py", "lion_lucidrains.py", "dion_muon_reference.py",
+                 "modded_nanogpt_muon_backends.py", "near_misses.py", "soap_dion.py"):
+        assert not [f for f in found(CORPUS / name) if f[2] in RAW_RULES], name
+
+
+if __name__ == "__main__":  # pragma: no cover - a report for humans
+    table, extra, missed = measure()
+    print(f"{'rule':8} {'TP':>4} {'FP':>4} {'FN':>4} {'precision':>10} {'recall':>7}")
+    for c, (tp, fp, fn) in table.items():
+        p = tp / (tp + fp) if tp + fp else float("nan")
+        r = tp / (tp + fn) if tp + fn else float("nan")
+        print(f"{c:8} {tp:4} {fp:4} {fn:4} {p:10.3f} {r:7.3f}")
+    for x in sorted(extra):
+        print("false positive:", *x)
+    for x in sorted(missed):
+        print("missed:", *x)
+    sys.exit(0)

@@ -165,7 +165,7 @@ def _run(func, args: tuple, kwargs: dict) -> Any:
 
 def _unwrap(obj: Any, back: dict[int, Any]) -> Any:
     if isinstance(obj, _Typed):
-        alias = obj.as_subclass(Tensor)
+        alias = _alias(obj)
         back[id(alias)] = obj
         return alias
     if isinstance(obj, (list, tuple)) and not hasattr(obj, "_fields"):

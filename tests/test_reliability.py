@@ -79,6 +79,15 @@ def test_vector_to_parameters_still_takes_plain_and_primal_vectors():
         vector_to_parameters(parameters_to_vector(params) - LR * d, params)
 
 
+def test_vector_to_parameters_checks_the_norm_of_a_primal_vector():
+    from torch.nn.utils import vector_to_parameters
+
+    m, p, g = setup()
+    wrong = dualize(plain(g), "l2")  # Primal[l2] for a weight of another norm
+    with torch.no_grad(), pytest.raises(NormMismatchError):
+        vector_to_parameters(wrong.flatten(), [p])
+
+
 # --- item 6: aten overloads ---------------------------------------------------------------
 
 

@@ -6,6 +6,7 @@
 from dualtype import modules, norms, optim, typing
 from dualtype.errors import ConfigError, DualityError, NonFiniteError, NormMismatchError, ShapeError
 from dualtype.guard import TypedModel, typed, untyped
+from dualtype.roles import check
 from dualtype.modules import ModularNorm, ParamRecord, modular
 from dualtype.optim import ModularSGD
 from dualtype.tensor import DualTensor, PrimalTensor, assume_primal, dual, dualize, norm_of, role
@@ -39,5 +40,6 @@ __all__ = [
     "norm_of",
     "typed",
     "untyped",
+    "check",
     "TypedModel",
 ]

@@ -1,75 +1,44 @@
 """``typed(model)``: every ``.grad`` of the model becomes ``Dual[norm of its parameter]``.
 
 A post-accumulate-grad hook retags each gradient in place after backward (no copy, no
-forward cost). Default norms by layer type (DESIGN §3):
-
-==========================  ============
-parameter                   norm
-==========================  ============
-``nn.Linear.weight``        ``rms->rms``
-``nn.Embedding.weight``     ``l1->rms``
-``nn.Conv2d.weight``        ``conv2d``
-any 0-D or 1-D parameter    ``rms``
-other 2-D parameters        ``rms->rms``
-==========================  ============
-
-``norms`` overrides by exact name or ``fnmatch`` glob (``"head.weight": "rms->linf"``,
-``"*.bias": "l2"``); the first matching pattern in dict order wins, exact names first.
+forward cost). The norms come from the model's table (:mod:`dualtype.roles`): declared by
+name or glob, else inferred from the graph of the first forward, else (before that forward)
+by layer type. The first forward after ``typed()`` is recorded once; if it changes a
+parameter's norm (the head is found, a lookup table is recognised) the hooks retag with the
+new norm from the first backward on. ``typed(model, example=x)`` records at once.
 """
 
 from __future__ import annotations
 
-import fnmatch
 from dataclasses import dataclass
-from typing import Mapping
+from typing import Any, Mapping
 
 import torch
 from torch import nn
 
-from dualtype import norms as _norms
 from dualtype.errors import ConfigError
 from dualtype.norms import Norm
+from dualtype.roles import Table, match, types_of
 from dualtype.tensor import DualTensor, _tag, register_weight, unregister_weight
 
-__all__ = ["typed", "untyped", "TypedModel", "default_norm"]
+__all__ = ["typed", "untyped", "TypedModel", "typed_handle"]
 
 _ATTR = "_dualtype_typed"
 
 
-def default_norm(module: nn.Module, pname: str, param: torch.Tensor) -> Norm | None:
-    """The norm DESIGN §3 assigns to ``module``'s own parameter ``pname`` (None: unknown)."""
-    if pname == "weight" and isinstance(module, nn.Embedding):
-        return _norms.L1ToRMS()
-    if pname == "weight" and isinstance(module, nn.Conv2d):
-        return _norms.Conv2D()
-    if param.ndim <= 1:
-        return _norms.RMS()
-    if param.ndim == 2:
-        return _norms.RMSToRMS()
-    return None
-
-
-def _override(name: str, overrides: Mapping[str, "str | Norm"]) -> Norm | None:
-    if name in overrides:
-        return _norms.get(overrides[name])
-    for pattern, spec in overrides.items():
-        if fnmatch.fnmatchcase(name, pattern):
-            return _norms.get(spec)
-    return None
-
-
 class _TagGrad:
-    """The hook: retag ``p.grad`` as ``Dual[norm]`` in place (picklable, no closure)."""
+    """The hook: retag ``p.grad`` as ``Dual[norm]`` in place (picklable, no closure). It reads
+    the entry, so a retyped parameter's next gradient carries the new norm."""
 
-    __slots__ = ("norm", "name")
+    __slots__ = ("entry",)
 
-    def __init__(self, norm: Norm, name: str) -> None:
-        self.norm, self.name = norm, name
+    def __init__(self, entry: "_Entry") -> None:
+        self.entry = entry
 
     def __call__(self, param: torch.Tensor) -> None:
         g = param.grad
         if g is not None:
-            _tag(g, "dual", self.norm, self.name)
+            _tag(g, "dual", self.entry.norm, self.entry.name)
 
 
 @dataclass
@@ -82,8 +51,10 @@ class _Entry:
 class TypedModel:
     """Handle returned by :func:`typed`: the per-parameter norms and the hooks.
 
-    Survives ``copy.deepcopy(model)`` and pickling of the whole model: the copy is typed
-    too, with hooks on its own parameters.
+    Follows the model's table (:mod:`dualtype.roles`): when it changes (the first forward was
+    recorded, norms were declared) the hooks and the weight checks take the new norms and
+    current gradients are retagged. Survives ``copy.deepcopy(model)`` and pickling of the
+    whole model: the copy is typed too, with hooks on its own parameters.
     """
 
     def __init__(self, entries: list[_Entry]) -> None:
@@ -95,7 +66,18 @@ class TypedModel:
         for e in self.entries:
             register_weight(e.param, e.name, e.norm)
             if e.param.requires_grad:
-                self._hooks.append(e.param.register_post_accumulate_grad_hook(_TagGrad(e.norm, e.name)))
+                self._hooks.append(e.param.register_post_accumulate_grad_hook(_TagGrad(e)))
+            if e.param.grad is not None:  # a gradient from before: tag it too
+                _tag(e.param.grad, "dual", e.norm, e.name)
+
+    def _update(self, table: Table) -> None:
+        for e in self.entries:
+            norm = table[e.name].norm if e.name in table else e.norm
+            if norm != e.norm:
+                e.norm = norm
+                register_weight(e.param, e.name, norm)
+                if isinstance(e.param.grad, DualTensor):
+                    _tag(e.param.grad, "dual", norm, e.name)
 
     @property
     def norms(self) -> dict[str, Norm]:
@@ -131,54 +113,47 @@ class TypedModel:
         return "TypedModel(\n" + "\n".join(rows) + "\n)"
 
 
-def typed(model: nn.Module, norms: Mapping[str, "str | Norm"] | None = None) -> TypedModel:
+def typed(model: nn.Module, norms: Mapping[str, "str | Norm"] | None = None, *,
+          example: Any = None, strict: bool = True) -> TypedModel:
     """Make every ``.grad`` of ``model`` a ``Dual[norm of its parameter]`` after backward.
 
-    Calling it again re-types the model with the new norms. Undo with :func:`untyped` or
-    ``handle.remove()``. Raises :class:`ConfigError` for a parameter whose norm cannot be
-    inferred (give it in ``norms``) or a pattern that matches no parameter.
+    ``norms`` declares norms by exact name or ``fnmatch`` glob (first match in dict order,
+    exact names first); everything else comes from the model's graph, recorded on its first
+    forward (or now, on ``example``: a tensor or a tuple of positional inputs). A declared
+    norm that contradicts the graph raises :class:`~dualtype.errors.NormMismatchError`
+    (``strict=False``: a warning). Calling it again re-types the model with the new norms.
+    Undo with :func:`untyped` or ``handle.remove()``. Raises :class:`ConfigError` for a
+    pattern that matches no parameter.
     """
     if not isinstance(model, nn.Module):
         raise ConfigError(f"typed() takes an nn.Module, got {type(model).__name__}")
-    overrides = dict(norms or {})
-    untyped(model)
-    entries: list[_Entry] = []
-    used: set[str] = set()
-    seen: set[int] = set()
-    for mname, module in model.named_modules():
-        for pname, param in module.named_parameters(recurse=False):
-            if id(param) in seen:  # a tied weight: one entry, one hook, under its first name
-                continue           # (as model.named_parameters() lists it)
-            seen.add(id(param))
-            name = f"{mname}.{pname}" if mname else pname
-            norm = _override(name, overrides)
-            if norm is not None:
-                used.update(k for k in overrides if k == name or fnmatch.fnmatchcase(name, k))
-            else:
-                norm = default_norm(module, pname, param)
-            if norm is None:
-                raise ConfigError(
-                    f"cannot infer a norm for parameter '{name}' of shape {tuple(param.shape)} "
-                    f"in {type(module).__name__}; pass one, e.g. "
-                    f"dualtype.typed(model, norms={{'{name}': 'l2'}}) (known: {', '.join(_norms.names())})"
-                )
-            norm.check(param, f"parameter '{name}'")
-            entries.append(_Entry(name, param, norm))
-    unused = set(overrides) - used
-    if unused:
-        raise ConfigError(
-            f"norms given for {sorted(unused)} match no parameter of {type(model).__name__}; "
-            f"parameters are: {', '.join(e.name for e in entries)}"
-        )
-    handle = TypedModel(entries)
+    types = types_of(model)
+    types.declare(norms=norms, strict=strict, replace=True)
+    if example is not None:
+        types.observe(*(example if isinstance(example, tuple) else (example,)))
+    table = types.table
+    old = model.__dict__.get(_ATTR)
+    if old is not None:
+        types.unlisten(old._update)
+        old.remove()
+    params = dict(model.named_parameters())
+    handle = TypedModel([_Entry(r.name, params[r.name], r.norm) for r in table])
+    types.listen(handle._update)
+    types.watch()
     object.__setattr__(model, _ATTR, handle)
     return handle
 
 
+def typed_handle(model: nn.Module) -> TypedModel | None:
+    """The :class:`TypedModel` of ``model`` if it is typed, else None."""
+    return model.__dict__.get(_ATTR)
+
+
 def untyped(model: nn.Module) -> nn.Module:
     """Undo :func:`typed`: remove the hooks and make current gradients plain again."""
-    handle = model.__dict__.get(_ATTR)
+    handle = model.__dict__.pop(_ATTR, None)
     if handle is not None:
         handle.remove()
-        del model.__dict__[_ATTR]
+        if "_dualtype_types" in model.__dict__:
+            types_of(model).unlisten(handle._update)
     return model

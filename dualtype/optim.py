@@ -18,7 +18,6 @@ optimizer itself uses no escape hatch.
 
 from __future__ import annotations
 
-import fnmatch
 import math
 from collections import defaultdict
 from typing import Any, Callable, Iterable, Mapping, NamedTuple, Sequence
@@ -27,10 +26,11 @@ import torch
 from torch import Tensor, nn
 
 from dualtype import norms as _norms
-from dualtype.errors import ConfigError, NonFiniteError
-from dualtype.guard import typed
+from dualtype.errors import ConfigError, NonFiniteError, NormMismatchError
+from dualtype.guard import typed, typed_handle
 from dualtype.norms import Norm
-from dualtype.tensor import DualTensor, PrimalTensor, _weight_info, dual, dualize
+from dualtype.roles import ModelTypes, check_patterns, match, norm_by_shape, owner_of, types_of
+from dualtype.tensor import DualTensor, PrimalTensor, _weight_info as weight_info, dual, dualize
 
 __all__ = ["ModularSGD", "DualizeItem"]
 
@@ -39,7 +39,6 @@ __all__ = ["ModularSGD", "DualizeItem"]
 # whole tensor, so stacking would change the result; they are dualized one by one (no kernel).
 _BATCHED = ("rms->rms", "l1->rms", "rms->linf", "conv2d")
 
-_TypedModelAttr = "_dualtype_typed"
 
 
 class DualizeItem(NamedTuple):
@@ -81,44 +80,6 @@ class _CompiledNorm(Norm):
 
     def __repr__(self) -> str:
         return f"compiled({self.base!r})"
-
-
-def _modular_of(model: nn.Module) -> Any | None:
-    try:
-        from dualtype.modules import modular  # lands with the modular-norm issue
-    except ImportError:
-        return None
-    return modular(model)
-
-
-def _lookup(name: str, param: Tensor, spec: Any) -> Any:
-    """A per-parameter value from ``spec``: a scalar/Norm/str, or a mapping keyed by name,
-    fnmatch glob or the tensor itself (exact keys first, then globs in dict order)."""
-    if spec is None or not isinstance(spec, Mapping):
-        return spec
-    for key, value in spec.items():
-        if key is param:
-            return value
-    if name in spec:
-        return spec[name]
-    for key, value in spec.items():
-        if isinstance(key, str) and fnmatch.fnmatchcase(name, key):
-            return value
-    return None
-
-
-def _fallback_norm(param: Tensor) -> Norm | None:
-    """Norm of a parameter not described otherwise: its tag from ``typed()``, else by rank."""
-    info = _weight_info(param)
-    if info is not None and info[1] is not None:
-        return info[1]
-    if param.ndim <= 1:
-        return _norms.RMS()
-    if param.ndim == 2:
-        return _norms.RMSToRMS()
-    if param.ndim == 4:
-        return _norms.Conv2D()
-    return None
 
 
 def _check_number(value: Any, what: str, hint: str, *, upper: float | None = None) -> float:
@@ -202,6 +163,7 @@ class ModularSGD(torch.optim.Optimizer):
         method: str | None = None,
         batched: bool = True,
         compile: "bool | Mapping[str, Any]" = False,
+        example: Any = None,
     ) -> None:
         defaults = dict(lr=lr, momentum=momentum, nesterov=bool(nesterov),
                         weight_decay=weight_decay, method=method)
@@ -214,17 +176,18 @@ class ModularSGD(torch.optim.Optimizer):
         self._compile_options = ({"dynamic": False, **compile} if isinstance(compile, Mapping)
                                  else {"dynamic": False} if compile else None)
         self._compiled_norms: dict[str, Norm] = {}
-        self._model_norms: dict[str, Norm] = {}
-        self._model_targets: dict[str, float] = {}
         self._names: dict[int, str] = {}
-        self._unnamed = 0
+        self._types: ModelTypes | None = None  # the model's table, when given a model
+        self._flat = modular is False  # no structure: every target 1
+        self._fixed: set[tuple[str, str]] = set()  # (name, "norm"/"target") set by the user
+        self._seen_version = -1
 
         if isinstance(params, nn.Module):
-            groups = [{"params": self._adopt_model(params, norms, targets, modular)}]
+            groups = [{"params": self._adopt_model(params, norms, targets, modular, example)}]
         else:
-            if modular not in (None, False):
+            if modular not in (None, False) or example is not None:
                 raise ConfigError(
-                    "modular= needs the model: pass the nn.Module itself, "
+                    "modular= and example= need the model: pass the nn.Module itself, "
                     "e.g. ModularSGD(model, lr=...)"
                 )
             if isinstance(params, Tensor):
@@ -238,41 +201,32 @@ class ModularSGD(torch.optim.Optimizer):
             if not isinstance(groups[0], dict):
                 groups = [{"params": groups}]
         super().__init__(groups, defaults)
+        self._seen_version = self._types.version if self._types is not None else -1
 
     # --- construction ---------------------------------------------------------------------
 
-    def _adopt_model(self, model: nn.Module, norms: Any, targets: Any, modular: Any) -> list:
-        mod = None
-        if modular is True or modular is None:
-            mod = _modular_of(model)
-            if mod is None and modular is True:
-                raise ConfigError(
-                    "modular=True needs dualtype.modules.modular, which is not available in "
-                    "this install; pass modular=False to use typed()'s default norms"
-                )
-        elif modular is not False:
-            mod = modular
+    def _adopt_model(self, model: nn.Module, norms: Any, targets: Any, modular: Any, example: Any) -> list:
+        """Type the model (keeping what the user typed) and read its table."""
+        types = types_of(model)
+        if modular not in (None, True, False):  # a ready ModularNorm: its norms and targets
+            norms = {**dict(modular.norms), **dict(norms or {})}
+            self._user_targets = targets = {**dict(modular.targets), **dict(targets or {})}
         named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
-        if mod is not None:
-            self._model_norms = {n: _norms.get(v) for n, v in mod.norms.items()}
-            self._model_targets = {n: float(v) for n, v in mod.targets.items()}
-        else:
-            handle = model.__dict__.get(_TypedModelAttr)  # keep norms the user typed with
-            if handle is not None:
-                self._model_norms = dict(handle.norms)
-        # Norm overrides given by name/glob are resolved now so typed() tags grads with them.
-        resolved = dict(self._model_norms)
+        declared = {}
         for n, p in named:
-            spec = _lookup(n, p, norms)
+            spec = match(n, norms, p)
             if spec is not None:
-                resolved[n] = _norms.get(spec)
-        if resolved:
-            # typed() wants every override to match a parameter: keep only existing names.
-            all_names = {n for n, _ in model.named_parameters()}
-            self._typed = typed(model, norms={n: v for n, v in resolved.items() if n in all_names})
-        else:
-            self._typed = typed(model)
-        self._model_norms = dict(self._typed.norms)
+                declared[n] = spec
+        if norms:
+            check_patterns([n for n, _ in named], {k: v for k, v in norms.items() if isinstance(k, str)},
+                           "norms", type(model).__name__)
+        if typed_handle(model) is None:
+            typed(model, norms={**types.norms, **declared}, strict=types.strict)
+        elif declared:
+            types.declare(norms=declared)
+        if example is not None:
+            types.observe(*(example if isinstance(example, tuple) else (example,)))
+        self._types = types
         return named
 
     @staticmethod
@@ -329,13 +283,25 @@ class ModularSGD(torch.optim.Optimizer):
         group["names"], group["norms"], group["targets"] = names, norm_names, target_values
         super().add_param_group(group)
 
+    def _row(self, name: str, p: Tensor):
+        """The parameter's row in its model's table (None: not from a typed model)."""
+        if self._types is not None and name in self._types.table:
+            return self._types.table[name]
+        found = owner_of(p)
+        if found is not None and found[1] in found[0].table:
+            return found[0].table[found[1]]
+        return None
+
     def _resolve_norm(self, name: str, p: Tensor, group_norms: Any, where: str) -> Norm:
-        spec = _lookup(name, p, group_norms)
+        spec = match(name, group_norms, p)
         if spec is None:
-            spec = _lookup(name, p, self._user_norms)
-        if spec is None:
-            spec = self._model_norms.get(name)
-        norm = _norms.get(spec) if spec is not None else _fallback_norm(p)
+            spec = match(name, self._user_norms, p)
+        if spec is not None:
+            self._fixed.add((name, "norm"))
+            norm = _norms.get(spec)
+        else:
+            row = self._row(name, p)
+            norm = row.norm if row is not None else norm_by_shape(p)
         if norm is None:
             raise ConfigError(
                 f"{where}: cannot infer a norm for parameter '{name}' of shape "
@@ -343,7 +309,7 @@ class ModularSGD(torch.optim.Optimizer):
                 f"(known: {', '.join(_norms.names())})"
             )
         norm.check(p, f"parameter '{name}'")
-        info = _weight_info(p)
+        info = weight_info(p)
         if info is not None and info[1] is not None and info[1] != norm:
             raise ConfigError(
                 f"{where}: parameter '{name}' was typed with norm '{info[1]}' but the optimizer "
@@ -353,13 +319,32 @@ class ModularSGD(torch.optim.Optimizer):
         return norm
 
     def _resolve_target(self, name: str, p: Tensor, group_targets: Any, where: str) -> float:
-        spec = _lookup(name, p, group_targets)
+        spec = match(name, group_targets, p)
         if spec is None:
-            spec = _lookup(name, p, self._user_targets)
-        if spec is None:
-            spec = self._model_targets.get(name, 1.0)
+            spec = match(name, self._user_targets, p)
+        if spec is not None:
+            self._fixed.add((name, "target"))
+        else:
+            row = None if self._flat else self._row(name, p)
+            spec = row.target if row is not None else 1.0
         return _check_number(spec, f"{where}: target of '{name}'",
                              "a target is the size of the parameter's step per unit lr, e.g. 1.0")
+
+    def _sync(self) -> None:
+        """Re-read norms and targets the model's table changed (its first forward was
+        recorded, norms were declared); what the user set stays."""
+        if self._types is None or self._types.version == self._seen_version:
+            return
+        self._seen_version = self._types.version
+        table = self._types.table
+        for group in self.param_groups:
+            for i, name in enumerate(group["names"]):
+                if name not in table:
+                    continue
+                if (name, "norm") not in self._fixed:
+                    group["norms"][i] = table[name].norm.name
+                if (name, "target") not in self._fixed and not self._flat:
+                    group["targets"][i] = table[name].target
 
     # --- the step -------------------------------------------------------------------------
 
@@ -368,7 +353,7 @@ class ModularSGD(torch.optim.Optimizer):
         if isinstance(g, DualTensor):
             tag = g._dt_norm
             if tag is not None and tag != norm:
-                raise ConfigError(
+                raise NormMismatchError(
                     f"the gradient of '{name}' is Dual[{tag}] but the optimizer has norm "
                     f"'{norm}' for it; type the model and the optimizer with the same norms"
                 )
@@ -384,6 +369,7 @@ class ModularSGD(torch.optim.Optimizer):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
+        self._sync()
         items: list[DualizeItem] = []
         commits: list[tuple[Tensor, dict, Tensor | None, dict]] = []
         for group in self.param_groups:

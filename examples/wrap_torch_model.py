@@ -2,11 +2,11 @@
 
     python examples/wrap_torch_model.py [--steps 40] [--lr 0.3]
 
-``dualtype.modules.modular(model)`` assigns each parameter a norm by layer type and role
-(conv2d for kernels, linf for BatchNorm gains, rms for biases, rms->linf for the classifier
-head), a mass (default 1, here the BatchNorm parameters get 0.1 by pattern), and the target
-its update hits when the whole model is dualized to modular norm ``lr``:
-``target = lr · mass / total mass``. Any optimizer that steps
+``dualtype.modules.modular(model, example=x)`` records one forward and reads each parameter's
+role from the graph (conv2d for kernels, rms for BatchNorm gains and biases, rms->linf for the
+layer that produces the output), a mass by role, and the target its update hits when the
+whole model is dualized to modular norm ``lr``: ``target = lr · mass / M`` with M the mass of
+the path through the layer (conv → BatchNorm → conv → BatchNorm → head). Any optimizer that steps
 ``p -= lr · targets[name] · dualize(g, norms[name])`` takes that modular step; the loop
 below does so on a toy task (classify which quadrant of a random image is brightest).
 """
@@ -50,11 +50,11 @@ def main() -> None:
     torch.set_num_threads(1)
 
     model = cnn()
-    mn = modular(model, masses={"1.*": 0.1, "4.*": 0.1}, target=args.lr)
+    gen = torch.Generator().manual_seed(args.seed)
+    mn = modular(model, target=args.lr, example=batch(gen, 2)[0])
     print(mn, "\n")
 
-    dualtype.typed(model, norms=mn.norms)
-    gen = torch.Generator().manual_seed(args.seed)
+    dualtype.typed(model)  # the same table: the norms modular() printed
     for step in range(args.steps + 1):
         x, y = batch(gen)
         model.zero_grad(set_to_none=True)

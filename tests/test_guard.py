@@ -13,7 +13,7 @@ from torch import nn
 import dualtype
 from dualtype import ConfigError, DualityError, DualTensor, NormMismatchError, dualize, norm_of, role
 from dualtype import norms as N
-from dualtype.guard import default_norm
+from dualtype.roles import norm_by_shape, role_from_module
 
 
 def plain(t):
@@ -95,21 +95,27 @@ def test_default_norms_by_layer_type():
         "head.bias": "rms",
         "gain": "rms",
     }
+    assert h.norms == {k: N.get(v) for k, v in expected.items()}  # by layer type, before a forward
+    backward(model)  # the first forward is recorded: head.weight's output is the model's output
+    expected["head.weight"] = "rms->linf"
     assert h.norms == {k: N.get(v) for k, v in expected.items()}
-    backward(model)
     for name, p in model.named_parameters():
         assert isinstance(p.grad, DualTensor), name
         assert norm_of(p.grad) == N.get(expected[name]) and p.grad.param_name == name
     assert "emb.weight" in repr(h) and "l1->rms" in repr(h)
 
 
-def test_default_norm_function():
-    assert default_norm(nn.Linear(2, 3), "weight", nn.Linear(2, 3).weight) == N.RMSToRMS()
-    assert default_norm(nn.Embedding(3, 2), "weight", nn.Embedding(3, 2).weight) == N.L1ToRMS()
+def test_fallback_roles_and_norms():
+    assert role_from_module(nn.Linear(2, 3), "weight", nn.Linear(2, 3).weight) == "hidden"
+    assert role_from_module(nn.Embedding(3, 2), "weight", nn.Embedding(3, 2).weight) == "embedding"
     conv = nn.Conv2d(1, 2, 3)
-    assert default_norm(conv, "weight", conv.weight) == N.Conv2D()
-    assert default_norm(conv, "bias", conv.bias) == N.RMS()
-    assert default_norm(nn.Module(), "w", torch.zeros(2, 3, 4)) is None
+    assert role_from_module(conv, "weight", conv.weight) == "conv"
+    assert role_from_module(conv, "bias", conv.bias) == "bias"
+    assert role_from_module(nn.LayerNorm(3), "weight", nn.LayerNorm(3).weight) == "gain"
+    assert role_from_module(nn.Conv1d(1, 2, 3), "weight", nn.Conv1d(1, 2, 3).weight) == "other"
+    assert norm_by_shape(torch.zeros(3, 4)) == N.RMSToRMS()
+    assert norm_by_shape(torch.zeros(3)) == N.RMS()
+    assert norm_by_shape(torch.zeros(2, 3, 4)) is None
 
 
 def test_overrides_by_exact_name_and_glob():
@@ -153,12 +159,17 @@ class Tensor3D(nn.Module):
         self.lin = nn.Linear(3, 4)
         self.experts = nn.Parameter(torch.randn(2, 4, 3))
 
+    def forward(self, x):
+        return self.lin(x)
 
-def test_unknown_3d_parameter_needs_an_override():
-    with pytest.raises(ConfigError) as info:
-        dualtype.typed(Tensor3D())
-    msg = str(info.value)
-    assert "'experts'" in msg and "(2, 4, 3)" in msg and "norms=" in msg and "l2" in msg
+
+def test_unknown_3d_parameter_falls_back_to_l2_with_a_warning():
+    h = dualtype.typed(Tensor3D())
+    assert h.norms["experts"] == N.Euclidean()  # layer type unknown, before any forward
+    m = Tensor3D()
+    dualtype.typed(m)
+    with pytest.warns(UserWarning, match="experts"):  # the forward does not use it: one warning
+        m(torch.randn(2, 3))
     h = dualtype.typed(Tensor3D(), norms={"experts": "rms->rms"})  # batched matrices
     assert h.norms["experts"] == N.RMSToRMS() and h.norms["lin.weight"] == N.RMSToRMS()
 
@@ -281,7 +292,7 @@ def test_pickle_whole_model():
     for name, p in loaded.named_parameters():
         assert isinstance(p.grad, DualTensor) and p.grad.param_name == name
     assert norm_of(loaded.head.bias.grad) == N.Euclidean()
-    assert norm_of(loaded.head.weight.grad) == N.RMSToRMS()
+    assert norm_of(loaded.head.weight.grad) == N.RMSToLInf()  # the recorded graph was pickled too
     with torch.no_grad(), pytest.raises(DualityError):
         loaded.head.weight.sub_(loaded.head.weight.grad)
 

@@ -30,9 +30,9 @@ from torch import Tensor, nn
 
 from dualtype import norms as _norms
 from dualtype.errors import ConfigError
-from dualtype.guard import default_norm
 from dualtype.norms import Norm
-from dualtype.optim import DualizeItem, ModularSGD, _lookup, _modular_of
+from dualtype.optim import DualizeItem, ModularSGD
+from dualtype.roles import match, types_of
 from dualtype.tensor import PrimalTensor, register_weight, unregister_weight
 from dualtype.distributed.exchange import (
     ShardLayout,
@@ -65,38 +65,18 @@ def _unwrap(model: nn.Module) -> nn.Module:
 
 
 def _model_norms(model: nn.Module, norms: Any, targets: Any, modular: Any):
-    """name → (norm, target) for every trainable parameter, as ModularSGD resolves them."""
-    mod = None
-    if modular is True or modular is None:
-        mod = _modular_of(model)
-        if mod is None and modular is True:
-            raise ConfigError("modular=True needs dualtype.modules.modular, not available here")
-    elif modular is not False:
-        mod = modular
-    base_norms = {n: _norms.get(v) for n, v in mod.norms.items()} if mod is not None else {}
-    base_targets = {n: float(v) for n, v in mod.targets.items()} if mod is not None else {}
-    owners = {}
-    for mname, module in model.named_modules():
-        for pname, p in module.named_parameters(recurse=False):
-            owners[f"{mname}.{pname}" if mname else pname] = (module, pname)
+    """name → (norm, target) for every trainable parameter, from the model's table."""
+    types = types_of(model)
+    types.watch()
     out = {}
     for name, p in model.named_parameters():
         if not p.requires_grad:
             continue
-        spec = _lookup(name, p, norms)
-        if spec is not None:
-            norm = _norms.get(spec)
-        elif name in base_norms:
-            norm = base_norms[name]
-        else:
-            module, pname = owners[name]
-            norm = default_norm(module, pname, p)
-        if norm is None:
-            raise ConfigError(f"cannot infer a norm for parameter '{name}' of shape "
-                              f"{tuple(p.shape)}; pass norms={{'{name}': ...}}")
-        t = _lookup(name, p, targets)
-        out[name] = (norm, float(base_targets.get(name, 1.0) if t is None else t))
-    return out
+        row = types.table[name]
+        spec, t = match(name, norms, p), match(name, targets, p)
+        norm = _norms.get(spec) if spec is not None else row.norm
+        out[name] = (norm, float(t if t is not None else 1.0 if modular is False else row.target))
+    return types, out
 
 
 class DistributedModularSGD(ModularSGD):
@@ -149,6 +129,11 @@ class DistributedModularSGD(ModularSGD):
             src = _unwrap(src)
         if isinstance(src, nn.Module) and is_sharded(src):
             super().__init__(self._adopt_sharded(src, kwargs, process_group), *args, **kwargs)
+            types, free_norms, free_targets = self._follow
+            self._types = types
+            self._fixed = ({(n, "norm") for n, _, _, _ in self._shards if n not in free_norms}
+                           | {(n, "target") for n, _, _, _ in self._shards if n not in free_targets})
+            self._seen_version = types.version
             process_group = self._group if process_group is None else process_group
         else:
             if not isinstance(src, nn.Module):
@@ -165,10 +150,16 @@ class DistributedModularSGD(ModularSGD):
     # --- FSDP2: shard views ---------------------------------------------------------------
 
     def _adopt_sharded(self, model: nn.Module, kwargs: dict, group: Any) -> list:
-        resolved = _model_norms(model, kwargs.pop("norms", None), kwargs.pop("targets", None),
-                                kwargs.pop("modular", None))
+        user_norms, user_targets = kwargs.pop("norms", None), kwargs.pop("targets", None)
+        modular = kwargs.pop("modular", None)
+        if modular is False:
+            kwargs["modular"] = False  # every target 1, also after the table changes
+        types, resolved = _model_norms(model, user_norms, user_targets, modular)
         kwargs["norms"] = {n: nt[0] for n, nt in resolved.items()}
         kwargs["targets"] = {n: nt[1] for n, nt in resolved.items()}
+        # the table may still change (first forward): what the user did not set follows it
+        self._follow = (types, {n for n in resolved if match(n, user_norms) is None},
+                        {n for n in resolved if match(n, user_targets) is None})
         self._sharded_model = model
         self._group = None
         named = []
@@ -189,6 +180,15 @@ class DistributedModularSGD(ModularSGD):
             self._shards.append((name, p, view, norm))
             named.append((name, view))
         return named
+
+    def _sync(self) -> None:
+        super()._sync()
+        if self._shards and self._types is not None:  # the views are checked weights too
+            table = self._types.table
+            for k, (name, p, view, norm) in enumerate(self._shards):
+                if (name, "norm") not in self._fixed and table[name].norm != norm:
+                    register_weight(view, name, table[name].norm)
+                    self._shards[k] = (name, p, view, table[name].norm)
 
     def _sync_shards(self) -> None:
         """Point the shard views at the current local shards and hand them the gradients."""

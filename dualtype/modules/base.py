@@ -162,6 +162,9 @@ class Module(nn.Module):
     ``α * M`` scales the output, ``M ** L`` repeats M L times (fresh copies).
     """
 
+    #: Read by :mod:`dualtype.roles`: the module tree, not a recorded graph, is the structure.
+    exact_structure = True
+
     # -- structure ------------------------------------------------------------------
     @property
     def mass(self) -> float:  # pragma: no cover - abstract

@@ -1,36 +1,10 @@
 """``modular(model)``: the modular norm of any ``torch.nn.Module``.
 
-For a :class:`dualtype.modules.Module` the records come from its exact module tree. For any
-other model (``nn.Sequential``, a hand-written GPT, a CNN) the graph is unknown, so each
-parameter tensor is an *atom* of one composite with total mass M = Σ m_p:
-
-    target_p = target · (m_p / M) / S_p
-
-where m_p is the parameter's mass (default 1; override by glob pattern) and S_p its
-sensitivity factor (the product of the sensitivities downstream of it; default 1, the value
-for well-normed atoms and 1-Lipschitz nonlinearities; override by pattern). This is the
-composition/concatenation rule of DESIGN §3 with every sensitivity 1.
-
-Norms by role (override by pattern with ``norms=``):
-
-===========  =====================================================  ==============
-role         which parameters                                       norm
-===========  =====================================================  ==============
-embedding    ``nn.Embedding.weight``; ≥2-D raw parameters named     ``l1->rms``
-             like ``*emb*``, ``wte``, ``wpe``, ``*pos*``
-hidden       ``nn.Linear.weight`` (and other 2-D parameters)        ``rms->rms``
-head         the output head: the last ``nn.Linear`` registered,    ``rms->linf``
-             or the ones matching ``head=`` (``head=False``: none)  (``head_norm=``)
-conv         ``nn.Conv2d.weight``                                   ``conv2d``
-bias         every ``bias``                                         ``rms``
-gain         weights of LayerNorm/RMSNorm/BatchNorm/GroupNorm, and  ``linf``
-             other 1-D parameters
-other        anything else (Conv1d/3d kernels, …)                   ``l2``
-===========  =====================================================  ==============
-
-Gains use ℓ∞, the exact RMS→RMS operator norm of diag(g) (see
-:class:`dualtype.modules.atoms.Gain`); biases use RMS, the norm of their effect on the
-output. A tied weight (parameter shared by two modules) is listed once, under its first name.
+The rows (role, norm, mass, target per parameter) come from the model's table
+(:mod:`dualtype.roles`): for a :class:`dualtype.modules.Module` its exact module tree; for any
+other model the dataflow of a recorded forward (pass ``example=``, or run the model once
+first), else its layer types. ``print(modular(model))`` shows each parameter's row and how
+its role was decided (``graph``, ``declared``, ``module`` or ``fallback``).
 
 **Contract with the optimizer.** The modular duality map of the model is, per parameter,
 ``targets[name] · norms[name].dualize(g)``; so an optimizer stepping
@@ -42,39 +16,22 @@ that computation.
 from __future__ import annotations
 
 import fnmatch
-from dataclasses import dataclass
-from typing import Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from typing import Any, Callable, Mapping, Sequence
 
 import torch
 from torch import Tensor, nn
 
-from dualtype import norms as _norms
 from dualtype.errors import ConfigError, ShapeError
-from dualtype.modules.atoms import Bias, Conv2D, Embed, Gain, Head
 from dualtype.modules.base import Module, _check_mass, _check_sensitivity, flat_dual_norm, flat_dualize, flat_norm
 from dualtype.norms import Norm
+from dualtype.roles import ROLE_MASSES, ROLE_NORMS, check_patterns, format_table, infer, match, types_of
 
 __all__ = ["modular", "ModularNorm", "ParamRecord", "DEFAULT_NORMS", "DEFAULT_MASSES"]
 
-#: role → norm name used when no ``norms=`` pattern matches.
-DEFAULT_NORMS: dict[str, str] = {
-    "embedding": "l1->rms",
-    "hidden": "rms->rms",
-    "head": "rms->linf",
-    "conv": "conv2d",
-    "bias": "rms",
-    "gain": "linf",
-    "other": "l2",
-}
-#: role → default mass (every parameter tensor an atom of mass 1).
-DEFAULT_MASSES: dict[str, float] = {role: 1.0 for role in DEFAULT_NORMS}
-
-_NORM_LAYERS = (
-    nn.LayerNorm,
-    nn.GroupNorm,
-    nn.modules.batchnorm._NormBase,
-    *((nn.RMSNorm,) if hasattr(nn, "RMSNorm") else ()),
-)
+#: role → norm and role → mass of graph inference (re-exported from :mod:`dualtype.roles`).
+DEFAULT_NORMS = ROLE_NORMS
+DEFAULT_MASSES = ROLE_MASSES
 
 
 @dataclass(frozen=True)
@@ -89,50 +46,7 @@ class ParamRecord:
     mass: float
     sensitivity: float
     target: float
-
-
-def _match(name: str, patterns: Mapping[str, object], used: set[str]):
-    if name in patterns:
-        used.add(name)
-        return patterns[name]
-    for pat, value in patterns.items():
-        if fnmatch.fnmatchcase(name, pat):
-            used.add(pat)
-            return value
-    return None
-
-
-def _raw_role(pname: str, param: Tensor) -> str:
-    low = pname.lower()
-    if "bias" in low:
-        return "bias"
-    if param.ndim == 1:
-        return "gain"
-    if param.ndim >= 2 and any(k in low for k in ("emb", "wte", "wpe", "pos")):
-        return "embedding"
-    if param.ndim == 2:
-        return "hidden"
-    return "other"
-
-
-def _role(module: nn.Module, pname: str, param: Tensor) -> str:
-    if pname == "bias":
-        return "bias"
-    if isinstance(module, (nn.Embedding, nn.EmbeddingBag, Embed)) and pname == "weight":
-        return "embedding"
-    if isinstance(module, Head):
-        return "head"
-    if isinstance(module, (nn.Conv2d, Conv2D)) and pname == "weight":
-        return "conv"
-    if isinstance(module, Bias):
-        return "bias"
-    if isinstance(module, Gain) or (isinstance(module, _NORM_LAYERS) and pname == "weight"):
-        return "gain"
-    if isinstance(module, nn.Linear) and pname == "weight":
-        return "hidden"
-    if isinstance(module, Module):
-        return "hidden"
-    return _raw_role(pname, param)
+    source: str = "module"
 
 
 def _named_params(model: nn.Module) -> list[tuple[str, nn.Module, str, nn.Parameter]]:
@@ -244,60 +158,22 @@ class ModularNorm:
         return {r.name: d for r, d in zip(rec, out)}
 
     def table(self) -> str:
-        """A model-summary style table of the records."""
+        """A model-summary style table of the records (``from``: how the role was decided)."""
         rec = self.records
-        head = ("name", "shape", "role", "norm", "mass", "sensitivity", "target")
-        rows = [
-            (r.name, "×".join(map(str, r.shape)) or "scalar", r.role, str(r.norm),
-             f"{r.mass:.4g}", f"{r.sensitivity:.4g}", f"{r.target:.4g}")
-            for r in rec
-        ]
-        widths = [max(len(h), *(len(row[i]) for row in rows)) if rows else len(h) for i, h in enumerate(head)]
-        numeric = {4, 5, 6}
-
-        def fmt(row):
-            return "  ".join(c.rjust(w) if i in numeric else c.ljust(w) for i, (c, w) in enumerate(zip(row, widths)))
-
-        rule = "-" * len(fmt(head))
+        head = ("name", "shape", "role", "norm", "mass", "sensitivity", "target", "from")
+        rows = [(r.name, "×".join(map(str, r.shape)) or "scalar", r.role, str(r.norm),
+                 f"{r.mass:.4g}", f"{r.sensitivity:.4g}", f"{r.target:.4g}", r.source) for r in rec]
         title = (
             f"Modular norm of {type(self.model).__name__}: {len(rec)} parameter tensors, "
             f"{sum(p.numel() for p in self._params.values()):,} weights, total mass "
             f"{self.total_mass:.4g}, target {self.target:.4g}"
         )
-        return "\n".join([title, rule, fmt(head), rule, *map(fmt, rows), rule])
+        return format_table(head, rows, numeric={4, 5, 6}, title=title)
 
     __str__ = table
 
     def __repr__(self) -> str:
         return f"<ModularNorm of {type(self.model).__name__}: {len(self)} parameters, total mass {self.total_mass:g}>"
-
-
-def _head_names(model: nn.Module, params, head) -> set[str]:
-    """Full names of the parameters that are the output head's weights."""
-    if head is False:
-        return set()
-    if head is None or head is True:
-        last = None
-        for mname, module in model.named_modules():
-            if isinstance(module, nn.Linear):
-                last = mname
-        if last is None:
-            return set()
-        name = f"{last}.weight" if last else "weight"
-        return {name} if any(n == name for n, *_ in params) else set()
-    patterns = [head] if isinstance(head, str) else list(head)
-    names = set()
-    for pat in patterns:
-        hit = {
-            n for n, m, pn, p in params
-            if pn == "weight" and p.ndim >= 2
-            and (fnmatch.fnmatchcase(n, pat) or fnmatch.fnmatchcase(n.rsplit(".", 1)[0] if "." in n else "", pat))
-        }
-        if not hit:
-            raise ConfigError(f"head pattern {pat!r} matches no weight; weights are: "
-                              + ", ".join(n for n, *_ in params))
-        names |= hit
-    return names
 
 
 def modular(
@@ -306,74 +182,69 @@ def modular(
     norms: Mapping[str, "str | Norm"] | None = None,
     sensitivities: Mapping[str, float] | None = None,
     head: "str | Sequence[str] | bool | None" = None,
-    head_norm: "str | Norm" = "rms->linf",
     target: float = 1.0,
+    example: Any = None,
 ) -> ModularNorm:
     """The modular norm of ``model`` as a :class:`ModularNorm`.
 
     ``masses``, ``norms`` and ``sensitivities`` map a parameter name or ``fnmatch`` glob
     (``"*.bias"``, ``"blocks.*.attn.*"``) to a value; the first matching pattern in dict
-    order wins, exact names first; a pattern matching nothing is an error. ``head`` names
-    the output head (parameter or module name or glob; ``False``: no head; default: the last
-    ``nn.Linear`` registered). ``target`` is the modular norm of the full update.
+    order wins, exact names first; a pattern matching nothing is an error. They add to what
+    was declared on the model (``typed(model, norms=...)``) without changing it. ``head``
+    declares the output head (parameter or module name or glob); ``False`` types the
+    graph's head as a hidden layer. ``example`` (a tensor or a tuple of inputs) records the
+    model's graph now. ``target`` is the modular norm of the full update; a sensitivity
+    ``s`` divides the parameter's target (a factor after it amplifies its effect by s).
 
-    For a :class:`dualtype.modules.Module` the structure (masses, sensitivities, norms) is
-    the module's own; overrides are refused (set masses on the sub-modules instead).
+    For a :class:`dualtype.modules.Module` the structure is the module's own; overrides are
+    refused (set masses on the sub-modules instead).
     """
     if not isinstance(model, nn.Module):
         raise ConfigError(f"modular() takes an nn.Module, got {type(model).__name__}")
     target = _check_mass(target, "target")
     if target == 0:
         raise ConfigError("modular(..., target=0) would freeze every parameter; the target must be > 0")
-
-    if isinstance(model, Module):
-        if masses or norms or sensitivities or head is not None:
-            raise ConfigError(
-                f"{type(model).__name__} is a dualtype module: its masses, sensitivities and "
-                "norms come from its parts. Re-weight a part with `part.mass = m`."
-            )
-        names = {id(p): n for n, _, _, p in _named_params(model)}
-        owners = {id(p): m for _, m, _, p in _named_params(model)}
-
-        def build_module() -> list[ParamRecord]:
-            return [
-                ParamRecord(names[id(t.param)], tuple(t.param.shape), _role(owners[id(t.param)], "weight", t.param),
-                            t.norm, t.atom.mass, t.sensitivity, t.coefficient * target)
-                for t in model.terms()
-            ]
-
-        build_module()  # validate now
-        return ModularNorm(model, build_module, target)
-
-    masses, norms, sensitivities = dict(masses or {}), dict(norms or {}), dict(sensitivities or {})
-    params = _named_params(model)
-    if not params:
-        raise ConfigError(f"{type(model).__name__} has no parameters")
-    heads = _head_names(model, params, head)
-    hnorm = _norms.get(head_norm)
-    used: set[str] = set()
-    rows = []
-    for name, module, pname, p in params:
-        if p.ndim == 0:
-            raise ConfigError(f"parameter '{name}' is 0-D; no norm of dualtype takes scalars")
-        role = "head" if name in heads else _role(module, pname, p)
-        spec = _match(name, norms, used)
-        norm = _norms.get(spec) if spec is not None else (hnorm if role == "head" else _norms.get(DEFAULT_NORMS[role]))
-        norm.check(p, f"parameter '{name}'")
-        m = _match(name, masses, used)
-        m = DEFAULT_MASSES[role] if m is None else _check_mass(m, f"mass of '{name}'")
-        s = _match(name, sensitivities, used)
-        s = 1.0 if s is None else _check_sensitivity(s)
-        rows.append((name, tuple(p.shape), role, norm, m, s))
-    unused = (set(masses) | set(norms) | set(sensitivities)) - used
-    if unused:
+    if isinstance(model, Module) and (masses or norms or sensitivities or head is not None):
         raise ConfigError(
-            f"patterns {sorted(unused)} match no parameter of {type(model).__name__}; "
-            f"parameters are: {', '.join(r[0] for r in rows)}"
+            f"{type(model).__name__} is a dualtype module: its masses, sensitivities and "
+            "norms come from its parts. Re-weight a part with `part.mass = m`."
         )
-    total = sum(r[4] for r in rows)
-    records = [
-        ParamRecord(n, shape, role, norm, m, s, target * (m / total) / s if m > 0 else 0.0)
-        for n, shape, role, norm, m, s in rows
-    ]
+    types = types_of(model)
+    if example is not None:
+        types.observe(*(example if isinstance(example, tuple) else (example,)))
+    names = [n for n, _ in model.named_parameters()]
+    if not names:
+        raise ConfigError(f"{type(model).__name__} has no parameters")
+    for what, pats in (("masses", masses), ("norms", norms), ("sensitivities", sensitivities)):
+        check_patterns(names, pats, what, type(model).__name__)
+    roles = dict(types.roles)
+    if head not in (None, False, True):
+        roles.update(_head_patterns(model, names, head))
+    merged = lambda mine, extra: {**mine, **dict(extra or {})}  # noqa: E731
+    table = infer(model, types.graph, norms=merged(types.norms, norms), roles=roles,
+                  masses=merged(types.masses, masses), strict=types.strict, warn=False)
+    if head is False:
+        roles.update({r.name: "hidden" for r in table if r.role == "head"})
+        table = infer(model, types.graph, norms=merged(types.norms, norms), roles=roles,
+                      masses=merged(types.masses, masses), strict=types.strict, warn=False)
+    sens = {r.name: _check_sensitivity(s) for r in table
+            if (s := match(r.name, sensitivities)) is not None}
+    records = [ParamRecord(r.name, r.shape, r.role, r.norm, r.mass, r.sensitivity * sens.get(r.name, 1.0),
+                           target * r.target / sens.get(r.name, 1.0), r.source) for r in table]
+    if isinstance(model, Module):
+        return ModularNorm(model, lambda: [replace(rec, target=target * t.coefficient, mass=t.atom.mass)
+                                           for rec, t in zip(records, model.terms())], target)
     return ModularNorm(model, lambda: list(records), target)
+
+
+def _head_patterns(model: nn.Module, names: list[str], head) -> dict[str, str]:
+    """``head=`` as declared roles: a parameter or module name or glob per pattern."""
+    patterns = [head] if isinstance(head, str) else list(head)
+    out = {}
+    for pat in patterns:
+        hit = [n for n in names if n.endswith("weight") and (
+            fnmatch.fnmatchcase(n, pat) or fnmatch.fnmatchcase(n.rpartition(".")[0], pat))]
+        if not hit:
+            raise ConfigError(f"head pattern {pat!r} matches no weight; weights are: " + ", ".join(names))
+        out.update({n: "head" for n in hit})
+    return out

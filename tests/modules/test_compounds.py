@@ -476,8 +476,13 @@ def test_typed_gradients_go_through_the_door():
             p -= u  # a typed, dualized update is accepted
         assert float(net(x).pow(2).sum()) < before
     handle.remove()
-    # typed's default for a 1-D parameter is 'rms'; the Gain atom's norm is 'linf': refused
-    dualtype.typed(net)
+    # typed() alone reads the same table: the Gain atom's own 'linf', not a default by rank
+    assert dualtype.typed(net).norms == modular(net).norms
+    net.zero_grad()
+    net(x).pow(2).sum().backward()
+    assert all(isinstance(u, PrimalTensor) for u in net.dualize())
+    # a norm declared against the atom's is refused when the module dualizes
+    dualtype.typed(net, norms={"1.weight": "rms"})
     net.zero_grad()
     net(x).pow(2).sum().backward()
     with pytest.raises(NormMismatchError):

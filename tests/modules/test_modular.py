@@ -90,16 +90,20 @@ def _check_duality(mn, model, seed=0):
     assert float(inner(list(grads.values()), list(d.values()))) == pytest.approx(mn.target * float(dual), rel=1e-9)
 
 
+X5 = torch.randn(2, 5, dtype=F64)
+
+
 def test_sequential_mlp_roles_norms_targets():
     model = seq_mlp().double()
-    mn = modular(model)
+    mn = modular(model, example=X5)
     assert roles(mn) == {
         "0.weight": ("hidden", "rms->rms"), "0.bias": ("bias", "rms"),
         "2.weight": ("hidden", "rms->rms"), "2.bias": ("bias", "rms"),
         "4.weight": ("head", "rms->linf"), "4.bias": ("bias", "rms"),
     }
-    assert mn.targets == pytest.approx({n: 1 / 6 for n in mn.targets})
-    assert mn.total_mass == 6.0
+    # a chain of three layers of mass 1 (a bias sits beside its weight): M = 3
+    assert mn.targets == pytest.approx({n: (0.1 if n.endswith("bias") else 1) / 3 for n in mn.targets})
+    assert {r.source for r in mn} == {"graph"}
     _check_duality(mn, model)
 
 
@@ -107,7 +111,7 @@ def test_sequential_targets_match_the_dualtype_module():
     """Same architecture both ways: nn.Sequential (bias-free) vs dualtype MLP."""
     torch.manual_seed(0)
     model, ours = seq_mlp(bias=False).double(), MLP(5, 8, 3, depth=3, head=True).double()
-    mn = modular(model)
+    mn = modular(model, example=X5)
     assert list(mn.targets.values()) == pytest.approx(ours.coefficients())
     assert [str(r.norm) for r in mn] == [str(t.norm) for t in ours.terms()]
     grads = [torch.randn(p.shape, dtype=F64) for p in ours.parameters()]
@@ -122,19 +126,22 @@ def test_sequential_targets_match_the_dualtype_module():
 
 def test_overrides_by_pattern():
     model = seq_mlp().double()
-    mn = modular(model, masses={"*.bias": 0.0, "0.weight": 2.0}, norms={"4.weight": "rms->rms"},
-                 sensitivities={"0.*": 4.0}, target=0.3)
+    mn = modular(model, masses={"*.bias": 0.0, "0.weight": 2.0}, sensitivities={"0.*": 4.0}, target=0.3,
+                 example=X5)
     r = {x.name: x for x in mn}
-    assert r["4.weight"].norm == get_norm("rms->rms") and r["4.weight"].role == "head"
     assert all(r[n].target == 0 for n in r if n.endswith("bias"))
     # M = 2 + 1 + 1; target_p = 0.3·(m_p/M)/S_p
     assert r["0.weight"].target == pytest.approx(0.3 * (2 / 4) / 4)
     assert r["2.weight"].target == pytest.approx(0.3 * (1 / 4))
+    assert r["0.weight"].source == "graph"
     _check_duality(mn, model, seed=1)
     assert roles(modular(model, head=False))["4.weight"] == ("hidden", "rms->rms")
     assert roles(modular(model, head="2"))["2.weight"] == ("head", "rms->linf")
-    assert roles(modular(model, head="2"))["4.weight"] == ("hidden", "rms->rms")
-    assert roles(modular(model, head_norm="rms->rms"))["4.weight"] == ("head", "rms->rms")
+    declared = modular(model, norms={"*.bias": "l2"})
+    assert declared["0.bias"].norm == get_norm("l2") and declared["0.bias"].source == "declared"
+    # a matrix norm that contradicts the graph is an error that names the parameter and the fix
+    with pytest.raises(dualtype.NormMismatchError, match=r"'4\.weight' declared rms->rms.*logits.*rms->linf"):
+        modular(model, norms={"4.weight": "rms->rms"})
 
 
 @pytest.mark.parametrize(
@@ -146,6 +153,7 @@ def test_overrides_by_pattern():
         {"sensitivities": {"*": 0.0}},
         {"norms": {"0.weight": "not-a-norm"}},
         {"head": "missing"},
+        {"sensitivities": {"nothing": 2.0}},
         {"target": -1.0},
         {"target": 0.0},
     ],
@@ -160,20 +168,31 @@ def test_norm_that_does_not_fit_the_parameter_rejected():
         modular(seq_mlp(), norms={"0.bias": "rms->rms"})
 
 
+IDX = torch.randint(13, (2, 6), generator=torch.Generator().manual_seed(0))
+
+
 def test_hand_written_gpt():
     torch.manual_seed(0)
     model = TinyGPT().double()
-    mn = modular(model)
+    mn = modular(model, example=IDX)
     r = roles(mn)
     assert r["wte.weight"] == ("embedding", "l1->rms")
-    assert r["wpe"] == ("embedding", "l1->rms")
-    assert r["blocks.0.ln1.weight"] == ("gain", "linf") and r["blocks.0.ln1.bias"] == ("bias", "rms")
+    assert r["wpe"] == ("embedding", "l1->rms")  # a raw table sliced by position
+    assert r["blocks.0.ln1.weight"] == ("gain", "rms") and r["blocks.0.ln1.bias"] == ("bias", "rms")
     assert r["blocks.1.qkv.weight"] == ("hidden", "rms->rms") and r["blocks.1.qkv.bias"] == ("bias", "rms")
     assert r["blocks.1.out.weight"] == ("hidden", "rms->rms")
-    assert r["ln_f.weight"] == ("gain", "linf")
+    assert r["ln_f.weight"] == ("gain", "rms")
     assert r["lm_head.weight"] == ("head", "rms->linf")
     assert sum(1 for v in r.values() if v[0] == "head") == 1
     assert len(mn) == len(list(model.parameters()))
+    # main path: tables (0.1) → residual body (BODY_MASS 2) → ln_f (0.1) → head (1): M = 3.2;
+    # each branch (LayerNorm 0.1 → matrix 1 → matrix 1, M = 2.1) gets the body's share 2/3.2
+    t = mn.targets
+    assert t["wte.weight"] == pytest.approx(0.1 / 3.2) and t["wpe"] == pytest.approx(0.1 / 3.2)
+    assert t["lm_head.weight"] == pytest.approx(1 / 3.2) and t["ln_f.bias"] == pytest.approx(0.1 / 3.2)
+    for name in ("blocks.0.qkv.weight", "blocks.1.proj.weight", "blocks.1.fc.weight", "blocks.0.out.weight"):
+        assert t[name] == pytest.approx(2 / 3.2 / 2.1)
+    assert t["blocks.1.ln2.weight"] == pytest.approx(2 / 3.2 * 0.1 / 2.1)
     _check_duality(mn, model)
     # typed + real backward: tagged grads go through the door into PrimalTensors
     handle = dualtype.typed(model, norms=mn.norms)
@@ -187,23 +206,31 @@ def test_hand_written_gpt():
     handle.remove()
 
 
-def test_tied_head_is_listed_once_as_embedding():
+def test_depth_does_not_change_targets():
+    """The residual body is one unit: a deeper model keeps every step size."""
+    shallow = modular(TinyGPT(layers=2), example=IDX).targets
+    deep = modular(TinyGPT(layers=6), example=IDX).targets
+    for name, t in shallow.items():
+        assert deep[name] == pytest.approx(t), name
+
+
+def test_tied_head_is_one_parameter_with_both_uses():
     model = TinyGPT(tied=True)
-    mn = modular(model)
-    r = roles(mn)
-    assert "lm_head.weight" not in r and r["wte.weight"] == ("embedding", "l1->rms")
-    assert not any(v[0] == "head" for v in r.values())  # the last Linear's weight is the embedding
+    mn = modular(model, example=IDX)
+    row = mn["wte.weight"]
+    assert "lm_head.weight" not in roles(mn) and (row.role, str(row.norm)) == ("embedding", "l1->rms")
+    assert dualtype.modules.wrap.types_of(model).table["wte.weight"].uses == ("embedding", "head")
     assert len(mn) == len(list(model.parameters()))
 
 
 def test_small_cnn():
     model = small_cnn().double()
-    mn = modular(model, masses={"1.*": 0.1})
+    mn = modular(model, masses={"1.*": 0.1}, example=torch.randn(2, 3, 6, 6, dtype=F64))
     r = roles(mn)
     assert r["0.weight"] == ("conv", "conv2d") and r["3.weight"] == ("conv", "conv2d")
-    assert r["0.bias"] == ("bias", "rms") and r["1.weight"] == ("gain", "linf") and r["1.bias"] == ("bias", "rms")
+    assert r["0.bias"] == ("bias", "rms") and r["1.weight"] == ("gain", "rms") and r["1.bias"] == ("bias", "rms")
     assert r["7.weight"] == ("head", "rms->linf")
-    M = 1 + 1 + 0.1 + 0.1 + 1 + 1 + 1 + 1
+    M = 1 + 0.1 + 1 + 1  # conv → BatchNorm → conv → head
     assert mn["0.weight"].target == pytest.approx(1 / M) and mn["1.weight"].target == pytest.approx(0.1 / M)
     _check_duality(mn, model)
     model(torch.randn(2, 3, 6, 6, dtype=F64)).sum().backward()  # the model still trains as usual
@@ -227,18 +254,18 @@ def test_dualtype_module_uses_its_own_structure_and_stays_fresh():
 
 
 def test_table_is_readable():
-    mn = modular(TinyGPT())
+    mn = modular(TinyGPT(), example=IDX)
     text = str(mn)
     assert text == mn.table()
     lines = text.splitlines()
-    assert "name" in lines[2] and "norm" in lines[2] and "target" in lines[2]
+    assert "name" in lines[2] and "norm" in lines[2] and "target" in lines[2] and "from" in lines[2]
     for r in mn:
-        assert any(line.startswith(r.name + " ") for line in lines)
+        assert any(line.startswith(r.name + " ") and line.rstrip().endswith("graph") for line in lines)
     assert "TinyGPT" in lines[0] and "total mass" in lines[0]
     assert "ModularNorm" in repr(mn)
 
 
-def test_other_parameter_kinds():
+def test_other_parameter_kinds_without_a_forward_fall_back_to_layer_types():
     class Odd(nn.Module):
         def __init__(self):
             super().__init__()
@@ -246,18 +273,15 @@ def test_other_parameter_kinds():
             self.scale = nn.Parameter(torch.ones(4))
             self.mat = nn.Parameter(torch.randn(3, 4))
             self.lin = nn.Linear(4, 2)
+            self.t = nn.Parameter(torch.tensor(1.0))  # a learnable temperature: 0-D
 
-    r = roles(modular(Odd()))
+    mn = modular(Odd())
+    r = roles(mn)
     assert r["conv1d.weight"] == ("other", "l2") and r["conv1d.bias"] == ("bias", "rms")
-    assert r["scale"] == ("gain", "linf") and r["mat"] == ("hidden", "rms->rms")
-    assert r["lin.weight"] == ("head", "rms->linf")
-
-    class Scalar(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.t = nn.Parameter(torch.tensor(1.0))
-
-    with pytest.raises(ConfigError):
-        modular(Scalar())
+    assert r["scale"] == ("gain", "rms") and r["mat"] == ("hidden", "rms->rms") and r["t"] == ("gain", "rms")
+    assert r["lin.weight"] == ("hidden", "rms->rms")  # no forward seen: no head either
+    assert {x.source for x in mn} == {"fallback"}
+    # no structure: one chain of the three matrices (gains and biases beside them)
+    assert mn["mat"].target == pytest.approx(1 / 3) and mn["scale"].target == pytest.approx(0.1 / 3)
     with pytest.raises(ConfigError):
         modular("not a module")  # type: ignore[arg-type]

@@ -1,0 +1,314 @@
+"""Record the dataflow between a model's parameterized layers during one forward pass.
+
+:func:`record` runs the forward under a ``TorchFunctionMode`` and keeps, for every tensor,
+the set of *layers* whose outputs reach it without passing another layer (its frontier).
+What runs is what is recorded, so Python control flow, helper functions and functional
+calls (``F.linear(x, self.w)``) are seen as they execute. The result is a :class:`Graph`:
+
+- a :class:`Layer` per call that uses a parameter (``linear``, ``embedding``, ``conv*d``,
+  ``layer_norm`` …, an elementwise ``x * g`` or ``x + b``), with the layers it reads from;
+- a :class:`Residual` per sum ``x + f(x)`` whose one operand was computed from the other;
+- the model's outputs: the layers whose result reaches the returned value directly.
+
+Sums of unrelated branches (token + position embeddings, a gated MLP's product, q·kᵀ) merge
+frontiers without a node, so their layers stand in parallel. Bonds (nonlinearities,
+normalization without weights, reshapes, attention) carry frontiers through unchanged.
+The graph is what :mod:`dualtype.roles` reads roles, norms and masses from (docs/design.md §3,
+"norms as types of activation spaces").
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import torch
+from torch import Tensor, nn
+from torch.overrides import TorchFunctionMode
+from torch.utils._pytree import tree_flatten
+
+__all__ = ["Graph", "Layer", "Residual", "record", "TraceError"]
+
+#: Layer kinds, by the function that used the parameter.
+MATRIX, LOOKUP, CONV, NORM, SCALE, SHIFT, OTHER = "matrix", "lookup", "conv", "norm", "scale", "shift", "other"
+
+_MATRIX_OPS = {"linear", "matmul", "mm", "bmm", "addmm", "__matmul__", "__rmatmul__", "einsum", "bilinear"}
+_LOOKUP_OPS = {"embedding", "embedding_bag", "__getitem__", "index_select", "take_along_dim", "gather"}
+_CONV_OPS = {"conv1d", "conv2d", "conv3d", "conv_transpose1d", "conv_transpose2d", "conv_transpose3d"}
+_NORM_OPS = {"layer_norm", "rms_norm", "batch_norm", "group_norm", "instance_norm"}
+_ADD_OPS = {"add", "__add__", "__radd__", "__iadd__", "add_", "sub", "__sub__", "__rsub__", "__isub__", "sub_"}
+_MUL_OPS = {"mul", "__mul__", "__rmul__", "__imul__", "mul_", "div", "__truediv__", "__itruediv__", "div_"}
+# View-like ops: applied to a parameter they give the same parameter, seen differently.
+_VIEW_OPS = {"t", "T", "mT", "transpose", "permute", "view", "reshape", "contiguous", "to", "type", "float",
+             "half", "bfloat16", "double", "squeeze", "unsqueeze", "flatten", "expand", "expand_as",
+             "view_as", "reshape_as", "__get__", "detach", "narrow", "type_as", "clone"}
+
+INPUT = 0  # node id of the model's input
+
+
+class TraceError(RuntimeError):
+    """The forward could not be recorded (raised only by :func:`record` with ``strict``)."""
+
+
+@dataclass
+class Layer:
+    """One call that used parameters. ``params`` maps a slot (``"weight"``, ``"bias"``) to
+    the parameter's name; ``preds`` are the nodes its input came from; ``onehot`` is True when
+    that input is a one-hot (ℓ1) vector."""
+
+    id: int
+    kind: str
+    op: str
+    params: dict[str, str]
+    preds: frozenset[int]
+    onehot: bool = False
+
+
+@dataclass
+class Residual:
+    """``skip + branch`` where ``branch`` was computed from ``skip``: x + f(x)."""
+
+    id: int
+    skip: frozenset[int]
+    branch: frozenset[int]
+
+    @property
+    def preds(self) -> frozenset[int]:
+        return self.skip | self.branch
+
+
+@dataclass
+class Graph:
+    """The recorded dataflow. ``nodes[0]`` is the input (``None``); ``outputs`` is the
+    frontier of the returned value; ``uses[name]`` lists the layers using a parameter."""
+
+    nodes: list["Layer | Residual | None"] = field(default_factory=lambda: [None])
+    outputs: frozenset[int] = frozenset()
+    uses: dict[str, list[int]] = field(default_factory=dict)
+
+    def layers(self) -> list[Layer]:
+        return [n for n in self.nodes if isinstance(n, Layer)]
+
+    def residuals(self) -> list[Residual]:
+        return [n for n in self.nodes if isinstance(n, Residual)]
+
+    def preds(self, i: int) -> frozenset[int]:
+        n = self.nodes[i]
+        return frozenset() if n is None else n.preds
+
+    def ancestors(self, frontier: frozenset[int]) -> set[int]:
+        """Every node that ``frontier`` was computed from (``frontier`` excluded)."""
+        seen: set[int] = set()
+        stack = [p for i in frontier for p in self.preds(i)]
+        while stack:
+            i = stack.pop()
+            if i not in seen:
+                seen.add(i)
+                stack.extend(self.preds(i))
+        return seen
+
+    def successors(self) -> dict[int, set[int]]:
+        succ: dict[int, set[int]] = {i: set() for i in range(len(self.nodes))}
+        for i in range(1, len(self.nodes)):
+            for p in self.preds(i):
+                succ[p].add(i)
+        return succ
+
+
+# --- provenance of a tensor -----------------------------------------------------------------
+
+@dataclass(frozen=True)
+class _Act:
+    frontier: frozenset[int]
+    onehot: bool = False
+    index: bool = False  # integer ids (token ids, positions)
+
+
+@dataclass(frozen=True)
+class _Param:
+    name: str
+
+
+def _name(func: Callable) -> str:
+    name = getattr(func, "__name__", "") or ""
+    return name.split(".")[0]  # aten overloads: "linear.default" -> "linear"
+
+
+class _Recorder(TorchFunctionMode):
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+        self.params: dict[int, str] = {}
+        self.shapes: dict[str, tuple[int, ...]] = {}
+        self._refresh()
+        self.graph = Graph()
+        self.prov: dict[int, _Act | _Param] = {}
+        self.alive: list[Tensor] = []  # keeps ids unique while recording
+        self.error: BaseException | None = None
+
+    def _refresh(self) -> None:
+        # FSDP2 swaps unsharded parameters in during the forward: names are the stable key
+        for name, p in self.model.named_parameters():
+            self.params[id(p)] = name
+            self.shapes[name] = tuple(p.shape)
+
+    def of(self, t: Any) -> "_Act | _Param | None":
+        if not isinstance(t, Tensor):
+            return None
+        if id(t) not in self.params and isinstance(t, nn.Parameter):
+            self._refresh()
+        if id(t) in self.params:
+            return _Param(self.params[id(t)])
+        return self.prov.get(id(t))
+
+    def mark(self, t: Any, p: "_Act | _Param") -> None:
+        if isinstance(t, Tensor) and not isinstance(t, nn.Parameter):
+            self.prov[id(t)] = p
+            self.alive.append(t)
+
+    def mark_input(self, value: Any) -> None:
+        for t in tree_flatten(value)[0]:
+            if isinstance(t, Tensor) and not isinstance(t, nn.Parameter):
+                integer = not (t.is_floating_point() or t.is_complex())
+                self.mark(t, _Act(frozenset({INPUT}), index=integer))
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        out = func(*args, **kwargs)
+        if self.error is None:
+            try:
+                self._record(func, args, kwargs, out)
+            except Exception as e:  # noqa: BLE001 - recording must never break the forward
+                self.error = e
+        return out
+
+    # --- the rules ------------------------------------------------------------------------
+
+    def _add_layer(self, kind: str, op: str, params: dict[str, str], preds: frozenset[int],
+                   onehot: bool = False) -> int:
+        i = len(self.graph.nodes)
+        self.graph.nodes.append(Layer(i, kind, op, params, preds, onehot))
+        for pname in params.values():
+            uses = self.graph.uses.setdefault(pname, [])
+            if i not in uses:
+                uses.append(i)
+        return i
+
+    def _record(self, func, args, kwargs, out) -> None:
+        op = _name(func)
+        flat = tree_flatten((args, kwargs))[0]
+        provs = [(t, self.of(t)) for t in flat if isinstance(t, Tensor)]
+        params = list(dict.fromkeys(p.name for _, p in provs if isinstance(p, _Param)))
+        acts = [p for _, p in provs if isinstance(p, _Act)]
+        frontier = frozenset().union(*(a.frontier for a in acts)) if acts else frozenset()
+        onehot = bool(acts) and all(a.onehot for a in acts)
+        outs = [t for t in tree_flatten(out)[0] if isinstance(t, Tensor)]
+        if not params:
+            self._bond(op, acts, frontier, onehot, outs)
+            return
+        if op in _VIEW_OPS and len(params) == 1 and not acts:
+            for t in outs:
+                self.mark(t, _Param(params[0]))
+            return
+        kind, slots, parallel = self._classify(op, args, kwargs, params)
+        if kind == LOOKUP and op != "embedding" and op != "embedding_bag" and not any(a.index for a in acts):
+            preds: frozenset[int] = frozenset()  # a slice of a parameter: a lookup by position
+        else:
+            preds = frontier
+        node = self._add_layer(kind, op, slots, preds, onehot and kind == MATRIX)
+        result = (frontier | {node}) if parallel else frozenset({node})
+        for t in outs:
+            self.mark(t, _Act(result))
+
+    def _bond(self, op: str, acts: list[_Act], frontier: frozenset[int], onehot: bool,
+              outs: list[Tensor]) -> None:
+        if not acts:
+            return
+        if op in {"add", "__add__", "__radd__", "__iadd__", "add_"} and len(acts) == 2:
+            res = self._residual(acts[0].frontier, acts[1].frontier)
+            if res is not None:
+                frontier = frozenset({res})
+        is_index = all(a.index for a in acts) and all(not (t.is_floating_point() or t.is_complex()) for t in outs)
+        becomes_onehot = op == "one_hot" or (onehot and op in _VIEW_OPS)
+        for t in outs:
+            self.mark(t, _Act(frontier, onehot=becomes_onehot, index=is_index))
+
+    def _residual(self, a: frozenset[int], b: frozenset[int]) -> int | None:
+        """A node for ``a + b`` if one operand was computed from the other (x + f(x))."""
+        if not a or not b or a == b:
+            return None
+        g = self.graph
+        for skip, branch in ((a, b), (b, a)):
+            if skip <= g.ancestors(branch):
+                i = len(g.nodes)
+                g.nodes.append(Residual(i, skip, branch))
+                return i
+        return None
+
+    def _classify(self, op: str, args, kwargs, params: list[str]) -> tuple[str, dict[str, str], bool]:
+        """(kind, slot → parameter name, parallel?) of a call that uses parameters."""
+        shape = {pid: self.shapes[pid] for pid in params}
+        if op in _NORM_OPS:
+            w = self.of(kwargs.get("weight", _positional(op, args)))
+            slots = {("weight" if w == _Param(pid) else "bias"): pid for pid in params}
+            return NORM, slots, False
+        if op in _CONV_OPS:
+            return CONV, _weight_bias(params, shape, lambda s: len(s) >= 3), False
+        if op in _LOOKUP_OPS:
+            return LOOKUP, {"weight": params[0]}, False
+        if op in _MATRIX_OPS:
+            return MATRIX, _weight_bias(params, shape, lambda s: len(s) >= 2), False
+        if op in _ADD_OPS and len(params) == 1:
+            pid = params[0]
+            if len(shape[pid]) >= 2:  # an additive table, e.g. x + pos_emb[:T]: a lookup by position
+                return LOOKUP, {"weight": pid}, True
+            return SHIFT, {"bias": pid}, True
+        if op in _MUL_OPS and len(params) == 1:
+            return SCALE, {"weight": params[0]}, True
+        return OTHER, {f"arg{i}": pid for i, pid in enumerate(params)}, False
+
+
+def _positional(op: str, args):
+    # positions of the affine weight in F.layer_norm / rms_norm / batch_norm / group_norm
+    index = {"layer_norm": 2, "rms_norm": 2, "batch_norm": 3, "group_norm": 2, "instance_norm": 3}[op]
+    return args[index] if len(args) > index else None
+
+
+def _weight_bias(params: list[str], shape: dict[str, tuple], is_weight) -> dict[str, str]:
+    slots: dict[str, str] = {}
+    for pid in params:
+        key = "weight" if is_weight(shape[pid]) and "weight" not in slots else "bias"
+        if key in slots:
+            key = f"arg{len(slots)}"
+        slots[key] = pid
+    return slots
+
+
+def record(model: nn.Module, forward: Callable[[], Any] | None = None, *example: Any,
+           **kwargs: Any) -> tuple[Graph, Any]:
+    """Run ``model(*example, **kwargs)`` (or ``forward()``) once and return (graph, output).
+
+    Raises :class:`TraceError` if the recording itself failed (never for the model's own
+    errors, which propagate unchanged).
+    """
+    rec = _Recorder(model)
+    rec.mark_input((example, kwargs))
+    with rec:
+        out = forward() if forward is not None else model(*example, **kwargs)
+    finish(rec, out)
+    return rec.graph, out
+
+
+def finish(rec: _Recorder, out: Any) -> Graph:
+    """Close a recording: the output frontier; raises :class:`TraceError` on a failure."""
+    if rec.error is not None:
+        raise TraceError(f"recording the forward failed: {type(rec.error).__name__}: {rec.error}") from rec.error
+    frontier: frozenset[int] = frozenset()
+    for t in tree_flatten(out)[0]:
+        p = rec.of(t)
+        if isinstance(p, _Act):
+            frontier |= p.frontier
+    rec.graph.outputs = frontier - {INPUT}
+    rec.prov.clear()
+    rec.alive.clear()
+    return rec.graph

@@ -1,0 +1,298 @@
+"""The one table (dualtype.roles): structure read from a recorded forward, checked against
+answers computed by hand from the modular norm's composition rule (docs/design.md §3).
+
+Masses (dualtype.roles): hidden, conv and head 1; embeddings, gains and biases 0.1; a
+residual body 2. A layer's target is m / M with M the largest path mass through it; a
+layer inside a residual branch gets (2 / M_body) · m / M_branch.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import dualtype
+from dualtype import NormMismatchError, norm_of
+from dualtype.norms import get as N
+from dualtype.optim import ModularSGD
+from dualtype.roles import BODY_MASS, ROLE_MASSES, types_of
+
+
+def rows(model, *example):
+    table = dualtype.check(model, *example, show=False)
+    return {r.name: (r.role, str(r.norm)) for r in table}, table.targets
+
+
+# --- the models, each with its answer ----------------------------------------------------------
+
+def mlp():
+    return nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 3))
+
+
+class ResidualMLP(nn.Module):
+    def __init__(self, d=8, depth=3):
+        super().__init__()
+        self.inp = nn.Linear(4, d)
+        self.fc1 = nn.ModuleList(nn.Linear(d, 2 * d) for _ in range(depth))
+        self.fc2 = nn.ModuleList(nn.Linear(2 * d, d) for _ in range(depth))
+        self.out = nn.Linear(d, 3)
+
+    def forward(self, x):
+        x = self.inp(x)
+        for a, b in zip(self.fc1, self.fc2):
+            x = x + b(F.relu(a(x)))
+        return self.out(x)
+
+
+def cnn():
+    return nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(),
+                         nn.Conv2d(4, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.MaxPool2d(2),
+                         nn.Flatten(), nn.Linear(8 * 4 * 4, 10))
+
+
+class Block(nn.Module):
+    def __init__(self, d):
+        super().__init__()
+        self.ln_1, self.ln_2 = nn.LayerNorm(d), nn.LayerNorm(d)
+        self.c_attn, self.c_proj = nn.Linear(d, 3 * d), nn.Linear(d, d)
+        self.c_fc, self.mlp_proj = nn.Linear(d, 4 * d), nn.Linear(4 * d, d)
+
+    def forward(self, x):
+        B, T, D = x.shape
+        q, k, v = (t.view(B, T, 2, D // 2).transpose(1, 2) for t in self.c_attn(self.ln_1(x)).split(D, dim=2))
+        x = x + self.c_proj(F.scaled_dot_product_attention(q, k, v, is_causal=True).transpose(1, 2).reshape(B, T, D))
+        return x + self.mlp_proj(F.gelu(self.c_fc(self.ln_2(x))))
+
+
+class TiedGPT(nn.Module):
+    """nanoGPT's layout: the head is registered BEFORE the blocks and tied to the embedding."""
+
+    def __init__(self, vocab=11, d=8, layers=2, ctx=6):
+        super().__init__()
+        self.lm_head = nn.Linear(d, vocab, bias=False)
+        self.wte, self.wpe = nn.Embedding(vocab, d), nn.Embedding(ctx, d)
+        self.h = nn.ModuleList(Block(d) for _ in range(layers))
+        self.ln_f = nn.LayerNorm(d)
+        self.wte.weight = self.lm_head.weight
+
+    def forward(self, idx, targets=None):
+        x = self.wte(idx) + self.wpe(torch.arange(idx.shape[1]))
+        for b in self.h:
+            x = b(x)
+        logits = self.lm_head(self.ln_f(x))
+        loss = None if targets is None else F.cross_entropy(logits.flatten(0, 1), targets.flatten())
+        return logits, loss
+
+
+class HeadFirst(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.head = nn.Linear(8, 3)
+        self.blocks = nn.Sequential(nn.Linear(4, 8), nn.Tanh(), nn.Linear(8, 8))
+
+    def forward(self, x):
+        return self.head(torch.tanh(self.blocks(x)))
+
+
+class Gated(nn.Module):
+    def __init__(self, d=8):
+        super().__init__()
+        self.w1, self.w3 = nn.Linear(4, d, bias=False), nn.Linear(4, d, bias=False)
+        self.w2 = nn.Linear(d, 8, bias=False)
+        self.head = nn.Linear(8, 3, bias=False)
+
+    def forward(self, x):
+        return self.head(self.w2(F.silu(self.w1(x)) * self.w3(x)))
+
+
+class Branchy(nn.Module):
+    """Python control flow: a loop that reuses a layer and a branch that may not run."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.b, self.c, self.head = nn.Linear(4, 8), nn.Linear(8, 8), nn.Linear(8, 8), nn.Linear(8, 3)
+        self.repeat, self.use_c = 2, False
+
+    def forward(self, x):
+        h = torch.relu(self.a(x))
+        for _ in range(self.repeat):
+            h = torch.relu(self.b(h))
+        if self.use_c and h.sum() > 0:
+            h = self.c(h)
+        return self.head(h)
+
+
+X4 = torch.randn(2, 4)
+IDX = torch.randint(11, (2, 6))
+
+
+def test_mlp_is_a_chain():
+    r, t = rows(mlp(), X4)
+    assert r["0.weight"] == ("hidden", "rms->rms") and r["4.weight"] == ("head", "rms->linf")
+    assert r["0.bias"] == ("bias", "rms")
+    for i in (0, 2, 4):  # three layers of mass 1 in a row: composition gives each 1/3
+        assert t[f"{i}.weight"] == pytest.approx(1 / 3) and t[f"{i}.bias"] == pytest.approx(0.1 / 3)
+
+
+def test_residual_mlp_targets_do_not_depend_on_depth():
+    for depth in (1, 3, 6):
+        r, t = rows(ResidualMLP(depth=depth), X4)
+        assert r["inp.weight"] == ("hidden", "rms->rms") and r["out.weight"] == ("head", "rms->linf")
+        M = 1 + BODY_MASS + 1  # inp → body → out
+        assert t["inp.weight"] == pytest.approx(1 / M) and t["out.weight"] == pytest.approx(1 / M)
+        for i in range(depth):  # branch fc1 → fc2 (M_branch 2) gets the body's share
+            assert t[f"fc1.{i}.weight"] == pytest.approx(BODY_MASS / M / 2)
+            assert t[f"fc2.{i}.bias"] == pytest.approx(BODY_MASS / M * 0.1 / 2)
+    model = ResidualMLP(depth=2)
+    types = types_of(model)
+    types.observe(X4)
+    assert len(types.graph.residuals()) == 2
+
+
+def test_cnn_with_batchnorm():
+    r, t = rows(cnn(), torch.randn(2, 1, 8, 8))
+    assert r["0.weight"] == ("conv", "conv2d") and r["1.weight"] == ("gain", "rms")
+    assert r["1.bias"] == ("bias", "rms") and r["8.weight"] == ("head", "rms->linf")
+    M = 1 + 0.1 + 1 + 0.1 + 1
+    assert t["0.weight"] == pytest.approx(1 / M) and t["4.weight"] == pytest.approx(0.1 / M)
+    assert t["8.weight"] == pytest.approx(1 / M)
+
+
+def test_tied_gpt_with_the_head_registered_first():
+    model = TiedGPT()
+    r, t = rows(model, IDX)
+    assert "lm_head.weight" in r and len(r) == len(list(model.parameters()))
+    assert r["lm_head.weight"] == ("embedding", "l1->rms")  # the tied table: both uses are row maps
+    assert types_of(model).table["lm_head.weight"].uses == ("embedding", "head")
+    assert r["wpe.weight"] == ("embedding", "l1->rms")
+    assert r["h.0.c_attn.weight"] == ("hidden", "rms->rms") and r["h.1.ln_2.weight"] == ("gain", "rms")
+    M = ROLE_MASSES["embedding"] + BODY_MASS + 0.1 + ROLE_MASSES["head"]
+    assert t["lm_head.weight"] == pytest.approx(ROLE_MASSES["embedding"] / M)
+    assert t["h.1.c_fc.weight"] == pytest.approx(BODY_MASS / M / 2.1)  # ln (0.1) → c_fc → proj
+
+
+def test_head_registered_before_the_blocks():
+    r, _ = rows(HeadFirst(), X4)
+    assert r["head.weight"] == ("head", "rms->linf")
+    assert r["blocks.2.weight"] == ("hidden", "rms->rms") and r["blocks.0.weight"] == ("hidden", "rms->rms")
+
+
+def test_gated_mlp_branches_side_by_side():
+    r, t = rows(Gated(), X4)
+    assert {r[n][0] for n in ("w1.weight", "w2.weight", "w3.weight")} == {"hidden"}
+    for n in ("w1.weight", "w3.weight", "w2.weight", "head.weight"):  # (w1 ∥ w3) → w2 → head
+        assert t[n] == pytest.approx(1 / 3), n
+
+
+def test_control_flow_is_recorded_as_it_ran():
+    model = Branchy()
+    with pytest.warns(UserWarning, match="c.weight") as seen:
+        r, t = rows(model, X4)
+    assert len([w for w in seen if "not used" in str(w.message)]) == 1  # one warning for c
+    assert r["c.weight"] == ("hidden", "rms->rms") and types_of(model).table["c.weight"].source == "fallback"
+    assert t["b.weight"] == pytest.approx(1 / 4)  # a → b → b → head
+    model.use_c = True
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        r, t = rows(model, torch.ones(2, 4))
+    assert t["c.weight"] == pytest.approx(1 / 5) and types_of(model).table["c.weight"].source == "graph"
+
+
+def test_onehot_input_makes_a_linear_an_embedding():
+    class OneHot(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.emb, self.head = nn.Linear(5, 8, bias=False), nn.Linear(8, 5, bias=False)
+
+        def forward(self, idx):
+            return self.head(torch.tanh(self.emb(F.one_hot(idx, 5).float())))
+
+    table = dualtype.check(OneHot(), torch.randint(5, (3,)), show=False)
+    assert table["emb.weight"].role == "embedding"
+
+
+# --- one source of truth -----------------------------------------------------------------------
+
+@pytest.mark.parametrize("make, example", [(mlp, X4), (ResidualMLP, X4), (cnn, torch.randn(2, 1, 8, 8)),
+                                           (TiedGPT, IDX), (HeadFirst, X4), (Gated, X4)])
+def test_typed_modular_and_the_optimizer_agree(make, example):
+    torch.manual_seed(0)
+    model = make()
+    handle = dualtype.typed(model)
+    opt = ModularSGD(model)
+    out = model(example)  # the first forward is recorded here
+    out = out[0] if isinstance(out, tuple) else out
+    out.float().pow(2).mean().backward()
+    opt.step()
+    mn = dualtype.modular(model)
+    group = opt.param_groups[0]
+    assert dict(zip(group["names"], group["norms"])) == {n: str(v) for n, v in mn.norms.items()}
+    assert dict(zip(group["names"], group["targets"])) == pytest.approx(mn.targets)
+    assert {n: str(v) for n, v in handle.norms.items()} == {n: str(v) for n, v in mn.norms.items()}
+    for name, p in model.named_parameters():
+        assert norm_of(p.grad) == mn.norms[name], name
+    assert {r.source for r in mn} == {"graph"}
+
+
+def test_typed_then_optimizer_keeps_what_the_user_typed():
+    model = mlp()
+    dualtype.typed(model, norms={"*.bias": "l2"})
+    opt = ModularSGD(model)
+    model(X4).sum().backward()
+    opt.step()
+    norms = dict(zip(opt.param_groups[0]["names"], opt.param_groups[0]["norms"]))
+    assert norms["0.bias"] == "l2" and norms["4.weight"] == "rms->linf" and norms["0.weight"] == "rms->rms"
+    assert norm_of(model[0].bias.grad) == N("l2")
+
+
+def test_declared_norm_that_contradicts_the_graph_is_an_error():
+    model = mlp()
+    dualtype.typed(model, norms={"4.weight": "rms->rms"})
+    with pytest.raises(NormMismatchError, match=r"'4\.weight' declared rms->rms, but its output is the model's logits"):
+        model(X4)
+    with pytest.raises(NormMismatchError, match="use rms->linf"):
+        dualtype.check(model, X4, show=False)
+    relaxed = mlp()
+    dualtype.typed(relaxed, norms={"4.weight": "rms->rms"}, strict=False)
+    with pytest.warns(UserWarning, match="4.weight"):
+        relaxed(X4)
+    assert types_of(relaxed).table["4.weight"].norm == N("rms->rms")
+
+
+def test_a_declared_lookup_norm_on_a_hidden_layer_names_the_reason():
+    with pytest.raises(NormMismatchError, match="hidden features"):
+        dualtype.typed(mlp(), norms={"2.weight": "l1->rms"}, example=X4)
+
+
+def test_check_prints_the_table(capsys):
+    dualtype.check(TiedGPT(), IDX)
+    out = capsys.readouterr().out
+    assert "lm_head.weight" in out and "embedding (embedding+head)" in out and "graph" in out
+
+
+def test_first_forward_retypes_the_gradient_hook():
+    model = HeadFirst()
+    handle = dualtype.typed(model)
+    assert handle.norms["head.weight"] == N("rms->rms")  # by layer type: nothing recorded yet
+    model(X4).sum().backward()
+    assert norm_of(model.head.weight.grad) == N("rms->linf")
+    assert len(types_of(model)._hooks) == 0  # later forwards run without hooks
+
+
+def test_recording_failure_falls_back_with_a_warning(monkeypatch):
+    import dualtype.trace as trace
+
+    def broken(self, *a, **k):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(trace._Recorder, "_record", broken)
+    model = mlp()
+    dualtype.typed(model)
+    with pytest.warns(UserWarning, match="could not record"):
+        model(X4)
+    assert types_of(model).table["4.weight"].source == "fallback"
+    model(X4)  # no second attempt, no second warning

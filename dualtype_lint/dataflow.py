@@ -188,6 +188,7 @@ class Analyzer:
     ) -> None:
         self.module = module
         self.path = path
+        self._fixable: bool | None = None
         self.summaries = Summaries()
         self._fn_stack: list[int] = []
         # functions with parameters named like gradients: (node, enclosing class)
@@ -245,6 +246,12 @@ class Analyzer:
         Leaves are names, attributes and subscripts that carry a raw gradient, reached through
         arithmetic only. A gradient hidden inside another call (``f(g)``) has no mechanical fix.
         """
+        if self._fixable is None:
+            from .fix import plan
+
+            self._fixable = plan(self.module, self.imports) is not None
+        if not self._fixable:
+            return None
         out: list[cst.BaseExpression] = []
         was_quiet, self.quiet = self.quiet, True
         saved = self.st.copy()
@@ -258,13 +265,21 @@ class Analyzer:
         return out or None
 
     def _leaves(self, e: cst.BaseExpression, out: list) -> bool:
-        if not self.expr(e).taint:
+        v = self.expr(e)
+        if not v.taint:
             return True
+        if v.precond:
+            return False  # m/√v is not a raw gradient: dualizing it would be wrong
         t = type(e)
         if t in (cst.Name, cst.Attribute, cst.Subscript):
+            if v.weight_ref or v.weight_derived:
+                return False  # new weights (p_new = p - lr * g): not a gradient to dualize
             out.append(e)
             return True
         if t is cst.BinaryOperation:
+            if type(e.operator) in (cst.Divide, cst.FloorDivide, cst.Modulo, cst.Power):
+                # never dualize a denominator or an exponent
+                return not self.expr(e.right).taint and self._leaves(e.left, out)
             return self._leaves(e.left, out) and self._leaves(e.right, out)
         if t is cst.UnaryOperation:
             return self._leaves(e.expression, out)

@@ -46,5 +46,5 @@ class RawGradInplaceMethod(Rule):
             site.node,
             f"raw gradient {grads} written into weight `{a.code(site.target)}` by {how}; "
             f"pass it through `dualize(...)` first",
-            a.fix_leaves(site.tainted_args),
+            a.fix_leaves(site.fix_args) if len(site.fix_args) == len(site.tainted_args) else None,
         )

@@ -246,3 +246,36 @@ def test_no_time_budget_with_timeout_0():
 
     res = lint_text("p.data -= " + " + ".join(["p.grad"] * 300) + "\n", "m.py", Settings(timeout=0))
     assert [d.code for d in res.diagnostics] == ["DTL001"]
+
+
+# ----------------------------------------------------------------------------- limits
+
+
+def test_a_crash_in_the_child_is_reported_not_inherited():
+    import signal
+
+    from dualtype_lint.limits import Crashed, run_bounded
+
+    with pytest.raises(Crashed, match="signal 9"):  # as a segfault would, without a core dump
+        run_bounded(lambda: os.kill(os.getpid(), signal.SIGKILL), 30, isolate=True)
+    with pytest.raises(Crashed, match="ZeroDivisionError"):
+        run_bounded(lambda: 1 / 0, 30, isolate=True)
+    assert run_bounded(lambda: {"a": [1]}, 30, isolate=True) == {"a": [1]}
+
+
+def test_errors_in_the_thread_reach_the_caller():
+    from dualtype_lint.limits import run_bounded
+
+    with pytest.raises(ZeroDivisionError):
+        run_bounded(lambda: 1 / 0, 30, isolate=False)
+    assert run_bounded(lambda: 42, 0, isolate=False) == 42
+
+
+def test_depth_counts_and_chains_as_libcst_nests_them():
+    from dualtype_lint.limits import MAX_DEPTH, check_structure
+
+    assert check_structure("x = " + " and ".join(["p"] * (MAX_DEPTH + 10)) + "\n")[0] == "deep"
+    assert check_structure("x = " + " and ".join(["p"] * 50) + "\n")[0] == "ok"
+    assert check_structure("x = [" + ", ".join(["p"] * 50_000) + "]\n")[0] == "ok"  # flat is fine
+    kind, (line, col, msg), _ = check_structure("x = (\n")
+    assert kind == "syntax" and line == 1

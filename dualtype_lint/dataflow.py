@@ -189,6 +189,7 @@ class Analyzer:
         self.module = module
         self.path = path
         self._fixable: bool | None = None
+        self._call_origin: dict[str, str] = {}  # name -> unknown function its value came from
         self.summaries = Summaries()
         self._fn_stack: list[int] = []
         # functions with parameters named like gradients: (node, enclosing class)
@@ -237,6 +238,57 @@ class Analyzer:
                 return self.is_update_expr(f.value)
         return False
 
+    def advice(self, code: str, exprs: Iterable[cst.BaseExpression], each: bool = False) -> str:
+        """What to do about a finding. A gradient that went through a function the linter does
+        not know (Muon-like code: ``update = my_orthogonalize(buf)``) may be dualized already:
+        then the right advice is to declare that function, not to add ``dualize``."""
+        fn = self._unknown_callee(exprs)
+        if fn is not None:
+            return (
+                f"if `{fn}` is a duality map (an orthogonalization, say), declare it with "
+                f"`--dualizer {fn}` or `dualizers = [\"{fn}\"]` in `[tool.dualtype-lint]`; "
+                f"otherwise pass the gradient through `dualize(...)`, or `# noqa: {code}` with the reason"
+            )
+        return "pass each gradient through `dualize(...)` first" if each else "pass it through `dualize(...)` first"
+
+    def _unknown_callee(self, exprs: Iterable[cst.BaseExpression]) -> str | None:
+        stack = list(exprs)
+        while stack:
+            n = stack.pop()
+            t = type(n)
+            if t is cst.Name:
+                fn = self._call_origin.get(n.value)
+                if fn is not None:
+                    return fn
+            elif t is cst.Call:
+                fn = self._callee_name(n.func)
+                if fn is not None:
+                    return fn
+                stack.extend(a.value for a in n.args)
+                if type(n.func) is cst.Attribute:
+                    stack.append(n.func.value)
+            elif t is cst.Attribute:
+                stack.append(n.value)
+            elif t in (cst.BinaryOperation, cst.UnaryOperation, cst.Subscript):
+                stack.extend(c for c in n.children if isinstance(c, cst.BaseExpression))
+        return None
+
+    def _callee_name(self, func: cst.BaseExpression) -> str | None:
+        """The name of a plain function (``newton(g)``, ``ops.f(g)``, ``self._orth(g)``) that is
+        not torch's and not a tensor method."""
+        d = dotted(func)
+        if d is None:
+            return None
+        r = self.resolve(func) or d
+        head = r.split(".", 1)[0]
+        if head in ("torch", "math", "numpy", "functorch") or r in CLEAN_BUILTINS:
+            return None
+        if type(func) is cst.Attribute:
+            base = d.split(".", 1)[0]
+            if base != "self" and base not in self.imports:
+                return None  # a method of a value: buf.add(g), g.view(...)
+        return d.rsplit(".", 1)[-1]
+
     def is_map_call(self, node: cst.BaseExpression) -> bool:
         return type(node) is cst.Call and self.resolve(node.func) == "map"
 
@@ -274,6 +326,8 @@ class Analyzer:
         if t in (cst.Name, cst.Attribute, cst.Subscript):
             if v.weight_ref or v.weight_derived:
                 return False  # new weights (p_new = p - lr * g): not a gradient to dualize
+            if t is cst.Name and e.value in self._call_origin:
+                return False  # update = newton(buf): declare newton a dualizer instead
             out.append(e)
             return True
         if t is cst.BinaryOperation:
@@ -1060,6 +1114,12 @@ class Analyzer:
             if self._hand_grad(target.value):  # db1 = ...: b1 is a weight
                 n = target.value
                 self.st.weights.add(n[2:] if n[1] == "_" else n[1:])
+        if tt is cst.Name and type(value_node) is cst.Call:
+            fn = self._callee_name(value_node.func) if v.taint else None
+            if fn is not None:
+                self._call_origin[target.value] = fn
+            else:
+                self._call_origin.pop(target.value, None)
         if v.taint and tt in (cst.Name, cst.Attribute, cst.Subscript):
             if tt is not cst.Name:
                 self.summaries.record_write(self, target, v, self.is_weight_target(target))

@@ -41,6 +41,6 @@ class RawGradAugAssign(Rule):
             self,
             node,
             f"raw gradient `{a.code(node.value)}` applied to weight `{a.code(node.target)}` "
-            f"with `{op}`; pass it through `dualize(...)` first",
+            f"with `{op}`; {a.advice(self.code, [node.value])}",
             a.fix_leaves([node.value]),
         )

@@ -45,6 +45,6 @@ class RawGradInplaceMethod(Rule):
             self,
             site.node,
             f"raw gradient {grads} written into weight `{a.code(site.target)}` by {how}; "
-            f"pass it through `dualize(...)` first",
+            f"{a.advice(self.code, site.tainted_args)}",
             a.fix_leaves(site.fix_args) if len(site.fix_args) == len(site.tainted_args) else None,
         )

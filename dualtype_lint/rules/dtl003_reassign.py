@@ -55,6 +55,6 @@ class RawGradReassignment(Rule):
             self,
             site.node,
             f"weight `{a.code(site.target)}` reassigned from `{a.code(site.value_node)}`, which "
-            f"applies a raw gradient; pass the gradient through `dualize(...)` first",
+            f"applies a raw gradient; {a.advice(self.code, [site.value_node])}",
             a.fix_leaves([site.value_node]),
         )

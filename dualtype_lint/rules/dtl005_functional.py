@@ -40,6 +40,6 @@ class RawGradFunctionalUpdate(Rule):
             site.node,
             "new weights computed from raw gradients"
             + (f" (`{a.code(site.fix_expr)}`)" if site.fix_expr is not None else "")
-            + "; pass each gradient through `dualize(...)` first",
+            + "; " + a.advice(self.code, [site.fix_expr] if site.fix_expr is not None else [], each=True),
             leaves,
         )

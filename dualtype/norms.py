@@ -100,9 +100,17 @@ def _require_finite(reduction: Tensor, norm: "Norm") -> None:
         )
 
 
+def _div(x: Tensor, d: Tensor) -> Tensor:
+    """x / d for a real divisor ``d``; complex ``x`` is divided part by part (torch's complex
+    division gave NaN for a denormal complex x over a denormal divisor)."""
+    if x.is_complex():
+        return torch.complex(x.real / d, x.imag / d)
+    return x / d
+
+
 def _safe_div(x: Tensor, d: Tensor) -> Tensor:
     """x / d with d == 0 giving 0 (zero in, zero out; never NaN)."""
-    return x / torch.where(d == 0, torch.ones_like(d), d)
+    return _div(x, torch.where(d == 0, torch.ones_like(d), d))
 
 
 def _absmax(x: Tensor, dim: int | None) -> Tensor:
@@ -133,7 +141,7 @@ def _prescale(x: Tensor, norm: "Norm", dim: int | None = None) -> Tensor:
     big = _absmax(x, dim)
     _require_finite(big, norm)
     live = big >= _tiny(x)
-    return torch.where(live, x / torch.where(live, big, torch.ones_like(big)), torch.zeros_like(x))
+    return torch.where(live, _div(x, torch.where(live, big, torch.ones_like(big))), torch.zeros_like(x))
 
 
 def _singular_values(w: Tensor) -> Tensor:

@@ -301,6 +301,9 @@ def test_dualize_never_returns_nan_for_finite_input(case):
     d = plain(dualize(g, norm, method=method))
     assert d.dtype == g.dtype and d.shape == g.shape
     assert torch.isfinite(d).all(), (g, norm, method, d)
+    # the norms of finite input are numbers too (they may overflow to Inf, never NaN)
+    for f in (N.get(norm).value, N.get(norm).dual_value):
+        assert not torch.isnan(f(g)).any(), (g, norm, f)
     v = N.get(norm).value(d.to(torch.complex128 if d.is_complex() else torch.float64)).amax().item()
     # effectively zero maps to zero; anything else to a unit vector (up to kernel accuracy)
     assert v == 0.0 or 0.5 <= v <= 1.6, (g.tolist(), g.dtype, norm, method, v)

@@ -9,7 +9,7 @@ def scaled_for_svd(X: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """``(Y, scale)`` with ``X ≈ scale·Y`` per matrix, for LAPACK's SVD.
 
     ``scale`` is a power of two (exact) that brings the largest real or imaginary part of
-    ``Y`` into [0.5, 1); parts below eps² of that are flushed to zero. They cannot move a
+    ``Y`` into [1, 2); parts below eps² of that are flushed to zero. They cannot move a
     singular value by more than ~√(mn)·eps²·σ_max, far below rounding, but LAPACK's complex
     SVD returned NaN on such input (denormal entries, or a part of 1e-92 beside 0.2). A
     matrix whose max part is below the smallest normal number is effectively zero: ``Y = 0``.
@@ -20,7 +20,8 @@ def scaled_for_svd(X: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     amax = parts.abs().amax(dim=(-3, -2, -1), keepdim=True)  # [..., 1, 1, 1]
     live = ~(amax < torch.finfo(real).tiny)  # NaN stays live and propagates
     _, exponent = torch.frexp(torch.where(live, amax, torch.ones_like(amax)))
-    scale = torch.ldexp(torch.ones_like(amax), exponent)
+    # 2^(e-1) ≤ amax < 2^e; 2^e itself overflows for amax ≥ 2^127 in float32
+    scale = torch.ldexp(torch.ones_like(amax), exponent - 1)
     Y = parts / scale
     Y = torch.where(live & ~(Y.abs() < torch.finfo(real).eps ** 2), Y, torch.zeros_like(Y))
     Y = torch.view_as_complex(Y.contiguous()) if X.is_complex() else Y.squeeze(-1)

@@ -95,3 +95,20 @@ def test_shadowed_dualize_uses_the_module_or_no_fix() -> None:
     assert 'p.data -= lr * dualtype.dualize(p.grad, "l2")' in new
     both = "import torch\ndualize = dualtype = None\ndef f(p, lr):\n    p.data -= lr * p.grad\n"
     assert fixed(both) is None
+
+
+def test_muon_like_code_gets_dualizer_advice_and_no_fix() -> None:
+    src = (
+        "import torch\n"
+        "from mylib import newton\n"
+        "def step(params, lr, bufs):\n"
+        "    for p, buf in zip(params, bufs):\n"
+        "        buf.lerp_(p.grad, 0.1)\n"
+        "        update = newton(buf)\n"
+        "        p.add_(update, alpha=-lr)\n"
+    )
+    (d,) = lint_text(src, "m.py", Settings()).diagnostics
+    assert "--dualizer newton" in d.message and "# noqa: DTL002" in d.message and not d.fixable
+    assert fixed(src) is None
+    clean = lint_text(src, "m.py", Settings(dualizers=("newton",))).diagnostics
+    assert clean == []

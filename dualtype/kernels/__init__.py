@@ -184,9 +184,11 @@ def orthogonalize(
     ==============  =======================  =======================  =======================
 
     Accuracy follows the dtype. float64 (input, or ``dtype=torch.float64``) with the default
-    method runs the exact SVD: error at rounding level (< 1e-10 against a constructed UVᵀ for
-    Gaussian and κ = 1e4 spectra, tests/test_reliability.py; 256×1024 took 61 ms against
-    55 ms for ``polar_express`` at one thread); the 5-step schedule would stop near 1e-2.
+    method runs the exact SVD: relative error against a constructed UVᵀ measured 1e-15 to
+    4e-15 for σ uniform in [0.1, 1.1] and 6e-14 to 5e-13 for σ = logspace(0, −4), shapes 24²
+    to 256×1024 (tests/test_reliability.py asserts < 1e-10); 256×1024 took 61 ms against
+    55 ms for ``polar_express`` at one thread. The 5-step schedule stops near 1e-2
+    (‖dualize(g)‖ was 1.0128).
     float32/bf16 keep the fast 5-step default of the table. Complex input always uses the
     SVD (the polar factor is U Vᴴ; the iterations here are real-only). A matrix whose
     entries are all below the smallest normal number of the accumulation dtype (float32's

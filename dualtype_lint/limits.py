@@ -105,17 +105,7 @@ def _run_threaded(fn: Callable[[], T], timeout: float) -> T:
         except BaseException as exc:  # re-raised in the caller's thread
             box["error"] = exc
 
-    with _stack_lock:  # stack_size() is process-wide: set it only around this start
-        try:
-            old = threading.stack_size(THREAD_STACK)
-        except (ValueError, RuntimeError):  # a platform limit: the default stack
-            old = None
-        try:
-            t = threading.Thread(target=target, name="dualtype-lint-file", daemon=True)
-            t.start()
-        finally:
-            if old is not None:
-                threading.stack_size(old)
+    t = _start_thread(target)
     t.join(timeout if timeout > 0 else None)
     if t.is_alive():
         # stop the analysis at its next bytecode (native code finishes first); the thread is
@@ -126,6 +116,27 @@ def _run_threaded(fn: Callable[[], T], timeout: float) -> T:
     if "error" in box:
         raise box["error"]  # type: ignore[misc]
     return box["value"]  # type: ignore[return-value]
+
+
+def _start_thread(target: Callable[[], None]) -> threading.Thread:
+    """A daemon thread with a :data:`THREAD_STACK` stack, or the default one where the
+    platform refuses that much (a ulimit on virtual memory)."""
+    for size in (THREAD_STACK, 0):
+        with _stack_lock:  # stack_size() is process-wide: set it only around this start
+            try:
+                old = threading.stack_size(size)
+            except (ValueError, RuntimeError):
+                continue
+            try:
+                t = threading.Thread(target=target, name="dualtype-lint-file", daemon=True)
+                t.start()
+                return t
+            except RuntimeError:  # "can't start new thread"
+                if size == 0:
+                    raise
+            finally:
+                threading.stack_size(old)
+    raise RuntimeError("cannot start a thread")
 
 
 def _child(fn: Callable[[], object], w: int, timeout: float) -> None:

@@ -279,3 +279,18 @@ def test_depth_counts_and_chains_as_libcst_nests_them():
     assert check_structure("x = [" + ", ".join(["p"] * 50_000) + "]\n")[0] == "ok"  # flat is fine
     kind, (line, col, msg), _ = check_structure("x = (\n")
     assert kind == "syntax" and line == 1
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="POSIX rlimits")
+def test_a_small_address_space_falls_back_to_the_default_thread_stack(tmp_path):
+    import sys
+
+    code = (
+        "import resource\n"
+        "resource.setrlimit(resource.RLIMIT_AS, (400 << 20, 400 << 20))\n"  # < the 512 MB stack
+        "from dualtype_lint.config import Settings\n"
+        "from dualtype_lint.engine import lint_text\n"
+        f"print([d.code for d in lint_text({BAD!r}, 'm.py', Settings()).diagnostics])\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert r.stdout.strip() == "['DTL001']", r.stderr[-2000:]

@@ -64,6 +64,7 @@ class Diagnostic:
     end_line: int
     end_col: int  # 1-based, exclusive
     fixable: bool = False  # an (unsafe) fix exists
+    cell: int | None = None  # notebooks: the cell, and line is the line in that cell
 
     @property
     def name(self) -> str:
@@ -71,7 +72,7 @@ class Diagnostic:
         return r.name if r else self.code
 
     def sort_key(self) -> tuple:
-        return (self.path, self.line, self.col, self.code)
+        return (self.path, self.cell or 0, self.line, self.col, self.code)
 
 
 @dataclass
@@ -190,6 +191,10 @@ def lint_path(path: str, settings: Settings, display: str | None = None) -> File
             Diagnostic(display, DECODE_ERROR, f"cannot read file: {exc.strerror or exc}", 1, 1, 1, 1)
         )
         return res
+    if path.endswith(".ipynb"):
+        from .notebook import lint_notebook
+
+        return lint_notebook(data, path, settings, display)
     return lint_bytes(data, path, settings, display, write_back=(path != "-"))
 
 

@@ -23,7 +23,8 @@ def _uri(path: str) -> str:
 def write_text(diags: Sequence[Diagnostic], out: TextIO, show_fixes: bool) -> None:
     for d in diags:
         mark = "[*] " if (d.fixable and show_fixes) else ""
-        out.write(f"{d.path}:{d.line}:{d.col}: {d.code} {mark}{d.message}\n")
+        where = f"cell {d.cell}:{d.line}" if d.cell is not None else d.line
+        out.write(f"{d.path}:{where}:{d.col}: {d.code} {mark}{d.message}\n")
 
 
 def to_json(diags: Sequence[Diagnostic]) -> list[dict]:
@@ -33,7 +34,7 @@ def to_json(diags: Sequence[Diagnostic]) -> list[dict]:
             "name": d.name,
             "message": d.message,
             "filename": d.path,
-            "location": {"row": d.line, "column": d.col},
+            "location": {"row": d.line, "column": d.col, **({"cell": d.cell} if d.cell is not None else {})},
             "end_location": {"row": d.end_line, "column": d.end_col},
             "fix": (
                 {"applicability": "unsafe", "message": "Wrap the raw gradient in `dualize(...)`"}

@@ -31,7 +31,7 @@ if sys.version_info >= (3, 11):  # pragma: no cover - version dependent
 else:  # pragma: no cover
     try:
         import tomli as _toml  # type: ignore[no-redef]
-    except ImportError:  # a tiny fallback for the table we need
+    except ImportError:  # reported when a configuration file has to be read
         _toml = None  # type: ignore[assignment]
 
 ALL_CODES = tuple(r.code for r in ALL_RULES)
@@ -121,52 +121,14 @@ def _glob_match(rel: str, base: str, pattern: str) -> bool:
 
 
 def load_toml(path: Path) -> dict[str, Any]:
+    """Read a TOML file with the standard library's ``tomllib`` (``tomli`` before Python 3.11)."""
     data = path.read_bytes()
-    if _toml is not None:
-        try:
-            return _toml.loads(data.decode("utf-8"))
-        except Exception as exc:  # tomllib.TOMLDecodeError, UnicodeDecodeError
-            raise ConfigError(f"{path}: invalid TOML: {exc}") from None
-    return _mini_toml(data.decode("utf-8"), path)  # pragma: no cover - Python 3.10 without tomli
-
-
-def _mini_toml(text: str, path: Path) -> dict[str, Any]:  # pragma: no cover
-    """Enough TOML for ``[tool.dualtype-lint]`` on Python 3.10 without tomli."""
-    import ast
-
-    out: dict[str, Any] = {}
-    table: dict[str, Any] | None = None
-    pending = ""
-    for raw in text.splitlines():
-        line = raw.split("#", 1)[0].strip() if not pending else raw.strip()
-        if not line and not pending:
-            continue
-        if not pending and line.startswith("["):
-            name = line.strip("[]").strip().replace('"', "")
-            table = {} if name.startswith(f"tool.{TABLE}") else None
-            if table is not None:
-                sub = name[len(f"tool.{TABLE}") :].lstrip(".")
-                tool = out.setdefault("tool", {}).setdefault(TABLE, {})
-                if sub:
-                    tool[sub] = table
-                else:
-                    table = tool
-            continue
-        if table is None:
-            continue
-        pending += " " + line
-        try:
-            key, _, value = pending.partition("=")
-            value = value.strip().replace("true", "True").replace("false", "False")
-            if value.startswith("{"):
-                value = value.replace("=", ":")
-            table[key.strip().strip('"')] = ast.literal_eval(value)
-            pending = ""
-        except (SyntaxError, ValueError):
-            continue
-    if pending:
-        raise ConfigError(f"{path}: could not read [tool.{TABLE}] without tomllib/tomli")
-    return out
+    if _toml is None:  # pragma: no cover - Python 3.10 without tomli
+        raise ConfigError(f"{path}: reading TOML on Python < 3.11 needs the `tomli` package")
+    try:
+        return _toml.loads(data.decode("utf-8"))
+    except Exception as exc:  # tomllib.TOMLDecodeError, UnicodeDecodeError
+        raise ConfigError(f"{path}: invalid TOML: {exc}") from None
 
 
 def find_config(start: Path) -> Path | None:

@@ -15,7 +15,29 @@ from dataclasses import dataclass, field
 from typing import Iterable
 
 import libcst as cst
-from libcst._nodes.internal import CodegenState
+
+# The lean pass subclasses libcst's CodegenState, which is not public API. It is used only on the
+# libcst versions it was tested on (TESTED_LIBCST, checked by tests/lint/test_units.py against
+# PositionProvider); on any other version, or if the import fails, node_ranges returns nothing
+# and the engine asks the public PositionProvider instead (correct, about 3x slower on findings).
+TESTED_LIBCST = ((1, 1), (1, 9))  # inclusive range of (major, minor) versions
+
+
+def _libcst_version() -> tuple[int, int]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        parts = version("libcst").split(".")
+        return int(parts[0]), int("".join(ch for ch in parts[1] if ch.isdigit()) or 0)
+    except (PackageNotFoundError, ValueError, IndexError):  # pragma: no cover
+        return (0, 0)
+
+
+try:
+    from libcst._nodes.internal import CodegenState
+except ImportError:  # pragma: no cover - libcst reorganized its internals
+    CodegenState = None  # type: ignore[assignment,misc]
+LEAN = CodegenState is not None and TESTED_LIBCST[0] <= _libcst_version() <= TESTED_LIBCST[1]
 
 _NEWLINE = re.compile(r"\r\n?|\n")
 
@@ -49,7 +71,7 @@ class _Record:
 
 
 @dataclass(frozen=False)
-class _State(CodegenState):
+class _State(CodegenState if CodegenState is not None else object):  # type: ignore[misc]
     targets: frozenset = frozenset()
     found: dict = field(default_factory=dict)
     line: int = 1  # 1-based
@@ -86,8 +108,14 @@ class _State(CodegenState):
 def node_ranges(
     module: cst.Module, nodes: Iterable[cst.CSTNode]
 ) -> dict[int, tuple[tuple[int, int], tuple[int, int]]]:
-    """``id(node) -> ((line, col0), (end_line, end_col0))`` for the requested nodes."""
+    """``id(node) -> ((line, col0), (end_line, end_col0))`` for the requested nodes; nodes it
+    could not place are missing (the caller then uses libcst's PositionProvider)."""
+    if not LEAN:  # pragma: no cover - an untested libcst
+        return {}
     targets = frozenset(id(n) for n in nodes)
-    state = _State(default_indent=module.default_indent, default_newline=module.default_newline, targets=targets)
-    module._codegen(state)
+    try:
+        state = _State(default_indent=module.default_indent, default_newline=module.default_newline, targets=targets)
+        module._codegen(state)
+    except Exception:  # pragma: no cover - libcst changed its code generation
+        return {}
     return state.found

@@ -156,24 +156,33 @@ def test_lean_positions_match_libcst_position_provider():
             assert mine[id(n)] == ((r.start.line, r.start.column), (r.end.line, r.end.column))
 
 
-def test_minimal_toml_fallback_reads_our_table_like_tomllib():
-    """Python 3.10 without tomli uses a tiny reader for [tool.dualtype-lint]."""
-    from dualtype_lint.config import _mini_toml, load_toml
+def test_config_is_read_with_tomllib():
+    """The hand-written TOML reader is gone: tomllib (tomli before 3.11) reads the table."""
+    import tempfile
 
+    import dualtype_lint.config as config
+    from dualtype_lint.config import load_toml
+
+    assert not hasattr(config, "_mini_toml")
     text = (
         '[project]\nname = "x"\n\n[tool.dualtype-lint]\nselect = ["DTL"]  # comment\n'
         'ignore = [\n  "DTL005",\n]\ndualizers = ["a.b", "c"]\n\n'
         '[tool.dualtype-lint.per-file-ignores]\n"tests/*" = ["DTL001"]\n\n[tool.other]\nx = 1\n'
     )
-    p = Path("pyproject.toml")
-    fallback = _mini_toml(text, p)["tool"]["dualtype-lint"]
-    assert fallback == {"select": ["DTL"], "ignore": ["DTL005"], "dualizers": ["a.b", "c"],
-                        "per-file-ignores": {"tests/*": ["DTL001"]}}
-    import tempfile
-
     with tempfile.TemporaryDirectory() as d:
         (Path(d) / "pyproject.toml").write_text(text)
-        assert load_toml(Path(d) / "pyproject.toml")["tool"]["dualtype-lint"] == fallback
+        assert load_toml(Path(d) / "pyproject.toml")["tool"]["dualtype-lint"] == {
+            "select": ["DTL"], "ignore": ["DTL005"], "dualizers": ["a.b", "c"],
+            "per-file-ignores": {"tests/*": ["DTL001"]},
+        }
+
+
+def test_lean_positions_are_used_on_the_tested_libcst():
+    from dualtype_lint import positions
+
+    assert positions.LEAN == (
+        positions.TESTED_LIBCST[0] <= positions._libcst_version() <= positions.TESTED_LIBCST[1]
+    )
 
 
 @pytest.mark.parametrize(

@@ -65,27 +65,66 @@ __all__ = [
 
 # --- weights -----------------------------------------------------------------------------
 
-# storage data pointer -> (weakref to parameter, name, norm); filled by dualtype.typed.
-_WEIGHTS: dict[int, tuple[weakref.ref, str, Norm | None]] = {}
+# storage data pointer -> registrations (byte range start, stop, weakref to the parameter,
+# name, norm), newest last; filled by dualtype.typed. One storage may hold several weights
+# (flat views), and one weight may be registered by several typed() calls (a model and its
+# submodule): a write is matched to the newest live registration whose bytes it touches.
+_Entry = tuple[int, int, weakref.ref, str, "Norm | None"]
+_WEIGHTS: dict[int, list[_Entry]] = {}
+
+
+def _span(t: Tensor) -> tuple[int, int]:
+    """The bytes [start, stop) of ``t``'s storage that ``t`` can reach (empty if numel is 0)."""
+    if t.numel() == 0:
+        return 0, 0
+    reach = 1 + sum((size - 1) * stride for size, stride in zip(t.shape, t.stride()))
+    start = t.storage_offset() * t.element_size()
+    return start, start + reach * t.element_size()
+
+
+def _registrable(t: Tensor) -> bool:
+    return t.layout == torch.strided and t.device.type != "meta"
 
 
 def register_weight(param: Tensor, name: str, norm: Norm | None) -> None:
-    """Declare ``param`` a weight of norm ``norm`` so views of it (``p.data``) are guarded."""
-    _WEIGHTS[param.untyped_storage().data_ptr()] = (weakref.ref(param), name, norm)
+    """Declare ``param`` a weight of norm ``norm`` so views of it (``p.data``) are guarded.
+
+    Registrations stack: registering a parameter again (by a second ``typed()``) adds one,
+    and :func:`unregister_weight` removes only the newest, so the first stays in force."""
+    if not _registrable(param):
+        return
+    key = param.untyped_storage().data_ptr()
+    live = [e for e in _WEIGHTS.get(key, []) if e[2]() is not None]
+    _WEIGHTS[key] = [*live, (*_span(param), weakref.ref(param), name, norm)]
 
 
-def unregister_weight(param: Tensor) -> None:
-    _WEIGHTS.pop(param.untyped_storage().data_ptr(), None)
+def unregister_weight(param: Tensor, name: str | None = None) -> None:
+    """Remove the newest registration of ``param`` (of that ``name``, if given)."""
+    if not _registrable(param):
+        return
+    key = param.untyped_storage().data_ptr()
+    entries = _WEIGHTS.get(key, [])
+    for i in range(len(entries) - 1, -1, -1):
+        if entries[i][2]() is param and (name is None or entries[i][3] == name):
+            del entries[i]
+            break
+    if not entries:
+        _WEIGHTS.pop(key, None)
 
 
 def _weight_info(t: Tensor) -> tuple[str | None, Norm | None] | None:
     """(name, norm) if ``t`` is a weight (see module doc), else None."""
-    if t.device.type != "meta" and _WEIGHTS and t.layout == torch.strided:  # sparse: no storage
-        entry = _WEIGHTS.get(t.untyped_storage().data_ptr())
-        if entry is not None:
-            param = entry[0]()
-            if param is not None and param.untyped_storage().data_ptr() == t.untyped_storage().data_ptr():
-                return entry[1], entry[2]
+    if _WEIGHTS and _registrable(t):  # sparse tensors have no storage
+        key = t.untyped_storage().data_ptr()
+        entries = _WEIGHTS.get(key)
+        if entries:
+            start, stop = _span(t)
+            for lo, hi, ref, name, norm in reversed(entries):
+                param = ref()
+                # the parameter must still live in this storage (p.data = ... moves it)
+                if (param is not None and lo < stop and start < hi
+                        and param.untyped_storage().data_ptr() == key):
+                    return name, norm
     if isinstance(t, torch.nn.Parameter) or (t.is_leaf and t.requires_grad):
         return None, None
     return None

@@ -88,6 +88,60 @@ def test_vector_to_parameters_checks_the_norm_of_a_primal_vector():
         vector_to_parameters(wrong.flatten(), [p])
 
 
+# --- the weight registry (items 8 and 13, tensor side) -------------------------------------
+
+
+def test_registrations_stack_so_unregistering_a_submodule_keeps_the_parent_guard():
+    from dualtype.tensor import register_weight, unregister_weight
+
+    p = nn.Parameter(torch.randn(3, 4))
+    register_weight(p, "0.weight", N.get("rms->rms"))  # typed(model)
+    register_weight(p, "weight", N.get("rms->rms"))  # typed(model[0])
+    unregister_weight(p)  # untyped(model[0])
+    g = dual(torch.randn(3, 4), "rms->rms")
+    with torch.no_grad(), pytest.raises(DualityError, match="'0.weight'"):
+        p.data.sub_(g)
+    unregister_weight(p, "0.weight")
+    with torch.no_grad():
+        p.data.sub_(g)  # p.data is a plain view again: nothing registered
+
+
+def test_flat_views_in_one_storage_are_distinct_weights():
+    from dualtype.tensor import register_weight, unregister_weight
+
+    flat = torch.zeros(16 + 4)
+    w, b = nn.Parameter(flat[:16].view(4, 4)), nn.Parameter(flat[16:])
+    register_weight(w, "weight", N.get("rms->rms"))
+    register_weight(b, "bias", N.get("rms"))
+    try:
+        with torch.no_grad():
+            w.data.sub_(LR * dualize(torch.randn(4, 4), "rms->rms"))
+            b.data.sub_(LR * dualize(torch.randn(4), "rms"))  # was a NormMismatchError
+            with pytest.raises(NormMismatchError, match="'bias'"):
+                b.data.sub_(dualize(torch.randn(4), "l2"))
+            with pytest.raises(DualityError, match="'weight'"):
+                w.data.sub_(dual(torch.randn(4, 4), "rms->rms"))
+    finally:
+        unregister_weight(w)
+        unregister_weight(b)
+
+
+def test_zero_size_weights_do_not_collide():
+    from dualtype.tensor import register_weight, unregister_weight
+
+    params = [nn.Parameter(torch.empty(0, 4)), nn.Parameter(torch.empty(0)),
+              nn.Parameter(torch.empty(3, 0))]
+    for p, norm in zip(params, ["rms->rms", "rms", "rms->rms"]):
+        register_weight(p, "p", N.get(norm))
+    try:
+        with torch.no_grad():
+            params[0].data.sub_(dualize(torch.zeros(0, 4), "rms->rms"))
+            params[1].data.sub_(dualize(torch.zeros(0), "rms"))
+    finally:
+        for p in params:
+            unregister_weight(p)
+
+
 # --- item 6: aten overloads ---------------------------------------------------------------
 
 

@@ -61,6 +61,7 @@ __all__ = [
     "norm_of",
     "register_weight",
     "unregister_weight",
+    "refresh_weight",
 ]
 
 # --- weights -----------------------------------------------------------------------------
@@ -110,6 +111,26 @@ def unregister_weight(param: Tensor, name: str | None = None) -> None:
             break
     if not entries:
         _WEIGHTS.pop(key, None)
+
+
+def refresh_weight(param: Tensor) -> None:
+    """Move ``param``'s registrations to the storage it lives in now.
+
+    ``model.double()``, ``.to(device)``, ``share_memory()`` ... replace ``param.data``, so the
+    registry still points at the old storage and ``p.data`` writes were no longer checked
+    (issue 13 item 1). A caller that sees the storage change (dualtype.guard) calls this;
+    it scans the registry, so it is meant for such events, not for every step."""
+    moved: list[_Entry] = []
+    for key in list(_WEIGHTS):
+        keep = []
+        for entry in _WEIGHTS[key]:
+            (moved if entry[2]() is param else keep).append(entry)
+        if keep:
+            _WEIGHTS[key] = keep
+        else:
+            del _WEIGHTS[key]
+    for _, _, _, name, norm in moved:
+        register_weight(param, name, norm)
 
 
 def _weight_info(t: Tensor) -> tuple[str | None, Norm | None] | None:

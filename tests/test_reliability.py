@@ -106,6 +106,21 @@ def test_registrations_stack_so_unregistering_a_submodule_keeps_the_parent_guard
         p.data.sub_(g)  # p.data is a plain view again: nothing registered
 
 
+def test_refresh_weight_follows_a_parameter_to_its_new_storage():
+    from dualtype.tensor import refresh_weight, register_weight, unregister_weight
+
+    m = nn.Linear(4, 3)
+    register_weight(m.weight, "weight", N.get("rms->rms"))
+    m.double()  # replaces m.weight.data: the registry still names the old storage
+    g = dual(torch.randn(3, 4, dtype=torch.float64), "rms->rms")
+    try:
+        refresh_weight(m.weight)
+        with torch.no_grad(), pytest.raises(DualityError, match="'weight'"):
+            m.weight.data.sub_(g)
+    finally:
+        unregister_weight(m.weight)
+
+
 def test_flat_views_in_one_storage_are_distinct_weights():
     from dualtype.tensor import register_weight, unregister_weight
 

@@ -19,6 +19,7 @@ optimizer itself uses no escape hatch.
 from __future__ import annotations
 
 import math
+import warnings
 from collections import defaultdict
 from typing import Any, Callable, Iterable, Mapping, NamedTuple, Sequence
 
@@ -103,27 +104,33 @@ class ModularSGD(torch.optim.Optimizer):
     dualizes embeddings, heads, convolutions and gains through their own norms.)
 
     Args:
-        params: an ``nn.Module`` (preferred: it is typed with :func:`dualtype.typed` here and
-            names come from ``named_parameters()``), an iterable of parameters, of
-            ``(name, parameter)`` pairs, or of param-group dicts. A group dict may hold
-            ``"params"`` plus any hyper-parameter below and ``"norms"``/``"targets"``
-            (a single value for the whole group, or a mapping as below).
-        lr: size of the step in the modular norm (≥ 0). Schedulers from
-            ``torch.optim.lr_scheduler`` change it per group.
+        params: an ``nn.Module`` (preferred: it is typed with :func:`dualtype.typed` here,
+            names, norms and targets come from its table, :mod:`dualtype.roles`), an iterable
+            of parameters, of ``(name, parameter)`` pairs, or of param-group dicts. A group
+            dict may hold ``"params"`` plus any hyper-parameter below and
+            ``"norms"``/``"targets"`` (a single value for the whole group, or a mapping as
+            below). Parameters of a typed model keep their names, norms and targets in groups.
+        lr: the size of the whole update in the modular norm (≥ 0). Each parameter moves
+            ``lr·target`` in its own norm; with the targets read from the model's graph one
+            default fits models of any width and depth (0.1: benchmarks/defaults.md).
+            Schedulers from ``torch.optim.lr_scheduler`` change it per group.
         momentum: β in [0, 1); the buffer is an EMA of the gradients (Muon's convention; the
             duality maps are scale-free, so EMA and sum give the same direction).
         nesterov: use ``(1−β)·g + β·buf`` instead of ``buf``.
         weight_decay: decoupled: ``p ← (1 − lr·wd)·p`` before the update (≥ 0).
         norms: parameter name / fnmatch glob / the tensor itself → norm (name or
-            :class:`~dualtype.norms.Norm`); overrides the model's norms. Without it a
-            parameter's norm comes from ``modular(model)`` (when ``dualtype.modules`` is
-            available and ``modular`` is not False), else from ``typed()``'s defaults
-            (Linear ``rms->rms``, Embedding ``l1->rms``, Conv2d ``conv2d``, 1-D ``rms``).
+            :class:`~dualtype.norms.Norm`); declared on the model's table, so ``typed()``
+            tags gradients with them. Without it: the model's table (declared by
+            ``typed(model, norms=...)``, else read from the graph of the first forward, else
+            by layer type); for bare tensors their ``typed()`` tag, else by rank.
         targets: name / glob / tensor → target t ≥ 0 (the step of that parameter is
-            ``lr·t`` in its norm; 0 freezes it). Default: ``modular(model).targets``, else 1.
-        modular: for a model: ``None`` uses ``dualtype.modules.modular(model)`` if that is
-            importable, ``True`` requires it, ``False`` uses typed() defaults with target 1;
-            a ready ``ModularNorm`` object (with ``.norms`` and ``.targets``) is used as is.
+            ``lr·t`` in its norm; 0 freezes it). Default: the model's table, else 1.
+        modular: ``None``/``True``: targets from the model's table (the modular norm of its
+            graph); ``False``: every target 1, so each parameter steps ``lr`` in its own norm
+            (the modular norm of a flat max-composition; lr then wants Muon's scale, ~0.02);
+            a ready ``ModularNorm`` (``dualtype.modular(model, ...)``): its norms and targets.
+        example: an input (a tensor, or a tuple of positional inputs) to record the model's
+            graph now instead of on its first forward.
         method: orthogonalization kernel for the matrix norms (``None``: the kernels'
             default; see :func:`dualtype.kernels.orthogonalize`).
         batched: dualize same-(shape, dtype, device, norm) parameters in one stacked call.
@@ -152,7 +159,7 @@ class ModularSGD(torch.optim.Optimizer):
     def __init__(
         self,
         params: "nn.Module | Iterable[Tensor] | Iterable[tuple[str, Tensor]] | Iterable[dict]",
-        lr: float = 0.02,
+        lr: float = 0.1,
         momentum: float = 0.95,
         nesterov: bool = True,
         weight_decay: float = 0.0,
@@ -180,7 +187,8 @@ class ModularSGD(torch.optim.Optimizer):
         self._types: ModelTypes | None = None  # the model's table, when given a model
         self._flat = modular is False  # no structure: every target 1
         self._fixed: set[tuple[str, str]] = set()  # (name, "norm"/"target") set by the user
-        self._seen_version = -1
+        self._seen_version: tuple = ()
+        self._warned = False
 
         if isinstance(params, nn.Module):
             groups = [{"params": self._adopt_model(params, norms, targets, modular, example)}]
@@ -201,7 +209,7 @@ class ModularSGD(torch.optim.Optimizer):
             if not isinstance(groups[0], dict):
                 groups = [{"params": groups}]
         super().__init__(groups, defaults)
-        self._seen_version = self._types.version if self._types is not None else -1
+        self._seen_version = tuple(t.version for t in self._tables())
 
     # --- construction ---------------------------------------------------------------------
 
@@ -266,7 +274,8 @@ class ModularSGD(torch.optim.Optimizer):
                 name, p = item
             else:
                 p = item
-                name = self._names.get(id(p))
+                owner = owner_of(p) if isinstance(p, Tensor) else None
+                name = self._names.get(id(p)) or (owner[1] if owner else None)
                 if name is None:
                     name = f"group{len(self.param_groups)}.param{len(params)}"
             if not isinstance(p, Tensor):
@@ -330,21 +339,37 @@ class ModularSGD(torch.optim.Optimizer):
         return _check_number(spec, f"{where}: target of '{name}'",
                              "a target is the size of the parameter's step per unit lr, e.g. 1.0")
 
+    def _tables(self) -> list[ModelTypes]:
+        """The tables this optimizer's parameters come from (the model's, or their owners')."""
+        if self._types is not None:
+            return [self._types]
+        found = (owner_of(p) for g in self.param_groups for p in g["params"])
+        return list({id(o[0]): o[0] for o in found if o is not None}.values())
+
     def _sync(self) -> None:
         """Re-read norms and targets the model's table changed (its first forward was
         recorded, norms were declared); what the user set stays."""
-        if self._types is None or self._types.version == self._seen_version:
+        tables = self._tables()
+        for t in tables if not self._warned else ():
+            if t.graph is None and not getattr(t.model, "exact_structure", False):
+                self._warned = True
+                warnings.warn(
+                    f"ModularSGD: no forward of {type(t.model).__name__} was recorded (it is recorded "
+                    "through model(...), not under torch.compile), so step sizes come from layer types "
+                    "alone; pass an example input: ModularSGD(model, example=x)", stacklevel=3)
+        version = tuple(t.version for t in tables)
+        if version == self._seen_version:
             return
-        self._seen_version = self._types.version
-        table = self._types.table
+        self._seen_version = version
         for group in self.param_groups:
-            for i, name in enumerate(group["names"]):
-                if name not in table:
+            for i, (p, name) in enumerate(zip(group["params"], group["names"])):
+                row = self._row(name, p)
+                if row is None:
                     continue
                 if (name, "norm") not in self._fixed:
-                    group["norms"][i] = table[name].norm.name
+                    group["norms"][i] = row.norm.name
                 if (name, "target") not in self._fixed and not self._flat:
-                    group["targets"][i] = table[name].target
+                    group["targets"][i] = row.target
 
     # --- the step -------------------------------------------------------------------------
 

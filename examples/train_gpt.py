@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import inspect
 import math
 import os
 import statistics
@@ -35,8 +36,9 @@ from dualtype.optim import ModularSGD  # noqa: E402
 OPTIMIZERS = ("dualtype", "adamw", "muon")
 LABELS = {"dualtype": "dualtype ModularSGD", "adamw": "AdamW",
           "muon": "Muon (2-D hidden) + AdamW (rest)"}
-# Default learning rates, chosen with benchmarks/bench_training.py (see benchmarks/training.md).
-DEFAULT_LR = {"dualtype": 0.02, "adamw": 7.5e-4, "muon": 0.02}
+# Default learning rates: dualtype's is ModularSGD's own default (no tuning for this model, see
+# benchmarks/defaults.md); the peers' were chosen with benchmarks/bench_training.py.
+DEFAULT_LR = {"dualtype": inspect.signature(ModularSGD).parameters["lr"].default, "adamw": 7.5e-4, "muon": 0.02}
 MUON_ADAMW_LR = 3e-3  # lr of the AdamW half of the hybrid (embeddings, head, gains)
 
 
@@ -55,9 +57,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--lr", type=float, default=None,
                    help="lr of the chosen optimizer (default per optimizer: %s)" % DEFAULT_LR)
     p.add_argument("--momentum", type=float, default=0.95, help="dualtype momentum")
-    p.add_argument("--embed-target", type=float, default=0.5, help="dualtype: embeddings' target")
-    p.add_argument("--head-target", type=float, default=1.0, help="dualtype: head's target")
-    p.add_argument("--gain-target", type=float, default=0.5, help="dualtype: RMSNorm gains' target")
     p.add_argument("--muon-ns", choices=("auto", "bf16", "fp32"), default="auto",
                    help="Newton-Schulz dtype of torch.optim.Muon (auto: fp32 on CPU, where torch's "
                         "bf16 path is ~10x slower; bf16 elsewhere)")
@@ -142,13 +141,9 @@ def build_optimizer(name: str, model: GPT, args: argparse.Namespace, lr: float |
 
 
 def dualtype_optimizer(model: GPT, args: argparse.Namespace, lr: float) -> ModularSGD:
-    """ModularSGD with the norms of dualtype.typed (embeddings l1->rms, every Linear rms->rms
-    including the head, RMSNorm gains rms) and per-role targets: the step of a parameter is
-    lr·target in its own norm."""
-    targets = {"tok.weight": args.embed_target, "pos.weight": args.embed_target,
-               "head.weight": args.head_target, "*norm*": args.gain_target}
-    return ModularSGD(model, lr=lr, momentum=args.momentum, nesterov=True,
-                      weight_decay=args.weight_decay, modular=False, targets=targets)
+    """ModularSGD on the model as it is: roles, norms and step sizes are read from the graph of
+    its first forward (embeddings l1->rms, hidden rms->rms, the head rms->linf, gains rms)."""
+    return ModularSGD(model, lr=lr, momentum=args.momentum, nesterov=True, weight_decay=args.weight_decay)
 
 
 _TORCH_NS = None  # torch's own (bf16) Newton-Schulz, kept for timing comparisons

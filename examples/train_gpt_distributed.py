@@ -93,12 +93,9 @@ def main(argv: list[str] | None = None) -> float:
     corpus = stdlib_corpus(args.train_chars, args.train_chars // 10)
     model = train_gpt.build_model(args, corpus.vocab_size, device)
     wrapped = wrap(model, ours.distributed, device)
-    targets = {"tok.weight": args.embed_target, "pos.weight": args.embed_target,
-               "head.weight": args.head_target, "*norm*": args.gain_target}
     opt = DistributedModularSGD(wrapped, lr=args.lr or train_gpt.DEFAULT_LR["dualtype"],
                                 momentum=args.momentum, nesterov=True,
-                                weight_decay=args.weight_decay, modular=False, targets=targets,
-                                strategy=ours.strategy)
+                                weight_decay=args.weight_decay, strategy=ours.strategy)
     opts = train_gpt.Optimizers([opt], args.steps, args.cooldown)
     gen = torch.Generator().manual_seed(args.seed + 1 + 1000 * rank)  # each rank its own batches
     start = 0

@@ -8,6 +8,7 @@ Linear weights take the ``rms->rms`` norm (their update is √(out/in)·UVᵀ), 
 from __future__ import annotations
 
 import argparse
+import inspect
 import os
 import sys
 import time
@@ -21,6 +22,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from _data import digits  # noqa: E402
 
 from dualtype.optim import ModularSGD  # noqa: E402
+
+DEFAULT_LR = inspect.signature(ModularSGD).parameters["lr"].default
 
 
 def build_model(hidden: int) -> nn.Module:
@@ -39,7 +42,7 @@ def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
 def train(args: argparse.Namespace, model: nn.Module) -> float:
     x_tr, y_tr, x_te, y_te = digits(seed=args.seed)
     if args.optimizer == "dualtype":
-        opt = ModularSGD(model, lr=args.lr, momentum=0.9, nesterov=True, modular=False)
+        opt = ModularSGD(model, lr=args.lr, momentum=0.9, nesterov=True)
     else:
         opt = torch.optim.AdamW(model.parameters(), lr=args.lr)
     steps = args.epochs * ((len(y_tr) + args.batch - 1) // args.batch)
@@ -68,10 +71,10 @@ def run(description: str, build: Callable[[int], nn.Module], size_flag: str, siz
     p.add_argument("--epochs", type=int, default=20)
     p.add_argument("--batch", type=int, default=64)
     p.add_argument(f"--{size_flag}", type=int, default=size, dest="size")
-    p.add_argument("--lr", type=float, default=None, help="default: dualtype 0.1, adamw 3e-3")
+    p.add_argument("--lr", type=float, default=None, help="default: dualtype ModularSGD's own, adamw 3e-3")
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
-    args.lr = args.lr if args.lr is not None else (0.1 if args.optimizer == "dualtype" else 3e-3)
+    args.lr = args.lr if args.lr is not None else (DEFAULT_LR if args.optimizer == "dualtype" else 3e-3)
     torch.manual_seed(args.seed)
     t0 = time.perf_counter()
     acc = train(args, build(args.size))

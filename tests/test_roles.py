@@ -296,3 +296,37 @@ def test_recording_failure_falls_back_with_a_warning(monkeypatch):
         model(X4)
     assert types_of(model).table["4.weight"].source == "fallback"
     model(X4)  # no second attempt, no second warning
+
+
+def test_retyping_or_a_new_optimizer_after_backward_keeps_gradients_dual():
+    model = mlp()
+    dualtype.typed(model)
+    model(X4).sum().backward()
+    dualtype.typed(model, norms={"*.bias": "l2"})  # again, after a backward
+    assert norm_of(model[0].bias.grad) == N("l2") and norm_of(model[0].weight.grad) == N("rms->rms")
+    ModularSGD(model)
+    assert all(isinstance(p.grad, dualtype.DualTensor) for p in model.parameters())
+
+
+def test_optimizer_warns_once_when_no_forward_was_recorded():
+    model = mlp()
+    opt = ModularSGD(model)
+    model.forward(X4).sum().backward()  # .forward() bypasses the hooks: nothing is recorded
+    with pytest.warns(UserWarning, match="no forward of Sequential was recorded"):
+        opt.step()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        opt.step()
+
+
+def test_param_groups_of_a_typed_model_keep_names_norms_and_targets():
+    model = mlp()
+    dualtype.typed(model, example=X4)
+    decay = [p for p in model.parameters() if p.ndim == 2]
+    rest = [p for p in model.parameters() if p.ndim < 2]
+    opt = ModularSGD([{"params": decay, "weight_decay": 0.1}, {"params": rest}])
+    table = types_of(model).table
+    for group in opt.param_groups:
+        for p, name, norm, target in zip(group["params"], group["names"], group["norms"], group["targets"]):
+            assert table[name].norm == N(norm) and target == pytest.approx(table[name].target)
+    assert opt.param_groups[0]["names"] == ["0.weight", "2.weight", "4.weight"]

@@ -133,7 +133,7 @@ class DistributedModularSGD(ModularSGD):
             self._types = types
             self._fixed = ({(n, "norm") for n, _, _, _ in self._shards if n not in free_norms}
                            | {(n, "target") for n, _, _, _ in self._shards if n not in free_targets})
-            self._seen_version = types.version
+            self._seen_version = (types.version,)
             process_group = self._group if process_group is None else process_group
         else:
             if not isinstance(src, nn.Module):

@@ -10,10 +10,10 @@ a + ...``, ``a.x.x...``, ``a[0][0]...``, ``a()()...``, ``**``, ``lambda:``). So:
    :data:`MAX_DEPTH` is a DTL900 and never reaches libcst. Below it a chain costs at most
    ``MAX_DEPTH`` times its length, so the parse is linear in the file size.
 2. :func:`run_bounded` runs the libcst parse and the analysis in a thread with a large stack
-   (deep recursion stays off the main thread's 8 MB stack), or, for a file whose predicted
-   cost is high, in a forked child that is killed at the time budget (native code cannot be
-   interrupted otherwise). Over budget is :class:`OverBudget`; a child that dies is
-   :class:`Crashed`.
+   (deep recursion stays off the main thread's 8 MB stack); for a file that is deep or big,
+   that thread runs in a forked child that is killed at the time budget (native code cannot
+   be interrupted otherwise). Over budget is :class:`OverBudget`; a child that dies is
+   :class:`Crashed`. Elsewhere an over-budget thread is stopped at its next Python bytecode.
 """
 
 from __future__ import annotations
@@ -91,8 +91,8 @@ def is_heavy(size: int, depth: int) -> bool:
 def run_bounded(fn: Callable[[], T], timeout: float, isolate: bool) -> T:
     """``fn()`` within ``timeout`` seconds (0: no limit); in a child process if ``isolate``
     and the platform can fork, else in a big-stack thread."""
-    if isolate and hasattr(os, "fork"):
-        return _run_forked(fn, timeout)
+    if isolate and hasattr(os, "fork"):  # the child's main thread has a small stack too
+        return _run_forked(lambda: _run_threaded(fn, 0), timeout)
     return _run_threaded(fn, timeout)
 
 

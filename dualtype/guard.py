@@ -18,7 +18,7 @@ from torch import nn
 
 from dualtype.errors import ConfigError
 from dualtype.norms import Norm
-from dualtype.roles import Table, match, types_of
+from dualtype.roles import ROLE_NORMS, Table, types_of
 from dualtype.tensor import DualTensor, _tag, register_weight, unregister_weight
 
 __all__ = ["typed", "untyped", "TypedModel", "typed_handle"]
@@ -57,8 +57,9 @@ class TypedModel:
     whole model: the copy is typed too, with hooks on its own parameters.
     """
 
-    def __init__(self, entries: list[_Entry]) -> None:
+    def __init__(self, entries: list[_Entry], excluded: tuple[str, ...] = ()) -> None:
         self.entries = entries
+        self.excluded = excluded  # names left plain
         self._hooks: list = []
         self._install()
 
@@ -97,47 +98,55 @@ class TypedModel:
     def __deepcopy__(self, memo: dict) -> "TypedModel":
         import copy
 
-        return TypedModel([_Entry(e.name, copy.deepcopy(e.param, memo), e.norm) for e in self.entries])
+        return TypedModel([_Entry(e.name, copy.deepcopy(e.param, memo), e.norm) for e in self.entries], self.excluded)
 
     def __getstate__(self) -> dict:
-        return {"entries": [(e.name, e.param, e.norm) for e in self.entries]}
+        return {"entries": [(e.name, e.param, e.norm) for e in self.entries], "excluded": self.excluded}
 
     def __setstate__(self, state: dict) -> None:
         self.entries = [_Entry(*t) for t in state["entries"]]
+        self.excluded = state.get("excluded", ())
         self._hooks = []
         self._install()
 
     def __repr__(self) -> str:
-        width = max((len(e.name) for e in self.entries), default=4)
+        width = max((len(n) for n in [*(e.name for e in self.entries), *self.excluded]), default=4)
         rows = [f"  {e.name:<{width}}  {str(tuple(e.param.shape)):<16} {e.norm}" for e in self.entries]
+        rows += [f"  {n:<{width}}  {'':<16} excluded (plain)" for n in self.excluded]
         return "TypedModel(\n" + "\n".join(rows) + "\n)"
 
 
 def typed(model: nn.Module, norms: Mapping[str, "str | Norm"] | None = None, *,
-          example: Any = None, strict: bool = True) -> TypedModel:
+          exclude: "str | list[str] | None" = None, example: Any = None, strict: bool = True) -> TypedModel:
     """Make every ``.grad`` of ``model`` a ``Dual[norm of its parameter]`` after backward.
 
     ``norms`` declares norms by exact name or ``fnmatch`` glob (first match in dict order,
     exact names first); everything else comes from the model's graph, recorded on its first
     forward (or now, on ``example``: a tensor or a tuple of positional inputs). A declared
     norm that contradicts the graph raises :class:`~dualtype.errors.NormMismatchError`
-    (``strict=False``: a warning). Calling it again re-types the model with the new norms.
+    (``strict=False``: a warning). ``exclude`` (names, globs or roles such as
+    ``"embedding"``) leaves those parameters plain, for another optimizer. Calling it again
+    re-types the model with the new norms.
     Undo with :func:`untyped` or ``handle.remove()``. Raises :class:`ConfigError` for a
     pattern that matches no parameter.
     """
     if not isinstance(model, nn.Module):
         raise ConfigError(f"typed() takes an nn.Module, got {type(model).__name__}")
     types = types_of(model)
-    types.declare(norms=norms, strict=strict, replace=True)
+    types.declare(norms=norms, exclude=exclude, strict=strict, replace=True)
     if example is not None:
         types.observe(*(example if isinstance(example, tuple) else (example,)))
+    if any(x in ROLE_NORMS for x in types.exclude) and types.graph is None and not getattr(model, "exact_structure", False):
+        raise ConfigError(f"exclude={types.exclude} names a role, and roles come from the model's graph: "
+                          "pass an example input, typed(model, exclude=..., example=x), or exclude by name")
     table = types.table
     old = model.__dict__.get(_ATTR)
     if old is not None:
         types.unlisten(old._update)
         old.remove()
     params = dict(model.named_parameters())
-    handle = TypedModel([_Entry(r.name, params[r.name], r.norm) for r in table])
+    handle = TypedModel([_Entry(r.name, params[r.name], r.norm) for r in table if not r.excluded],
+                        tuple(r.name for r in table if r.excluded))
     types.listen(handle._update)
     types.watch()
     object.__setattr__(model, _ATTR, handle)

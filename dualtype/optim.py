@@ -220,7 +220,7 @@ class ModularSGD(torch.optim.Optimizer):
             norms = {**dict(modular.norms), **dict(norms or {})}
             self._user_targets = targets = {**dict(modular.targets), **dict(targets or {})}
         named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
-        declared = {}
+        declared: dict[str, Any] = {}
         for n, p in named:
             spec = match(n, norms, p)
             if spec is not None:
@@ -235,7 +235,8 @@ class ModularSGD(torch.optim.Optimizer):
         if example is not None:
             types.observe(*(example if isinstance(example, tuple) else (example,)))
         self._types = types
-        return named
+        excluded = {r.name for r in types.table if r.excluded}  # another optimizer's
+        return [(n, p) for n, p in named if n not in excluded]
 
     @staticmethod
     def _check_hyper(group: Mapping[str, Any], where: str) -> None:

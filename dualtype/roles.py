@@ -41,18 +41,18 @@ from __future__ import annotations
 
 import fnmatch
 import warnings
-from dataclasses import dataclass, replace
+import weakref
+from dataclasses import dataclass
 from typing import Any, Iterable, Mapping
 
 import torch
 from torch import Tensor, nn
+from torch.utils.weak import WeakIdKeyDictionary
 
 from dualtype import norms as _norms
 from dualtype.errors import ConfigError, NormMismatchError
 from dualtype.norms import Norm
-from torch.utils.weak import WeakIdKeyDictionary
-
-from dualtype.trace import CONV, INPUT, LOOKUP, MATRIX, NORM, SCALE, SHIFT, Graph, Layer, Residual
+from dualtype.trace import CONV, LOOKUP, MATRIX, NORM, SCALE, SHIFT, Graph, Layer, Recorder, TraceError, finish, record
 
 __all__ = [
     "ROLE_NORMS", "ROLE_MASSES", "BODY_MASS", "ParamInfo", "Table", "infer", "role_from_module",
@@ -100,6 +100,7 @@ class ParamInfo:
     source: str
     uses: tuple[str, ...] = ()
     sensitivity: float = 1.0
+    excluded: bool = False  # left plain for another optimizer: typed(model, exclude=...)
 
 
 class Table:
@@ -134,7 +135,8 @@ class Table:
         head = ("name", "shape", "role", "norm", "mass", "target", "from")
         rows = [(r.name, "×".join(map(str, r.shape)) or "scalar",
                  r.role + (" (" + "+".join(r.uses) + ")" if len(r.uses) > 1 else ""),
-                 str(r.norm), f"{r.mass:.3g}", f"{r.target:.4g}", r.source) for r in self]
+                 str(r.norm), f"{r.mass:.3g}", f"{r.target:.4g}", "excluded" if r.excluded else r.source)
+                for r in self]
         return format_table(head, rows, numeric={4, 5}, title=title)
 
 
@@ -336,12 +338,14 @@ def infer(
     norms: Mapping[Any, "str | Norm"] | None = None,
     roles: Mapping[Any, str] | None = None,
     masses: Mapping[Any, float] | None = None,
+    exclude: Iterable[str] = (),
     strict: bool = True,
     warn: bool = True,
 ) -> Table:
     """The table of ``model`` from its recorded ``graph`` (None: layer types only).
 
-    ``norms``/``roles``/``masses`` map names or globs to declared values. A declared matrix
+    ``norms``/``roles``/``masses`` map names or globs to declared values; ``exclude`` lists
+    names, globs or role names of parameters left plain (``excluded``). A declared matrix
     norm that contradicts the graph raises :class:`NormMismatchError` (``strict=False``:
     a warning), as does a tied weight whose uses no single norm fits.
     """
@@ -382,7 +386,8 @@ def infer(
         if m is not None and (isinstance(m, bool) or not isinstance(m, (int, float)) or not 0 <= m < float("inf")):
             raise ConfigError(f"mass of '{name}' must be a finite number ≥ 0, got {m!r}")
         rows[name] = dict(name=name, shape=tuple(p.shape), role=role, norm=norm, source=source, uses=uses,
-                          mass=ROLE_MASSES[role] if m is None else float(m))
+                          mass=ROLE_MASSES[role] if m is None else float(m),
+                          excluded=any(x == role or x == name or fnmatch.fnmatchcase(name, x) for x in exclude))
     _report(problems, unused, strict, warn)
     _assign_targets(rows, graph, masses)
     return Table((ParamInfo(**r) for r in rows.values()), graph)
@@ -465,6 +470,7 @@ class ModelTypes:
         self.norms: dict[Any, Any] = {}
         self.roles: dict[Any, str] = {}
         self.masses: dict[Any, float] = {}
+        self.exclude: list[str] = []
         self.strict = True
         self.graph: Graph | None = None
         self.version = 0
@@ -477,8 +483,8 @@ class ModelTypes:
 
     # state that survives deepcopy and pickling: the declarations and the graph
     def __getstate__(self) -> dict:
-        return {"norms": self.norms, "roles": self.roles, "masses": self.masses, "strict": self.strict,
-                "graph": self.graph, "failure": self.failure}
+        return {"norms": self.norms, "roles": self.roles, "masses": self.masses, "exclude": self.exclude,
+                "strict": self.strict, "graph": self.graph, "failure": self.failure}
 
     def __setstate__(self, state: dict) -> None:
         self.__init__()
@@ -494,14 +500,21 @@ class ModelTypes:
     @property
     def table(self) -> Table:
         if self._table is None:
-            self._table = infer(self.model, self.graph, norms=self.norms, roles=self.roles,
-                                masses=self.masses, strict=self.strict, warn=self.graph is not None)
+            self._table = infer(self.model, self.graph, norms=self.norms, roles=self.roles, masses=self.masses,
+                                exclude=self.exclude, strict=self.strict, warn=self.graph is not None)
         return self._table
 
-    def declare(self, *, norms=None, roles=None, masses=None, strict: bool | None = None,
+    def declare(self, *, norms=None, roles=None, masses=None, exclude=None, strict: bool | None = None,
                 replace: bool = False) -> None:
-        """Add (or with ``replace``, set) declared norms/roles/masses, then refresh."""
+        """Add (or with ``replace``, set) declared norms/roles/masses/exclusions, then refresh."""
         names = [n for n, _ in self.model.named_parameters()]
+        if exclude is not None or replace:
+            exclude = [exclude] if isinstance(exclude, str) else list(exclude or ())
+            bad = [x for x in exclude if x not in ROLE_NORMS and not any(x == n or fnmatch.fnmatchcase(n, x) for n in names)]
+            if bad:
+                raise ConfigError(f"exclude={bad} matches no parameter name or role of {type(self.model).__name__}; "
+                                  f"roles are {', '.join(ROLE_NORMS)}; parameters are: {', '.join(names)}")
+            self.exclude = exclude
         for attr, new in (("norms", norms), ("roles", roles), ("masses", masses)):
             check_patterns(names, new, attr, type(self.model).__name__)
             if replace:
@@ -531,8 +544,6 @@ class ModelTypes:
 
     def observe(self, *example: Any, **kwargs: Any) -> Any:
         """Record the graph from ``model(*example, **kwargs)`` now; returns the output."""
-        from dualtype.trace import record
-
         self._unhook()
         with torch.no_grad():
             self.graph, out = record(self.model, None, *example, **kwargs)
@@ -570,12 +581,10 @@ class _Start:
         self.types = types
 
     def __call__(self, module, args, kwargs):
-        from dualtype.trace import _Recorder
-
         t = self.types
         if t._recorder is not None or torch.compiler.is_compiling():
             return None
-        rec = _Recorder(module)
+        rec = Recorder(module)
         rec.mark_input((args, kwargs))
         rec.__enter__()
         t._recorder = rec
@@ -589,8 +598,6 @@ class _Stop:
         self.types = types
 
     def __call__(self, module, args, kwargs, output):
-        from dualtype.trace import TraceError, finish
-
         t = self.types
         rec, t._recorder = t._recorder, None
         if rec is None:
@@ -617,8 +624,6 @@ def types_of(model: nn.Module) -> ModelTypes:
     if t is None:
         t = ModelTypes()
         object.__setattr__(model, _ATTR, t)
-    import weakref
-
     t._model = weakref.ref(model)
     return t
 

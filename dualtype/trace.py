@@ -22,12 +22,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-import torch
 from torch import Tensor, nn
 from torch.overrides import TorchFunctionMode
 from torch.utils._pytree import tree_flatten
 
-__all__ = ["Graph", "Layer", "Residual", "record", "TraceError"]
+__all__ = ["Graph", "Layer", "Residual", "Recorder", "record", "finish", "TraceError"]
 
 #: Layer kinds, by the function that used the parameter.
 MATRIX, LOOKUP, CONV, NORM, SCALE, SHIFT, OTHER = "matrix", "lookup", "conv", "norm", "scale", "shift", "other"
@@ -134,7 +133,10 @@ def _name(func: Callable) -> str:
     return name.split(".")[0]  # aten overloads: "linear.default" -> "linear"
 
 
-class _Recorder(TorchFunctionMode):
+class Recorder(TorchFunctionMode):
+    """The mode that records: enter it around one forward (:func:`record` does), then
+    :func:`finish` with the forward's output."""
+
     def __init__(self, model: nn.Module) -> None:
         super().__init__()
         self.model = model
@@ -291,7 +293,7 @@ def record(model: nn.Module, forward: Callable[[], Any] | None = None, *example:
     Raises :class:`TraceError` if the recording itself failed (never for the model's own
     errors, which propagate unchanged).
     """
-    rec = _Recorder(model)
+    rec = Recorder(model)
     rec.mark_input((example, kwargs))
     with rec:
         out = forward() if forward is not None else model(*example, **kwargs)
@@ -299,7 +301,7 @@ def record(model: nn.Module, forward: Callable[[], Any] | None = None, *example:
     return rec.graph, out
 
 
-def finish(rec: _Recorder, out: Any) -> Graph:
+def finish(rec: Recorder, out: Any) -> Graph:
     """Close a recording: the output frontier; raises :class:`TraceError` on a failure."""
     if rec.error is not None:
         raise TraceError(f"recording the forward failed: {type(rec.error).__name__}: {rec.error}") from rec.error

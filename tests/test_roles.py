@@ -289,7 +289,7 @@ def test_recording_failure_falls_back_with_a_warning(monkeypatch):
     def broken(self, *a, **k):
         raise RuntimeError("boom")
 
-    monkeypatch.setattr(trace._Recorder, "_record", broken)
+    monkeypatch.setattr(trace.Recorder, "_record", broken)
     model = mlp()
     dualtype.typed(model)
     with pytest.warns(UserWarning, match="could not record"):
@@ -330,3 +330,27 @@ def test_param_groups_of_a_typed_model_keep_names_norms_and_targets():
         for p, name, norm, target in zip(group["params"], group["names"], group["norms"], group["targets"]):
             assert table[name].norm == N(norm) and target == pytest.approx(table[name].target)
     assert opt.param_groups[0]["names"] == ["0.weight", "2.weight", "4.weight"]
+
+
+def test_excluded_parameters_stay_plain_for_another_optimizer():
+    model = TiedGPT()
+    with pytest.raises(dualtype.ConfigError, match="example"):  # roles need the graph
+        dualtype.typed(model, exclude=["embedding"])
+    handle = dualtype.typed(model, exclude=["embedding", "*.bias"], example=IDX)
+    opt = ModularSGD(model)
+    names = set(opt.param_groups[0]["names"])
+    assert "lm_head.weight" not in names and "wpe.weight" not in names and "h.0.c_fc.bias" not in names
+    assert "h.0.c_fc.weight" in names and "h.0.ln_1.weight" in names
+    plain = [p for n, p in model.named_parameters() if n not in names]
+    adamw = torch.optim.AdamW(plain, lr=1e-3)
+    model(IDX)[0].float().pow(2).mean().backward()
+    assert all(type(p.grad) is torch.Tensor for p in plain)
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    adamw.step()  # a third-party optimizer on the excluded parameters runs
+    opt.step()
+    assert all(not torch.equal(before[n], p) for n, p in model.named_parameters())
+    text = repr(handle)
+    assert "lm_head.weight" in text and "excluded" in text
+    assert "excluded" in types_of(model).table.table()
+    with pytest.raises(dualtype.ConfigError, match="exclude"):
+        dualtype.typed(model, exclude=["no_such_thing"])

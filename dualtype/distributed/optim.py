@@ -70,9 +70,9 @@ def _model_norms(model: nn.Module, norms: Any, targets: Any, modular: Any):
     types.watch()
     out = {}
     for name, p in model.named_parameters():
-        if not p.requires_grad:
-            continue
         row = types.table[name]
+        if not p.requires_grad or row.excluded:
+            continue
         spec, t = match(name, norms, p), match(name, targets, p)
         norm = _norms.get(spec) if spec is not None else row.norm
         out[name] = (norm, float(t if t is not None else 1.0 if modular is False else row.target))

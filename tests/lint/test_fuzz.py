@@ -195,8 +195,16 @@ LADDERS = {
     "string_literal": (lambda n: "grad = 1\nx = '" + "a" * (100 * n) + "'\n", 1000),
     "identifier": (lambda n: "grad = 1\nx_" + "a" * (100 * n) + " = 1\n", 1000),
     "flat_list": (lambda n: "p.data -= sum([" + ", ".join(["p.grad * 2"] * n) + "])\n", 250),
-    # ordinary code, more of it: findings, positions, suppression
+    # ordinary code, more of it: findings, positions, suppression, helpers, loops, branches
     "statements": (lambda n: "def f(p, lr):\n" + "    p.data -= lr * p.grad\n" * (n // 20), 2000),
+    "functions": (lambda n: "import torch\n" + "".join(
+        f"def f{i}(p, g):\n    p.data -= g\n    return f{max(i - 1, 0)}(p, p.grad)\n\n" for i in range(n // 40)), 2000),
+    "loops": (lambda n: "def step(params, lr):\n" + "".join(
+        f"    for p{i} in params:\n        g{i} = p{i}.grad\n        p{i}.data.add_(g{i}, alpha=-lr)\n"
+        for i in range(n // 40)), 2000),
+    "branches": (lambda n: "def step(p, lr, c):\n    g = p.grad\n" + "".join(
+        f"    if c == {i}:\n        g = g * 2\n    else:\n        g = g + 1\n" for i in range(n // 40))
+        + "    p.data -= g\n", 2000),
 }
 
 

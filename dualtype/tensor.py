@@ -66,11 +66,14 @@ __all__ = [
 
 # --- weights -----------------------------------------------------------------------------
 
-# storage data pointer -> registrations (byte range start, stop, weakref to the parameter,
-# name, norm), newest last; filled by dualtype.typed. One storage may hold several weights
-# (flat views), and one weight may be registered by several typed() calls (a model and its
-# submodule): a write is matched to the newest live registration whose bytes it touches.
-_Entry = tuple[int, int, weakref.ref, str, "Norm | None"]
+# storage data pointer -> registrations (byte range start, stop, weakref to the storage,
+# id of the parameter, name, norm), newest last; filled by dualtype.typed. One storage may
+# hold several weights (flat views), and one weight may be registered by several typed()
+# calls (a model and its submodule): a write is matched to the newest registration whose
+# bytes it touches. The weak reference is to the storage, not the parameter: a weakref to
+# a tensor makes torch.utils.swap_tensors (swap-on-conversion, assign loads) refuse it, and
+# a live storage also guarantees its address is not reused by another tensor.
+_Entry = tuple[int, int, weakref.ref, int, str, "Norm | None"]
 _WEIGHTS: dict[int, list[_Entry]] = {}
 
 
@@ -94,9 +97,10 @@ def register_weight(param: Tensor, name: str, norm: Norm | None) -> None:
     and :func:`unregister_weight` removes only the newest, so the first stays in force."""
     if not _registrable(param):
         return
-    key = param.untyped_storage().data_ptr()
+    storage = param.untyped_storage()
+    key = storage.data_ptr()
     live = [e for e in _WEIGHTS.get(key, []) if e[2]() is not None]
-    _WEIGHTS[key] = [*live, (*_span(param), weakref.ref(param), name, norm)]
+    _WEIGHTS[key] = [*live, (*_span(param), weakref.ref(storage), id(param), name, norm)]
 
 
 def unregister_weight(param: Tensor, name: str | None = None) -> None:
@@ -106,7 +110,7 @@ def unregister_weight(param: Tensor, name: str | None = None) -> None:
     key = param.untyped_storage().data_ptr()
     entries = _WEIGHTS.get(key, [])
     for i in range(len(entries) - 1, -1, -1):
-        if entries[i][2]() is param and (name is None or entries[i][3] == name):
+        if entries[i][3] == id(param) and (name is None or entries[i][4] == name):
             del entries[i]
             break
     if not entries:
@@ -124,27 +128,24 @@ def refresh_weight(param: Tensor) -> None:
     for key in list(_WEIGHTS):
         keep = []
         for entry in _WEIGHTS[key]:
-            (moved if entry[2]() is param else keep).append(entry)
+            (moved if entry[3] == id(param) else keep).append(entry)
         if keep:
             _WEIGHTS[key] = keep
         else:
             del _WEIGHTS[key]
-    for _, _, _, name, norm in moved:
+    for *_, name, norm in moved:
         register_weight(param, name, norm)
 
 
 def _weight_info(t: Tensor) -> tuple[str | None, Norm | None] | None:
     """(name, norm) if ``t`` is a weight (see module doc), else None."""
     if _WEIGHTS and _registrable(t):  # sparse tensors have no storage
-        key = t.untyped_storage().data_ptr()
-        entries = _WEIGHTS.get(key)
+        storage = t.untyped_storage()
+        entries = _WEIGHTS.get(storage.data_ptr())
         if entries:
             start, stop = _span(t)
-            for lo, hi, ref, name, norm in reversed(entries):
-                param = ref()
-                # the parameter must still live in this storage (p.data = ... moves it)
-                if (param is not None and lo < stop and start < hi
-                        and param.untyped_storage().data_ptr() == key):
+            for lo, hi, ref, _, name, norm in reversed(entries):
+                if ref() is storage and lo < stop and start < hi:
                     return name, norm
     if isinstance(t, torch.nn.Parameter) or (t.is_leaf and t.requires_grad):
         return None, None

@@ -121,6 +121,19 @@ def test_refresh_weight_follows_a_parameter_to_its_new_storage():
         unregister_weight(m.weight)
 
 
+def test_registered_weights_can_be_swapped():
+    """torch.utils.swap_tensors (swap-on-conversion, assign loads) refuses a tensor that has a
+    weakref; the registry holds none to the parameter."""
+    import weakref
+
+    from dualtype.tensor import register_weight
+
+    p, q = nn.Parameter(torch.randn(3, 4)), nn.Parameter(torch.randn(3, 4))
+    register_weight(p, "weight", N.get("rms->rms"))
+    assert weakref.getweakrefcount(p) == 0
+    torch.utils.swap_tensors(p, q)  # the entry dies with the storage it names
+
+
 def test_flat_views_in_one_storage_are_distinct_weights():
     from dualtype.tensor import register_weight, unregister_weight
 

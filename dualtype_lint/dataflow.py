@@ -797,9 +797,9 @@ class Analyzer:
             self._args(args)
             return PRIMAL_VALUE
         s = self.summaries.call(self, node, func, args)
-        if s is not None:
+        if isinstance(s, Value):
             return s
-        vals = self._argvals(args)
+        vals = self._argvals(args) if s is None else _data_args(args, s)
         if mname in SCALAR_METHODS:
             return CLEAN
         if mname in maps.REDUCTIONS:
@@ -838,9 +838,9 @@ class Analyzer:
             self._args(args)
             return PRIMAL_VALUE
         s = self.summaries.call(self, node, func, args)
-        if s is not None:
+        if isinstance(s, Value):
             return s
-        vals = self._argvals(args)
+        vals = self._argvals(args) if s is None else _data_args(args, s)
         if resolved in ("zip", "enumerate", "max", "min", "sum", "list", "tuple", "reversed", "sorted"):
             if resolved in ("max", "min", "sum") and any(v.flags & NORMV for v in vals):
                 return maps.norm_of(vals)
@@ -1408,6 +1408,11 @@ def _is_copy(node: cst.BaseExpression) -> bool:
     if type(f) is cst.Attribute:
         return f.attr.value in COPY_METHODS
     return False
+
+
+def _data_args(args: Sequence[cst.Arg], vals: list[Value]) -> list[Value]:
+    """The values of the arguments that carry data (see ``Analyzer._argvals``)."""
+    return [v for a, v in zip(args, vals) if a.keyword is None or a.keyword.value not in META_KWARGS]
 
 
 def _names_in(node: cst.CSTNode, limit: int = 200):

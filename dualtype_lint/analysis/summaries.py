@@ -172,15 +172,30 @@ class Summaries:
             return (v.value == "self" and bool(self.classes)) or v.value in a.imports or bool(self.aliases)
         return t is cst.Subscript and bool(self.aliases)
 
-    def call(self, a: "Analyzer", node: cst.Call, func: cst.BaseExpression, args) -> Value | None:
-        """The value of a call of a known function, applying its writes to the arguments;
-        None if the callee is not known."""
+    def call(
+        self, a: "Analyzer", node: cst.Call, func: cst.BaseExpression, args
+    ) -> Value | list[Value] | None:
+        """The value of a call of a known function, applying its writes to the arguments.
+        None if the callee is not known (arguments not evaluated); the list of argument values
+        if they were evaluated but the callee is not known.
+
+        Another file is looked at only when an argument is a gradient: a call with clean
+        arguments of a function imported from elsewhere costs nothing more."""
         if not self.may_resolve(a, func):
             return None
-        fns = self.functions_of(a, func)
+        fns = self.functions_of(a, func, imports=False)
+        vals = None
         if not fns:
-            return None
-        vals = [a.expr(x.value) for x in args]
+            if not _imported(a, func):
+                return None
+            vals = [a.expr(x.value) for x in args]
+            if not any(v.taint for v in vals):
+                return vals
+            fns = self.functions_of(a, func)
+            if not fns:
+                return vals
+        if vals is None:
+            vals = [a.expr(x.value) for x in args]
         if any(x.star for x in args):
             return combine(vals)
         return join_struct([self._apply(a, node, fi, shift, args, vals) for fi, shift in fns])
@@ -327,6 +342,13 @@ class Summaries:
             a.st, a.quiet = saved
         self.memo[key] = run
         return run
+
+
+def _imported(a: "Analyzer", func: cst.BaseExpression) -> bool:
+    from ..dataflow import dotted
+
+    d = dotted(func)
+    return d is not None and d.split(".", 1)[0] in a.imports
 
 
 def _union(groups) -> tuple:

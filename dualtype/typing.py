@@ -174,7 +174,20 @@ def _diagnose(fn: Callable, hints: dict, args: tuple, kwargs: dict, check_shapes
         return None
     call.apply_defaults()
     bound: dict[str, Any] = {}
-    values = list(call.arguments.items())
+    values: list[tuple[str, Any]] = []
+    hints = dict(hints)
+    for name, value in call.arguments.items():
+        kind = call.signature.parameters[name].kind
+        if kind is inspect.Parameter.VAR_POSITIONAL:  # *gs: each element has the annotation
+            items = [(f"{name}[{i}]", v) for i, v in enumerate(value)]
+        elif kind is inspect.Parameter.VAR_KEYWORD:
+            items = [(f"{name}[{k!r}]", v) for k, v in value.items()]
+        else:
+            items = [(name, value)]
+        for item, v in items:
+            if name in hints:
+                hints[item] = hints[name]
+            values.append((item, v))
     if ret is not _NOTHING:  # the function ran: its arguments passed
         values.append(("return", ret))
     for name, value in values:

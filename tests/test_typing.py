@@ -288,3 +288,15 @@ def test_string_annotations_under_postponed_evaluation():
     assert isinstance(ns["slow"](g_(shape=(3, 4)), g_("rms", (3,))), Primal)
     with refused():
         ns["slow"](g_(shape=(3, 4)), g_("rms", (4,)))
+
+
+def test_error_header_names_the_element_of_star_args():
+    @typechecked
+    def many(*gs: Float[Dual, " n"], **kw: Dual["rms"]) -> int:
+        return len(gs)
+
+    assert many(g_("rms", (3,)), g_("rms", (3,))) == 2
+    with pytest.raises(ShapeError, match=r"argument 'gs\[1\]'.*'n' is 3 from an earlier argument, here 4"):
+        many(g_("rms", (3,)), g_("rms", (4,)))
+    with pytest.raises(NormMismatchError, match=r"argument 'kw\['x'\]'"):
+        many(x=g_("l2", (4,)))

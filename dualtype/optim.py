@@ -24,14 +24,16 @@ from collections import defaultdict
 from typing import Any, Callable, Iterable, Mapping, NamedTuple, Sequence
 
 import torch
+import torch.optim.adam as _adam
 from torch import Tensor, nn
+from torch._C import DisableTorchFunctionSubclass
 
 from dualtype import norms as _norms
 from dualtype.errors import ConfigError, NonFiniteError, NormMismatchError
 from dualtype.guard import typed, typed_handle
 from dualtype.norms import Norm
 from dualtype.roles import ModelTypes, check_patterns, match, norm_by_shape, owner_of, types_of
-from dualtype.tensor import DualTensor, PrimalTensor, _weight_info as weight_info, dual, dualize
+from dualtype.tensor import DualTensor, PrimalTensor, _weight_info as weight_info, assume_primal, dual, dualize
 
 __all__ = ["ModularSGD", "DualizeItem"]
 
@@ -96,6 +98,19 @@ def _check_number(value: Any, what: str, hint: str, *, upper: float | None = Non
     return v
 
 
+_ADAM_REASON = "AdamW group: m/sqrt(v) is an elementwise preconditioner, not a duality map"
+
+
+def _check_adam(group: Mapping[str, Any], where: str) -> None:
+    betas = group["betas"]
+    if not (isinstance(betas, (tuple, list)) and len(betas) == 2):
+        raise ConfigError(f"{where}: betas must be a pair (β1, β2), e.g. (0.9, 0.95), got {betas!r}")
+    for i, b in enumerate(betas):
+        _check_number(b, f"{where}: betas[{i}]", "Adam's betas are in [0, 1), e.g. (0.9, 0.95)", upper=1.0)
+    if _check_number(group["eps"], f"{where}: eps", "eps is Adam's denominator floor, e.g. 1e-8") == 0:
+        raise ConfigError(f"{where}: eps must be > 0, e.g. 1e-8")
+
+
 class ModularSGD(torch.optim.Optimizer):
     """SGD with momentum in the modular norm: ``p ← (1−lr·wd)·p − lr·target·dualize_N(m)``.
 
@@ -110,6 +125,11 @@ class ModularSGD(torch.optim.Optimizer):
             dict may hold ``"params"`` plus any hyper-parameter below and
             ``"norms"``/``"targets"`` (a single value for the whole group, or a mapping as
             below). Parameters of a typed model keep their names, norms and targets in groups.
+            A group with ``"algorithm": "adamw"`` (and its own ``"lr"``; ``"betas"``,
+            ``"eps"``, ``"weight_decay"``, ``"foreach"`` as in ``torch.optim.AdamW``) is
+            stepped by torch's AdamW, bit-identically: the usual Muon + AdamW hybrid in one
+            optimizer with one ``state_dict``. Its gradients leave the algebra visibly, through
+            :func:`~dualtype.assume_primal` (m/√v is not a duality map).
         lr: the size of the whole update in the modular norm (≥ 0). Each parameter moves
             ``lr·target`` in its own norm; with the targets read from the model's graph one
             default fits models of any width and depth (0.1: benchmarks/defaults.md).
@@ -267,6 +287,17 @@ class ModularSGD(torch.optim.Optimizer):
                               "as the first argument instead: ModularSGD(model, ...)")
         raw = list(raw) if raw is not None else []
         where = f"param group {len(self.param_groups)}"
+        algorithm = group.setdefault("algorithm", "modular")
+        if algorithm not in ("modular", "adamw"):
+            raise ConfigError(f"{where}: algorithm must be 'modular' or 'adamw', got {algorithm!r}")
+        if algorithm == "adamw":
+            if "lr" not in group:
+                raise ConfigError(f"{where}: an AdamW group needs its own lr (AdamW's scale, e.g. 3e-3), "
+                                  "not the modular-norm lr of the other groups")
+            group.setdefault("betas", (0.9, 0.999))
+            group.setdefault("eps", 1e-8)
+            group.setdefault("foreach", None)
+            _check_adam(group, where)
         self._check_hyper(group, where)
         group_norms, group_targets = group.pop("norms", None), group.pop("targets", None)
         params, names, norm_names, target_values = [], [], [], []
@@ -398,7 +429,11 @@ class ModularSGD(torch.optim.Optimizer):
         self._sync()
         items: list[DualizeItem] = []
         commits: list[tuple[Tensor, dict, Tensor | None, dict]] = []
+        adam_groups = [g for g in self.param_groups if g["algorithm"] == "adamw"]
+        adam_grads = [self._adamw_grads(g) for g in adam_groups]  # checks; writes nothing
         for group in self.param_groups:
+            if group["algorithm"] == "adamw":
+                continue
             beta, lr = group["momentum"], group["lr"]
             entries = []
             for p, name, norm_name, target in zip(group["params"], group["names"],
@@ -447,7 +482,47 @@ class ModularSGD(torch.optim.Optimizer):
             if decay != 0:
                 torch._foreach_mul_(ps, 1.0 - decay)
             torch._foreach_sub_(ps, ds)  # Primal[N] into a weight of norm N: checked
+        for group, (params, grads) in zip(adam_groups, adam_grads):
+            if params:
+                _adam.adam(params, grads, *self._adamw_state(params), foreach=group["foreach"], has_complex=any(p.is_complex() for p in params),
+                           decoupled_weight_decay=True, amsgrad=False, beta1=group["betas"][0],
+                           beta2=group["betas"][1], lr=group["lr"], weight_decay=group["weight_decay"],
+                           eps=group["eps"], maximize=False)
         return loss
+
+    def _adamw_grads(self, group: dict) -> tuple[list[Tensor], list[Tensor]]:
+        """(params, plain grads) of an AdamW group; a non-finite gradient raises before any write.
+
+        Adam's m/√v is an elementwise preconditioner, not the duality map of a norm: the
+        gradients leave the algebra here, through :func:`assume_primal` with that reason.
+        """
+        params, grads = [], []
+        for p, name, norm_name in zip(group["params"], group["names"], group["norms"]):
+            if p.grad is None:
+                continue
+            g = p.grad
+            if isinstance(g, (DualTensor, PrimalTensor)):
+                g = assume_primal(g, norm_name, reason=_ADAM_REASON)
+                with DisableTorchFunctionSubclass():
+                    g = g.as_subclass(Tensor)
+            if not bool(torch.isfinite(g).all()):
+                raise NonFiniteError(f"non-finite gradient (NaN or Inf) in '{name}' (AdamW group); no weight "
+                                     "or optimizer state was changed")
+            params.append(p)
+            grads.append(g)
+        return params, grads
+
+    def _adamw_state(self, params: list[Tensor]) -> tuple[list, list, list, list]:
+        """exp_avgs, exp_avg_sqs, max_exp_avg_sqs (unused) and steps, created on first use as
+        ``torch.optim.AdamW`` lays them out."""
+        for p in params:
+            state = self.state[p]
+            if "step" not in state:
+                state["step"] = torch.tensor(0.0, dtype=_adam._get_scalar_dtype())
+                state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+                state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+        avgs, sqs, steps = ([self.state[p][k] for p in params] for k in ("exp_avg", "exp_avg_sq", "step"))
+        return avgs, sqs, [], steps
 
     # --- the distributed seam ------------------------------------------------------------
 

@@ -1,0 +1,374 @@
+"""Calls: in-place writes, duality maps, sources, sanitizers, summaries, iteration."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import libcst as cst
+
+from ..names import is_grad_name, is_inplace_method, is_weight_name
+from . import maps
+from .ops import _data_args, _inplace_map, _method_map, _written
+from .paths import dotted, key_of
+from .sites import CollectionUpdate, InplaceCall
+from .tables import (
+    CLEAN_BUILTINS,
+    CONSTRUCTORS,
+    CONTAINER_WRITES,
+    ELEMENT_PRESERVING,
+    GRAD_FUNCTIONS,
+    GRAD_TRANSFORMS,
+    META_KWARGS,
+    SCALAR_METHODS,
+    VIEW_METHODS,
+)
+from .values import (
+    CLEAN,
+    combine as _combine,
+    join as _join,
+    NEW_WEIGHTS,
+    NORMV,
+    PRIMAL_VALUE,
+    TAINT,
+    Value,
+    WEIGHT,
+)
+
+
+class Calls:
+    """Part of :class:`dualtype_lint.dataflow.Analyzer`."""
+
+    def _e_call(self, node: cst.Call) -> Value:
+        func = node.func
+        args = node.args
+        ft = type(func)
+        resolved = self.resolve(func)
+        last = resolved.rsplit(".", 1)[-1] if resolved else None
+        if last is None and ft is cst.Attribute:  # norms[name].dualize(g), f().method(x)
+            if func.attr.value in self.dualizers.bare:
+                self.expr(func.value)
+                self._args(args)
+                return PRIMAL_VALUE
+        is_module_func = False
+        if resolved is not None and ft is cst.Attribute:
+            head = resolved.split(".", 1)[0]
+            is_module_func = (dotted(func) or "").split(".", 1)[0] in self.imports or head in (
+                "torch",
+                "math",
+                "F",
+                "np",
+            )
+        v = self._call_write(node, func, ft, args, last, is_module_func)
+        if v is None:
+            v = self._call_known(node, func, ft, args, resolved, last, is_module_func)
+        if v is None:
+            if ft is cst.Attribute and not is_module_func:
+                v = self._call_method(node, func, args)
+            else:
+                v = self._call_function(node, func, ft, args, resolved, last)
+        return v
+
+    def _call_write(self, node, func, ft, args, last, is_module_func) -> Value | None:
+        """In-place writes: ``t.add_(x)``, ``torch._foreach_add_(ts, xs)``, ``out=t``, ..."""
+        out_arg = None
+        for a in args:
+            if a.keyword is not None and a.keyword.value == "out":
+                out_arg = a
+                break
+        if last is not None and last.startswith("_foreach_") and last.endswith("_") and args:
+            if ft is cst.Attribute and not is_module_func:
+                self.expr(func.value)
+            return self._inplace(node, "foreach", last, args[0].value, args[1:])
+        if ft is cst.Attribute and not is_module_func and is_inplace_method(func.attr.value):
+            recv = self.expr(func.value)
+            target = func.value
+            while (
+                type(target) is cst.Call
+                and type(target.func) is cst.Attribute
+                and is_inplace_method(target.func.attr.value)
+            ):
+                target = target.func.value
+            return self._inplace(node, "method", func.attr.value, target, args, recv)
+        if last is not None and maps.is_norm_name(last):
+            # clip_grad_norm_(...), vector_norm(g), total_norm(...): a magnitude
+            vals = [self.expr(func.value)] if ft is cst.Attribute and not is_module_func else []
+            return maps.norm_of(vals + self._args(args))
+        if is_module_func and last is not None and is_inplace_method(last) and args:
+            # torch.relu_(x), nn.init.zeros_(w): the first argument is written
+            return self._inplace(node, "function", last, args[0].value, args[1:])
+        if out_arg is not None:
+            if ft is cst.Attribute:
+                self.expr(func.value)
+            others = [a for a in args if a is not out_arg]
+            return self._inplace(node, "out", last or "out", out_arg.value, others)
+        if last == "vector_to_parameters" and len(args) >= 2:
+            return self._inplace(node, "function", last, args[1].value, [args[0]])
+        return None
+
+    def _call_known(self, node, func, ft, args, resolved, last, is_module_func) -> Value | None:
+        """Sanitizers, sources, duality maps, scalars, constructors."""
+        if resolved is not None and resolved in self.dualizers:
+            self._args(args)
+            return PRIMAL_VALUE
+        if ft is cst.Call:  # torch.func.grad(f)(x)
+            inner = self.resolve(func.func)
+            self.expr(func)
+            self._args(args)
+            if inner in GRAD_TRANSFORMS:
+                return TAINT
+            return _combine(())
+        if resolved in GRAD_FUNCTIONS:
+            self._args(args)
+            return TAINT
+        if last is None:
+            return None
+        if last in CONSTRUCTORS:
+            if ft is cst.Attribute and not is_module_func:
+                self.expr(func.value)
+            self._args(args)
+            return CLEAN
+        if resolved in CLEAN_BUILTINS or (
+            is_module_func and (resolved.startswith("math.") or last.startswith("is_"))
+        ):
+            self._args(args)
+            if ft is cst.Attribute and not is_module_func:
+                self.expr(func.value)
+            return CLEAN
+        if resolved == "map" or last in ("tree_map", "tree_map_only"):
+            # map(f, params, grads); torch.utils._pytree / optree / jax tree_map(f, *trees)
+            return self._map(node, skip=1 if last == "tree_map_only" else 0)
+        if is_module_func and args:
+            return self._module_map(last, args)
+        return None
+
+    def _module_map(self, last: str, args) -> Value | None:
+        """``torch.sign(g)``, ``torch.sqrt(v)``, ``torch.div(a, b)``, ``torch.linalg.svd(g)``,
+        ``F.normalize(g)``: duality maps and the pieces of preconditioners (see analysis.maps)."""
+        if last in maps.SIGN or last in maps.NORMALIZERS:
+            self._args(args)
+            return PRIMAL_VALUE
+        if last in maps.ROOTS or last in maps.INV_ROOTS or last in maps.SVDS or last in maps.QRS or last in maps.EIGHS:
+            vals = self._argvals(args)
+            v = vals[0] if vals else CLEAN
+            if last in maps.SVDS:
+                return maps.svd_of(v)
+            if last in maps.QRS:
+                return maps.qr_of(v)
+            if last in maps.EIGHS:
+                return maps.eigh_of(v)
+            return maps.root_of(v) if last in maps.ROOTS else maps.rsqrt_of(v)
+        if last in maps.REDUCTIONS:
+            vals = self._argvals(args)
+            return maps.reduce_of(vals[0], len(vals) > 1) if vals else CLEAN
+        if last in maps.DIVIDES or last in maps.MULTIPLIES or last == "pow":
+            vals = self._argvals(args)
+            if len(vals) < 2:
+                return _combine(vals)
+            if last == "pow":
+                return maps.power(vals[0], maps.float_literal(args[1].value))
+            f = maps.divide if last in maps.DIVIDES else maps.multiply
+            return f(vals[0], vals[1])
+        return None
+
+    def _call_method(self, node: cst.Call, func: cst.Attribute, args) -> Value:
+        mname = func.attr.value
+        recv = self.expr(func.value)
+        if maps.looks_like_orthogonalizer(mname):  # self._orthogonalize(g), ops.newton_schulz(g)
+            self._args(args)
+            return PRIMAL_VALUE
+        s = self.summaries.call(self, node, func, args)
+        if isinstance(s, Value):
+            return s
+        vals = self._argvals(args) if s is None else _data_args(args, s)
+        if mname in SCALAR_METHODS:
+            return CLEAN
+        if mname in maps.REDUCTIONS:
+            return maps.reduce_of(recv, bool(vals))
+        m = _method_map(mname, recv, vals, args)
+        if m is not None:
+            return m
+        if mname in VIEW_METHODS:
+            return _join((recv, _combine(vals))) if any(v.taint for v in vals) else recv
+        if mname == "get" and args and type(args[0].value) is cst.SimpleString:
+            k = key_of(func.value)
+            s = args[0].value.value
+            if k is not None and s[:1] in "'\"":
+                kk = f"{k}[{s[1:-1]!r}]"
+                if kk in self.st.tainted or is_grad_name(s[1:-1]):
+                    return TAINT
+                if is_weight_name(s[1:-1]):
+                    return WEIGHT
+        if mname in ("parameters", "named_parameters"):
+            return WEIGHT
+        if mname in ("items", "values", "copy"):
+            return Value(recv.taint, recv.weight_ref, recv.weight_derived, None, recv.flags)
+        if mname == "keys":
+            return CLEAN
+        if mname == "grad" and not vals:  # modula: weights.grad()
+            return TAINT
+        if mname in CONTAINER_WRITES and any(v.taint for v in vals):
+            self.taint_target(func.value)  # grads.append(p.grad)
+            self.summaries.record_write(self, func.value, _join(vals), False)
+        return _combine([recv, *vals])
+
+    def _call_function(self, node, func, ft, args, resolved, last) -> Value:
+        if ft is not cst.Name:
+            self.expr(func)
+        if last is not None and maps.looks_like_orthogonalizer(last):
+            self._args(args)
+            return PRIMAL_VALUE
+        s = self.summaries.call(self, node, func, args)
+        if isinstance(s, Value):
+            return s
+        vals = self._argvals(args) if s is None else _data_args(args, s)
+        if resolved in ("zip", "enumerate", "max", "min", "sum", "list", "tuple", "reversed", "sorted"):
+            if resolved in ("max", "min", "sum") and any(v.flags & NORMV for v in vals):
+                return maps.norm_of(vals)
+            return _join(vals)
+        return _combine(vals)
+
+    def _argvals(self, args: Sequence[cst.Arg]) -> list[Value]:
+        """Values of the arguments that carry data: metadata keywords (``device=``,
+        ``dtype=``, ``device_mesh=``, ``placements=``, ...) are evaluated but do not count."""
+        out = []
+        for a in args:
+            v = self.expr(a.value)
+            if a.keyword is None or a.keyword.value not in META_KWARGS:
+                out.append(v)
+        return out
+
+    def _inplace(
+        self,
+        node: cst.Call,
+        kind: str,
+        name: str,
+        target: cst.BaseExpression,
+        value_args: Sequence[cst.Arg],
+        recv: Value | None = None,
+    ) -> Value:
+        tv = self.expr(target) if recv is None else recv
+        vals: list[Value] = []
+        tainted: list[cst.BaseExpression] = []
+        fixable: list[cst.BaseExpression] = []
+        base = name[9:] if name.startswith("_foreach_") else name
+        for i, a in enumerate(value_args):
+            v = self.expr(a.value)
+            if a.keyword is not None and a.keyword.value in META_KWARGS:
+                continue
+            vals.append(v)
+            if v.taint:
+                tainted.append(a.value)
+                # scalars (alpha=, value=) and the denominator of addcdiv are never dualized
+                if a.keyword is None and not (base == "addcdiv_" and i == 1):
+                    fixable.append(a.value)
+        is_weight = self.is_weight_target(target)
+        if not is_weight:
+            new = _inplace_map(base, tv, vals, value_args)
+            if new is not None:
+                self._set_target(target, new)
+                if new.taint:
+                    self.summaries.record_write(self, target, new, False)
+                return new
+        if not tainted:
+            return WEIGHT if is_weight else (recv if recv is not None else CLEAN)
+        written = _written(base, vals)
+        self._fire_inplace(
+            InplaceCall(node, kind, name, target, is_weight, tuple(tainted), written.precond, tuple(fixable))
+        )
+        self.summaries.record_write(self, target, written, is_weight)
+        if is_weight:
+            return WEIGHT
+        self.taint_target(target)
+        if written.precond:
+            self._set_target(target, Value(True, flags=written.flags))
+        return Value(True, flags=written.flags if written.precond else 0)
+
+    def _set_target(self, target: cst.BaseExpression, v: Value) -> None:
+        """A strong update of a buffer by an in-place map (``u.sign_()``, ``u.div_(n)``)."""
+        k = key_of(target)
+        if k is not None and not k.endswith("[*]"):
+            self._set_key(k, v)
+
+    def _map(self, node: cst.Call, skip: int = 0) -> Value:
+        args = [a for a in node.args if a.keyword is None][skip:]
+        for a in node.args:
+            if a.keyword is not None:
+                self.expr(a.value)
+        if not args:
+            return CLEAN
+        fn = args[0].value
+        iters = [self.elem_of(a.value) for a in args[1:]]
+        if type(fn) is cst.Lambda:
+            saved = self.st
+            self.st = saved.copy()
+            try:
+                params = [p.name for p in fn.params.params]
+                for i, p in enumerate(params):
+                    self._bind(p, iters[i] if i < len(iters) else CLEAN, None)
+                elt = self.expr(fn.body)
+            finally:
+                self.st = saved
+            fix_expr = fn.body
+        else:
+            r = self.resolve(fn)
+            if r is not None and r in self.dualizers:
+                return CLEAN
+            self.expr(fn)
+            elt = _combine(iters)
+            fix_expr = None
+        if self._h_coll and not self.quiet:
+            site = CollectionUpdate(node, elt, fix_expr)
+            for r in self._h_coll:
+                r.on_collection(self, site)
+        if self.is_collection_update(elt, fix_expr):
+            return NEW_WEIGHTS
+        return Value(elt.taint, False, elt.weight_ref or elt.weight_derived)
+
+    def elem_of(self, it: cst.BaseExpression) -> Value:
+        """The value of one element when iterating over ``it``."""
+        if type(it) is cst.Call:
+            r = self.resolve(it.func)
+            args = it.args
+            if r == "zip":
+                for a in args:
+                    if a.keyword is not None:  # strict=True
+                        self.expr(a.value)
+                if any(a.star for a in args):  # zip(*lists): no per-position structure
+                    return _join(self.elem_of(a.value) for a in args)
+                elems = tuple(self.elem_of(a.value) for a in args if a.keyword is None)
+                j = _join(elems)
+                return Value(j.taint, j.weight_ref, j.weight_derived, elems)
+            if r == "enumerate" and args:
+                e = self.elem_of(args[0].value)
+                for a in args[1:]:
+                    self.expr(a.value)
+                return Value(e.taint, e.weight_ref, e.weight_derived, (CLEAN, e))
+            if r in ELEMENT_PRESERVING and len(args) == 1:
+                return self.elem_of(args[0].value)
+            if r == "filter" and len(args) == 2:
+                self.expr(args[0].value)
+                return self.elem_of(args[1].value)
+            if r == "range":
+                self._args(args)
+                return CLEAN
+            if type(it.func) is cst.Attribute:
+                m = it.func.attr.value
+                if m == "parameters":
+                    self.expr(it.func.value)
+                    self._args(args)
+                    return WEIGHT
+                if m in ("named_parameters", "items"):
+                    recv = self.expr(it.func.value)
+                    self._args(args)
+                    e = WEIGHT if m == "named_parameters" else recv
+                    return Value(e.taint, e.weight_ref, False, (CLEAN, e))
+        v = self.expr(it)
+        if v.elems is None:
+            return v
+        if not v.elems:
+            return CLEAN
+        first = v.elems[0]
+        if all((e.taint, e.weight_ref) == (first.taint, first.weight_ref) for e in v.elems):
+            return first
+        # a literal mixing weights and non-weights: an element is not known to be a weight
+        return Value(v.taint, False, False)

@@ -1,0 +1,102 @@
+"""Pure operations on abstract values: arithmetic, methods and in-place maps."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import libcst as cst
+
+from . import maps
+from .tables import COPY_METHODS, META_KWARGS
+from .values import PRIMAL_VALUE, Value, combine as _combine
+
+
+def _is_copy(node: cst.BaseExpression) -> bool:
+    """``p.float()``, ``p.detach().clone()``, ``torch.stack(params)``: a copy of weights."""
+    if type(node) is not cst.Call:
+        return False
+    f = node.func
+    if type(f) is cst.Attribute:
+        return f.attr.value in COPY_METHODS
+    return False
+
+
+def _data_args(args: Sequence[cst.Arg], vals: list[Value]) -> list[Value]:
+    """The values of the arguments that carry data (see ``Analyzer._argvals``)."""
+    return [v for a, v in zip(args, vals) if a.keyword is None or a.keyword.value not in META_KWARGS]
+
+
+def _names_in(node: cst.CSTNode, limit: int = 200):
+    """The Name nodes of a (small) expression, attribute names excluded."""
+    stack = [node]
+    while stack and limit > 0:
+        limit -= 1
+        n = stack.pop()
+        if type(n) is cst.Name:
+            yield n
+        elif type(n) is cst.Attribute:
+            stack.append(n.value)
+        else:
+            stack.extend(n.children)
+
+
+def _binop(op: type, left: Value, right: Value, right_node: cst.BaseExpression) -> Value:
+    if op is cst.Divide:
+        return maps.divide(left, right)
+    if op is cst.Multiply or op is cst.MatrixMultiply:
+        return maps.multiply(left, right)
+    if op is cst.Power:
+        return maps.power(left, maps.float_literal(right_node))
+    return _combine((left, right))
+
+
+def _method_map(mname: str, recv: Value, vals: list[Value], args) -> Value | None:
+    """``g.sign()``, ``g.norm()``, ``v.sqrt()``, ``a.div(b)``, ``g.svd()`` (see analysis.maps)."""
+    if mname in maps.SIGN or mname in maps.SIGN_INPLACE:
+        return PRIMAL_VALUE
+    if maps.is_norm_name(mname):
+        return maps.norm_of([recv])
+    if mname in maps.ROOTS:
+        return maps.root_of(recv)
+    if mname in maps.INV_ROOTS:
+        return maps.rsqrt_of(recv)
+    if mname == "pow" and args:
+        return maps.power(recv, maps.float_literal(args[0].value))
+    if vals and mname in maps.DIVIDES:
+        return maps.divide(recv, vals[0])
+    if vals and mname in maps.MULTIPLIES:
+        return maps.multiply(recv, vals[0])
+    if mname in maps.SVDS:
+        return maps.svd_of(recv)
+    return None
+
+
+def _inplace_map(base: str, tv: Value, vals: list[Value], args) -> Value | None:
+    """What an in-place map makes of a buffer: ``u.sign_()`` is primal, ``u.div_(‖u‖)``
+    normalizes it, ``d.sqrt_()`` makes a denominator, ``b.copy_(x)`` is ``x``."""
+    if base in ("sign_", "sgn_"):
+        return PRIMAL_VALUE
+    if base == "sqrt_":
+        return maps.root_of(tv)
+    if base == "rsqrt_":
+        return maps.rsqrt_of(tv)
+    if base == "pow_" and args:
+        return maps.power(tv, maps.float_literal(args[0].value))
+    if base == "div_" and vals and not tv.weight_ref:
+        return maps.divide(tv, vals[0])
+    if base == "mul_" and vals and not tv.weight_ref and not vals[0].taint:
+        return maps.multiply(tv, vals[0])
+    if base == "copy_" and vals:
+        return vals[0]
+    if base in ("add_", "sub_", "clamp_", "clamp_min_", "clamp_max_") and not any(v.taint for v in vals):
+        return tv if tv.flags else None
+    return None
+
+
+def _written(base: str, vals: list[Value]) -> Value:
+    """The value an in-place update writes: ``addcdiv_(m, d)`` writes m/d."""
+    if base == "addcdiv_" and len(vals) >= 2:
+        return _combine((maps.divide(vals[0], vals[1]), *vals[2:]))
+    if base == "addcmul_" and len(vals) >= 2:
+        return _combine((maps.multiply(vals[0], vals[1]), *vals[2:]))
+    return _combine(vals)

@@ -1,0 +1,248 @@
+"""Statements and control flow: branches joined, loops to a fixed point, functions, classes."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Sequence
+
+import libcst as cst
+
+from ..names import is_grad_name
+from .ops import _binop
+from .sites import AugAssignSite
+from .tables import _AUG_OPS
+from .values import State
+
+if TYPE_CHECKING:
+    from .reporting import Finding
+
+# filled by dualtype_lint.dataflow: statement type -> Analyzer method
+_STMT: dict = {}
+
+
+class Statements:
+    """Part of :class:`dualtype_lint.dataflow.Analyzer`."""
+
+    def run(self) -> dict[tuple[int, str], Finding]:
+        self.summaries.prescan(self, self.module)
+        self.block(self.module.body)
+        self._recheck_helpers()
+        return self.findings
+
+    def _recheck_helpers(self) -> None:
+        """A helper whose parameter is *named* like a gradient (``def step(p, grad)``) is
+        checked assuming it gets one. If every call of it in this file passes something that
+        is not a raw gradient (an orthogonalized update, say), that assumption is wrong: drop
+        its findings and check it again with what the calls pass (the calls themselves are
+        checked through the helper's summary)."""
+        for fid, (node, cls) in self._grad_param_fns.items():
+            seen = self.summaries.callsites.get(fid)
+            if not seen or any(v for v in seen.values()):
+                continue
+            mine = [k for k, f in self.findings.items() if fid in f.owners]
+            if not mine:
+                continue
+            for k in mine:
+                del self.findings[k]
+            saved = self.st
+            self.st = State()
+            p = node.params
+            self.st.bound.update(x.name.value for x in (*p.posonly_params, *p.params, *p.kwonly_params))
+            if cls is not None:
+                self.summaries.classes.append(cls)
+            self.summaries.barrier()
+            self._fn_stack.append(fid)
+            try:
+                self._suite(node.body)
+            finally:
+                self._fn_stack.pop()
+                self.summaries.end_barrier()
+                if cls is not None:
+                    self.summaries.classes.pop()
+                self.st = saved
+
+    def block(self, stmts: Sequence[cst.CSTNode]) -> None:
+        for s in stmts:
+            f = _STMT.get(type(s))
+            if f is not None:
+                f(self, s)
+
+    def _suite(self, body) -> None:
+        # IndentedBlock or SimpleStatementSuite: both have .body
+        self.block(body.body)
+
+    def _s_simple_line(self, node) -> None:
+        self.block(node.body)
+
+    def _s_expr(self, node: cst.Expr) -> None:
+        self.expr(node.value)
+
+    def _s_assign(self, node: cst.Assign) -> None:
+        v = self.expr(node.value)
+        for t in node.targets:
+            self._assign(node, t.target, node.value, v)
+
+    def _s_annassign(self, node: cst.AnnAssign) -> None:
+        if node.value is not None:
+            v = self.expr(node.value)
+            self._assign(node, node.target, node.value, v)
+
+    def _s_augassign(self, node: cst.AugAssign) -> None:
+        v = self.expr(node.value)
+        target = node.target
+        tv = self.expr(target)
+        is_weight = self.is_weight_target(target)
+        op = _AUG_OPS.get(type(node.operator))
+        if op is not None and not is_weight and (tv.taint or tv.flags or v.taint):
+            # X /= ‖X‖ normalizes a buffer; m /= √v preconditions it; u *= c scales it
+            new = _binop(op, tv, v, node.value)
+            self._set_target(target, new)
+            if new.taint:
+                self.summaries.record_write(self, target, new, False)
+            return
+        if v.taint:
+            if self._h_aug and not self.quiet:
+                site = AugAssignSite(node, is_weight, v)
+                for r in self._h_aug:
+                    r.on_augassign(self, site)
+            self.summaries.record_write(self, target, v, is_weight)
+            if not is_weight:
+                self.taint_target(target)
+
+    def _s_return(self, node) -> None:
+        if node.value is not None:
+            self.summaries.record_return(self.expr(node.value))
+
+    def _s_raise(self, node: cst.Raise) -> None:
+        if node.exc is not None:
+            self.expr(node.exc)
+
+    def _s_assert(self, node: cst.Assert) -> None:
+        self.expr(node.test)
+
+    def _s_del(self, node: cst.Del) -> None:
+        pass
+
+    def _s_import(self, node) -> None:
+        self._record_import(node)
+
+    def _s_if(self, node: cst.If) -> None:
+        self.expr(node.test)
+        pre = self.st
+        self.st = pre.copy()
+        self._suite(node.body)
+        after_body = self.st
+        self.st = pre
+        orelse = node.orelse
+        if orelse is not None:
+            if type(orelse) is cst.If:
+                self._s_if(orelse)
+            else:
+                self._suite(orelse.body)
+        self.st.join(after_body)
+
+    def _loop(self, node, is_for: bool) -> None:
+        if is_for:
+            item = self.elem_of(node.iter)
+        cur = self.st
+        for _ in range(4):
+            self.st = cur.copy()
+            if is_for:
+                self._bind(node.target, item, None)
+            else:
+                self.expr(node.test)
+            self._suite(node.body)
+            nxt = cur.copy()
+            nxt.join(self.st)
+            if nxt.same(cur):
+                cur = nxt
+                break
+            cur = nxt
+        self.st = cur
+        if node.orelse is not None:
+            self._suite(node.orelse.body)
+
+    def _s_for(self, node: cst.For) -> None:
+        self._loop(node, True)
+
+    def _s_while(self, node: cst.While) -> None:
+        self._loop(node, False)
+
+    def _s_try(self, node) -> None:
+        pre = self.st.copy()
+        self._suite(node.body)
+        after_body = self.st
+        merged = pre.copy()
+        merged.join(after_body)
+        outs = [after_body]
+        for h in node.handlers:
+            self.st = merged.copy()
+            if h.type is not None:
+                self.expr(h.type)
+            self._suite(h.body)
+            outs.append(self.st)
+        if node.orelse is not None:
+            self.st = after_body.copy()
+            self._suite(node.orelse.body)
+            outs.append(self.st)
+        res = outs[0]
+        for o in outs[1:]:
+            res.join(o)
+        self.st = res
+        if node.finalbody is not None:
+            self._suite(node.finalbody.body)
+
+    def _s_with(self, node: cst.With) -> None:
+        for item in node.items:
+            v = self.expr(item.item)
+            if item.asname is not None:
+                self._bind(item.asname.name, v, None)
+        self._suite(node.body)
+
+    def _s_match(self, node) -> None:
+        self.expr(node.subject)
+        pre = self.st
+        outs = []
+        for case in node.cases:
+            self.st = pre.copy()
+            if case.guard is not None:
+                self.expr(case.guard)
+            self._suite(case.body)
+            outs.append(self.st)
+        self.st = pre
+        for o in outs:
+            self.st.join(o)
+
+    def _s_funcdef(self, node: cst.FunctionDef) -> None:
+        for d in node.decorators:
+            self.expr(d.decorator)
+        params = node.params
+        for p in (*params.posonly_params, *params.params, *params.kwonly_params):
+            if p.default is not None:
+                self.expr(p.default)
+        self.summaries.on_def(self, node)
+        if not self.quiet and any(is_grad_name(p.name.value) for p in (*params.posonly_params, *params.params)):
+            cls = self.summaries.classes[-1] if self.summaries.classes else None
+            self._grad_param_fns[id(node)] = (node, cls)
+        saved = self.st
+        self.st = saved.copy()
+        self.summaries.barrier()
+        self._fn_stack.append(id(node))
+        try:
+            self._bind_params(params)
+            self._suite(node.body)
+        finally:
+            self._fn_stack.pop()
+            self.summaries.end_barrier()
+            self.st = saved
+        saved.bound.add(node.name.value)
+
+    def _s_classdef(self, node: cst.ClassDef) -> None:
+        saved = self.st
+        self.st = saved.copy()
+        self.summaries.classes.append(node.name.value)
+        try:
+            self._suite(node.body)
+        finally:
+            self.summaries.classes.pop()
+            self.st = saved
+        saved.bound.add(node.name.value)

@@ -32,7 +32,6 @@ from typing import Callable, TypeVar
 T = TypeVar("T")
 
 MAX_DEPTH = 1000  # the deepest real code we know of (generated sympy tables) is ~600
-DEFAULT_TIMEOUT = 60.0  # seconds per file; 0 disables the budget
 THREAD_STACK = 512 * 1024 * 1024  # virtual; only the pages used are committed
 HEAVY_DEPTH = 100  # deeper than 99.9% of real files: their parse may run long, in native code
 HEAVY_COST = 6_000_000  # len(text) * depth: a big file, ~2 s of work
@@ -120,8 +119,10 @@ def _run_threaded(fn: Callable[[], T], timeout: float) -> T:
     if t.is_alive():
         # stop the analysis at its next bytecode (native code finishes first); the thread is
         # a daemon, so a stuck one never holds up the exit
-        ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(t.ident or 0), ctypes.py_object(OverBudget))
-        t.join(1.0)
+        api = getattr(ctypes, "pythonapi", None)  # CPython only
+        if api is not None:
+            api.PyThreadState_SetAsyncExc(ctypes.c_ulong(t.ident or 0), ctypes.py_object(OverBudget))
+            t.join(1.0)
         raise OverBudget
     if "error" in box:
         raise box["error"]  # type: ignore[misc]

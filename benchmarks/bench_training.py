@@ -32,9 +32,9 @@ from _data import eval_batches, get_batch, stdlib_corpus  # noqa: E402
 GRIDS = {
     "adamw": [7.5e-4, 1.5e-3, 3e-3],
     "muon": [0.005, 0.01, 0.02],
-    "dualtype": [0.01, 0.02, 0.04],
+    "dualtype": [0.05, 0.1, 0.2],  # ModularSGD's lr is in the modular norm (default 0.1)
 }
-QUICK = {"adamw": [1.5e-3], "muon": [0.01], "dualtype": [0.02]}
+QUICK = {"adamw": [1.5e-3], "muon": [0.01], "dualtype": [0.1]}
 
 
 def parse(argv: list[str] | None = None) -> tuple[argparse.Namespace, argparse.Namespace]:

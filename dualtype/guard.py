@@ -19,7 +19,8 @@ from torch import nn
 from dualtype.errors import ConfigError
 from dualtype.norms import Norm
 from dualtype.roles import ROLE_NORMS, Table, types_of
-from dualtype.tensor import DualTensor, _tag, register_weight, unregister_weight
+from dualtype.trace import paused
+from dualtype.tensor import DualTensor, _tag, refresh_weight, register_weight, unregister_weight
 
 __all__ = ["typed", "untyped", "TypedModel", "typed_handle"]
 
@@ -30,12 +31,17 @@ class _TagGrad:
     """The hook: retag ``p.grad`` as ``Dual[norm]`` in place (picklable, no closure). It reads
     the entry, so a retyped parameter's next gradient carries the new norm."""
 
-    __slots__ = ("entry",)
+    __slots__ = ("entry", "storage")
 
     def __init__(self, entry: "_Entry") -> None:
         self.entry = entry
+        self.storage = entry.param.untyped_storage().data_ptr()
 
     def __call__(self, param: torch.Tensor) -> None:
+        ptr = param.untyped_storage().data_ptr()
+        if ptr != self.storage:  # .double(), .to(device), share_memory(): re-key the weight
+            self.storage = ptr
+            refresh_weight(param)
         g = param.grad
         if g is not None:
             _tag(g, "dual", self.entry.norm, self.entry.name)
@@ -76,6 +82,7 @@ class TypedModel:
             norm = table[e.name].norm if e.name in table else e.norm
             if norm != e.norm:
                 e.norm = norm
+                unregister_weight(e.param, e.name)
                 register_weight(e.param, e.name, norm)
                 if isinstance(e.param.grad, DualTensor):
                     _tag(e.param.grad, "dual", norm, e.name)
@@ -91,7 +98,7 @@ class TypedModel:
             h.remove()
         self._hooks.clear()
         for e in self.entries:
-            unregister_weight(e.param)
+            unregister_weight(e.param, e.name)
             if isinstance(e.param.grad, DualTensor):
                 e.param.grad.__class__ = torch.Tensor
 
@@ -132,6 +139,11 @@ def typed(model: nn.Module, norms: Mapping[str, "str | Norm"] | None = None, *,
     """
     if not isinstance(model, nn.Module):
         raise ConfigError(f"typed() takes an nn.Module, got {type(model).__name__}")
+    with paused():  # typed() inside another model's recorded forward is bookkeeping
+        return _typed(model, norms, exclude, example, strict)
+
+
+def _typed(model: nn.Module, norms, exclude, example, strict: bool) -> TypedModel:
     types = types_of(model)
     types.declare(norms=norms, exclude=exclude, strict=strict, replace=True)
     if example is not None:

@@ -47,12 +47,11 @@ from typing import Any, Iterable, Mapping
 
 import torch
 from torch import Tensor, nn
-from torch.utils.weak import WeakIdKeyDictionary
 
 from dualtype import norms as _norms
 from dualtype.errors import ConfigError, NormMismatchError
 from dualtype.norms import Norm
-from dualtype.trace import CONV, LOOKUP, MATRIX, NORM, SCALE, SHIFT, Graph, Layer, Recorder, TraceError, finish, record
+from dualtype.trace import CONV, LOOKUP, MATRIX, NORM, SCALE, SHIFT, Graph, Layer, Recorder, TraceError, finish, paused, record
 
 __all__ = [
     "ROLE_NORMS", "ROLE_MASSES", "BODY_MASS", "ParamInfo", "Table", "infer", "role_from_module",
@@ -448,12 +447,23 @@ def _assign_targets(rows: dict[str, dict], graph: Graph | None, masses: Mapping[
 # --- the table of one model, kept current ------------------------------------------------------
 
 _ATTR = "_dualtype_types"
-_OWNERS: Any = WeakIdKeyDictionary()  # parameter → (its model's ModelTypes, its name)
+# id(parameter) → (its model's ModelTypes, its name); no reference to the parameter itself,
+# so torch.utils.swap_tensors works on typed models. owner_of() checks the id still names it.
+_OWNERS: dict[int, tuple[weakref.ref, str]] = {}
 
 
 def owner_of(param: Tensor) -> "tuple[ModelTypes, str] | None":
     """(table, name) of a parameter of a typed model, else None."""
-    return _OWNERS.get(param)
+    entry = _OWNERS.get(id(param))
+    types = entry[0]() if entry else None
+    if types is None or types._model is None or types._model() is None:
+        return None
+    try:
+        if types._model().get_parameter(entry[1]) is param:
+            return types, entry[1]
+    except AttributeError:
+        pass
+    return None
 
 
 class ModelTypes:
@@ -526,13 +536,14 @@ class ModelTypes:
         self.refresh()
 
     def refresh(self) -> None:
-        self._table = None
-        self.table  # noqa: B018 - compute now, so errors surface at the call that caused them
-        self.version += 1
-        for name, p in self.model.named_parameters():
-            _OWNERS[p] = (self, name)
-        for listener in list(self._listeners):
-            listener(self._table)
+        with paused():  # may run inside another model's recorded forward
+            self._table = None
+            self.table  # noqa: B018 - compute now, so errors surface at the call that caused them
+            self.version += 1
+            for name, p in self.model.named_parameters():
+                _OWNERS[id(p)] = (weakref.ref(self), name)
+            for listener in list(self._listeners):
+                listener(self._table)
 
     def listen(self, fn) -> None:
         self._listeners.append(fn)

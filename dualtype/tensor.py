@@ -144,8 +144,10 @@ def _weight_info(t: Tensor) -> tuple[str | None, Norm | None] | None:
         entries = _WEIGHTS.get(storage.data_ptr())
         if entries:
             start, stop = _span(t)
-            for lo, hi, ref, _, name, norm in reversed(entries):
-                if ref() is storage and lo < stop and start < hi:
+            for lo, hi, ref, owner, name, norm in reversed(entries):
+                # the parameter itself (even of size zero, e.g. an empty FSDP shard), or a view
+                # that reaches its bytes
+                if ref() is storage and (owner == id(t) or (lo < stop and start < hi)):
                     return name, norm
     if isinstance(t, torch.nn.Parameter) or (t.is_leaf and t.requires_grad):
         return None, None

@@ -19,6 +19,7 @@ The graph is what :mod:`dualtype.roles` reads roles, norms and masses from (docs
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -26,7 +27,7 @@ from torch import Tensor, nn
 from torch.overrides import TorchFunctionMode
 from torch.utils._pytree import tree_flatten
 
-__all__ = ["Graph", "Layer", "Residual", "Recorder", "record", "finish", "TraceError"]
+__all__ = ["Graph", "Layer", "Residual", "Recorder", "record", "finish", "paused", "TraceError"]
 
 #: Layer kinds, by the function that used the parameter.
 MATRIX, LOOKUP, CONV, NORM, SCALE, SHIFT, OTHER = "matrix", "lookup", "conv", "norm", "scale", "shift", "other"
@@ -43,6 +44,17 @@ _VIEW_OPS = {"t", "T", "mT", "transpose", "permute", "view", "reshape", "contigu
              "view_as", "reshape_as", "__get__", "detach", "narrow", "type_as", "clone"}
 
 INPUT = 0  # node id of the model's input
+_PAUSED = [0]  # > 0 while dualtype's own bookkeeping runs inside a recorded forward
+
+
+@contextmanager
+def paused():
+    """Do not record the torch calls made inside (dualtype retyping a nested model, say)."""
+    _PAUSED[0] += 1
+    try:
+        yield
+    finally:
+        _PAUSED[0] -= 1
 
 
 class TraceError(RuntimeError):
@@ -147,6 +159,7 @@ class Recorder(TorchFunctionMode):
         self.prov: dict[int, _Act | _Param] = {}
         self.alive: list[Tensor] = []  # keeps ids unique while recording
         self.error: BaseException | None = None
+        self.depth = _PAUSED[0]  # calls made under a deeper paused() are bookkeeping, not the model
 
     def _refresh(self) -> None:
         # FSDP2 swaps unsharded parameters in during the forward: names are the stable key
@@ -177,7 +190,7 @@ class Recorder(TorchFunctionMode):
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         out = func(*args, **kwargs)
-        if self.error is None:
+        if self.error is None and _PAUSED[0] == self.depth:
             try:
                 self._record(func, args, kwargs, out)
             except Exception as e:  # noqa: BLE001 - recording must never break the forward

@@ -354,3 +354,33 @@ def test_excluded_parameters_stay_plain_for_another_optimizer():
     assert "excluded" in types_of(model).table.table()
     with pytest.raises(dualtype.ConfigError, match="exclude"):
         dualtype.typed(model, exclude=["no_such_thing"])
+
+
+# --- a typed model's life: moves, swaps, nested typing (issue 13 items 1 and 8) ---------------
+
+def test_dtype_move_after_typed_keeps_the_data_guard():
+    m = nn.Linear(4, 3)
+    dualtype.typed(m)
+    m(torch.randn(2, 4)).sum().backward()
+    p = m.weight
+    m.double()  # new storage: the first backward after it re-keys the weight
+    m(torch.randn(2, 4).double()).sum().backward()
+    with torch.no_grad(), pytest.raises(dualtype.DualityError):
+        p.data.sub_(0.1 * p.grad)  # noqa: DTL002 (refused on purpose)
+
+
+def test_swap_tensors_works_on_a_typed_model():
+    m = nn.Linear(4, 3)
+    dualtype.typed(m)
+    torch.utils.swap_tensors(m.weight, nn.Parameter(torch.randn(3, 4)))
+
+
+def test_typing_and_untyping_a_submodule_keeps_the_parent_guard():
+    outer = nn.Sequential(nn.Linear(4, 4), nn.Tanh(), nn.Linear(4, 3))
+    dualtype.typed(outer)
+    dualtype.typed(outer[0])
+    dualtype.untyped(outer[0])
+    outer(X4).sum().backward()  # the nested typing is not recorded as a use of the weights
+    assert types_of(outer).table["0.weight"].role == "hidden"
+    with torch.no_grad(), pytest.raises(dualtype.DualityError):
+        outer[0].weight.data.sub_(outer[0].weight.grad)  # noqa: DTL002 (refused on purpose)

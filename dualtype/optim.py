@@ -235,6 +235,11 @@ class ModularSGD(torch.optim.Optimizer):
 
     def _adopt_model(self, model: nn.Module, norms: Any, targets: Any, modular: Any, example: Any) -> list:
         """Type the model (keeping what the user typed) and read its table."""
+        sparse = [n for n, m in model.named_modules() if isinstance(m, (nn.Embedding, nn.EmbeddingBag)) and m.sparse]
+        if sparse:
+            raise ConfigError(f"{', '.join(sparse)}: sparse embedding gradients are not supported by "
+                              "ModularSGD (its momentum is dense); build the embedding with sparse=False, "
+                              "or train it with torch.optim.SparseAdam after typed(model, exclude=[...])")
         types = types_of(model)
         if modular not in (None, True, False):  # a ready ModularNorm: its norms and targets
             norms = {**dict(modular.norms), **dict(norms or {})}
@@ -407,6 +412,9 @@ class ModularSGD(torch.optim.Optimizer):
 
     def _dual_grad(self, p: Tensor, name: str, norm: Norm) -> DualTensor:
         g = p.grad
+        if g.layout != torch.strided:
+            raise ConfigError(f"the gradient of '{name}' is sparse ({g.layout}); ModularSGD's momentum is "
+                              "dense: use sparse=False for the layer, or another optimizer for it")
         if isinstance(g, DualTensor):
             tag = g._dt_norm
             if tag is not None and tag != norm:

@@ -125,3 +125,14 @@ def test_adamw_group_refuses_bad_settings_and_nan_before_writing():
         opt.step()
     assert all(torch.equal(before[n], p) for n, p in model.named_parameters())
     assert not opt.state  # no moment was created either
+
+
+def test_sparse_embeddings_are_refused_at_construction_with_a_way_out():
+    model = nn.Sequential(nn.Embedding(5, 4, sparse=True), nn.Linear(4, 2))
+    with pytest.raises(ConfigError, match="sparse=False.*SparseAdam"):
+        ModularSGD(model)
+    emb = nn.Embedding(5, 4, sparse=True)
+    opt = ModularSGD([emb.weight])  # bare tensors: known only when the gradient comes
+    emb(torch.tensor([1, 2])).sum().backward()
+    with pytest.raises(ConfigError, match="sparse"):
+        opt.step()

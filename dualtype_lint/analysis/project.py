@@ -62,6 +62,20 @@ def _candidate(base: str, parts: list[str]) -> str | None:
     return None
 
 
+def _safe_to_parse(data: bytes) -> bool:
+    """The same gate as for a linted file (:mod:`dualtype_lint.limits`): libcst crashes on deep
+    nesting and is quadratic in chain length, and this parse runs on the importing file's
+    time budget, in its thread, where native code cannot be stopped."""
+    from ..engine import decode_source
+    from ..limits import check_structure, is_heavy
+
+    text = decode_source(data)[0]
+    if text is None:
+        return False
+    kind, _, depth = check_structure(text)
+    return kind == "ok" and not is_heavy(len(text), depth)
+
+
 def _analyzer_for(path: str, like: "Analyzer") -> "Analyzer | None":
     if path in _FILES:
         return _FILES[path]
@@ -70,7 +84,10 @@ def _analyzer_for(path: str, like: "Analyzer") -> "Analyzer | None":
         if os.path.getsize(path) > MAX_BYTES:
             return None
         with open(path, "rb") as fh:
-            module = cst.parse_module(fh.read())
+            data = fh.read()
+        if not _safe_to_parse(data):
+            return None
+        module = cst.parse_module(data)
     except (OSError, cst.ParserSyntaxError, RecursionError, ValueError, TypeError, MemoryError):
         return None
     from ..dataflow import Analyzer

@@ -294,3 +294,20 @@ def test_a_small_address_space_falls_back_to_the_default_thread_stack(tmp_path):
     )
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert r.stdout.strip() == "['DTL001']", r.stderr[-2000:]
+
+
+def test_a_hostile_imported_helper_is_not_parsed_for_summaries(tmp_path):
+    from dualtype_lint.config import Settings
+    from dualtype_lint.engine import lint_path
+
+    # the helper is read to summarize `scale`; its 20k-link chain would take libcst minutes
+    # (or, as 20k unary operators, crash it) on the main file's time budget
+    (tmp_path / "helpers.py").write_text(
+        "def scale(p, g):\n    p.data -= g\n\nX = p" + ".x" * 20_000 + "\nY = " + "-" * 20_000 + "1\n"
+    )
+    (tmp_path / "main.py").write_text(
+        "import torch\nfrom helpers import scale\n\ndef step(p):\n    scale(p, p.grad)\n    p.data -= p.grad\n"
+    )
+    res = lint_path(str(tmp_path / "main.py"), Settings(timeout=10))
+    assert not res.internal_error, res.diagnostics
+    assert ("DTL001", 6) in [(d.code, d.line) for d in res.diagnostics]

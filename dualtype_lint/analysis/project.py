@@ -67,13 +67,13 @@ def _safe_to_parse(data: bytes) -> bool:
     nesting and is quadratic in chain length, and this parse runs on the importing file's
     time budget, in its thread, where native code cannot be stopped."""
     from ..engine import decode_source
-    from ..limits import check_structure, is_heavy
+    from ..limits import HEAVY_DEPTH, check_structure
 
     text = decode_source(data)[0]
     if text is None:
         return False
     kind, _, depth = check_structure(text)
-    return kind == "ok" and not is_heavy(len(text), depth)
+    return kind == "ok" and depth <= HEAVY_DEPTH  # MAX_BYTES bounds the size
 
 
 def _analyzer_for(path: str, like: "Analyzer") -> "Analyzer | None":

@@ -15,8 +15,9 @@ from typing import Any, Mapping
 
 import torch
 from torch import nn
+from torch.optim.optimizer import register_optimizer_step_pre_hook
 
-from dualtype.errors import ConfigError
+from dualtype.errors import ConfigError, DualityError
 from dualtype.norms import Norm
 from dualtype.roles import ROLE_NORMS, Table, types_of
 from dualtype.trace import paused
@@ -161,8 +162,36 @@ def _typed(model: nn.Module, norms, exclude, example, strict: bool) -> TypedMode
                         tuple(r.name for r in table if r.excluded))
     types.listen(handle._update)
     types.watch()
+    _install_step_guard()
     object.__setattr__(model, _ATTR, handle)
     return handle
+
+
+def _refuse_foreign_step(optimizer: torch.optim.Optimizer, args: tuple, kwargs: dict) -> None:
+    """Global optimizer step pre-hook: a ``torch.optim`` optimizer stepping a parameter whose
+    gradient is Dual would apply it raw; refuse before it writes anything (weights and its
+    state stay bit-identical). One ``isinstance`` per parameter and step."""
+    if not type(optimizer).__module__.startswith("torch.optim"):
+        return  # dualtype's own optimizers, and user code that dualizes through the door
+    for group in optimizer.param_groups:
+        for p in group["params"]:
+            g = p.grad
+            if isinstance(g, DualTensor):
+                name = g._dt_name or "a parameter"
+                raise DualityError(
+                    f"{type(optimizer).__name__} would step '{name}' with its raw gradient "
+                    f"(Dual[{g._dt_norm}]); nothing was changed. Ways out: (1) dualtype.ModularSGD(model); "
+                    f"(2) keep {type(optimizer).__name__}'s part in a hybrid group: ModularSGD([{{'params': "
+                    f"hidden}}, {{'params': rest, 'algorithm': 'adamw', 'lr': 3e-3}}]); (3) leave these "
+                    f"parameters plain: dualtype.typed(model, exclude=['{name}']) or dualtype.untyped(model)")
+
+
+_PRE_HOOK: list = []
+
+
+def _install_step_guard() -> None:
+    if not _PRE_HOOK:
+        _PRE_HOOK.append(register_optimizer_step_pre_hook(_refuse_foreign_step))
 
 
 def typed_handle(model: nn.Module) -> TypedModel | None:

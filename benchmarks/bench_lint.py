@@ -80,6 +80,30 @@ def bench_lint(texts: list[str], settings: Settings) -> tuple[float, int, int]:
     return time.process_time() - t, parsed, findings
 
 
+def bench_cross_module(files: list[str], settings: Settings, repeat: int) -> dict[str, tuple[float, int]]:
+    """lint_path over ``files`` with the cross-module lookups on, and with them off."""
+    from dualtype_lint.analysis import project
+    from dualtype_lint.engine import lint_path
+
+    real = project.find_function
+    out: dict[str, tuple[float, int]] = {}
+    for _ in range(repeat):
+        for label, fn in (("summaries in the file only", lambda a, o: None), ("summaries across files (default)", real)):
+            project._FILES.clear()
+            project._LOOKUPS.clear()
+            project.find_function = fn
+            try:
+                t = time.process_time()
+                for f in files:
+                    lint_path(f, settings)
+                cpu = time.process_time() - t
+            finally:
+                project.find_function = real
+            if label not in out or cpu < out[label][0]:
+                out[label] = (cpu, sum(1 for v in project._FILES.values() if v is not None))
+    return out
+
+
 def bench_runner(files: list[str], settings: Settings, jobs: int) -> tuple[float, float, int]:
     c0, s0, w0 = children_cpu(), self_cpu(), time.perf_counter()
     results = run_files(files, settings, jobs)
@@ -212,6 +236,17 @@ def main() -> None:
     print()
 
     files = [str(p) for p in paths]
+    cross = bench_cross_module(files, off, args.repeat)
+    print("Function summaries across files (the cross-module pass), single process, files read from disk")
+    print("with their real paths, pre-filter off: a gradient passed to a function imported from another")
+    print("file of the tree makes the linter parse that file (once per process) and summarize the function.")
+    print()
+    print("| run | CPU s | lines / CPU-s | other files parsed for summaries |")
+    print("|---|---|---|---|")
+    for label, (cpu, extra) in cross.items():
+        print(f"| {label} | {cpu:.2f} | {lines / cpu:,.0f} | {extra} |")
+    print()
+
     print(f"Runner from disk (files read, decoded, linted; `-j N`), pre-filter off:")
     print()
     print("| jobs | wall s | CPU s (parent + workers) | CPU / wall | lines / wall-s | findings |")

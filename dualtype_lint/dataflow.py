@@ -83,6 +83,8 @@ class Analyzer(Reporting, Expressions, Calls, Binding, Statements):
         self._call_origin: dict[str, str] = {}  # name -> unknown function its value came from
         self.summaries = Summaries()
         self._fn_stack: list[int] = []
+        self._walked_fns: set[int] = set()  # functions the main walk has been through
+        self._grad_fns: set[int] = set()  # ... and those in which it met a gradient source
         # functions with parameters named like gradients: (node, enclosing class)
         self._grad_param_fns: dict[int, tuple[cst.FunctionDef, str | None]] = {}
         self.dualizers = dualizers or Dualizers()

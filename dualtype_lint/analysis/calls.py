@@ -117,8 +117,9 @@ class Calls:
             if inner in GRAD_TRANSFORMS:
                 return TAINT
             return _combine(())
-        if resolved in GRAD_FUNCTIONS:
+        if resolved in GRAD_FUNCTIONS or (last == "grad" and not args):
             self._args(args)
+            self._grad_fns.update(self._fn_stack)
             return TAINT
         if last is None:
             return None

@@ -38,7 +38,10 @@ class Expressions:
     def _e_name(self, node: cst.Name) -> Value:
         n = node.value
         st = self.st
-        taint = n in st.tainted or (n not in st.bound and (is_grad_name(n) or self._hand_grad(n)))
+        taint = n in st.tainted
+        if not taint and n not in st.bound and (is_grad_name(n) or self._hand_grad(n)):
+            taint = True
+            self._grad_fns.update(self._fn_stack)
         ref = n in st.weights or is_weight_name(n)
         derived = n in st.derived
         fl = st.flags.get(n, 0) if st.flags else 0
@@ -60,6 +63,7 @@ class Expressions:
     def _e_attribute(self, node: cst.Attribute) -> Value:
         attr = node.attr.value
         if attr == "grad":
+            self._grad_fns.update(self._fn_stack)  # a source inside these functions
             k = key_of(node.value)
             if k is not None:
                 self.st.weights.add(k)  # whatever has a .grad is a parameter

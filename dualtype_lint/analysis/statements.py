@@ -232,6 +232,8 @@ class Statements:
             self._suite(node.body)
         finally:
             self._fn_stack.pop()
+            if not self.quiet:
+                self._walked_fns.add(id(node))
             self.summaries.end_barrier()
             self.st = saved
         saved.bound.add(node.name.value)

@@ -98,9 +98,15 @@ class Summaries:
             self.defs[node.name.value] = FunctionInfo(node, a, None)
 
     def bind_alias(self, a: "Analyzer", target: cst.BaseExpression, value: cst.BaseExpression) -> None:
-        from ..dataflow import key_of
-
-        k = key_of(target)
+        t = type(value)
+        if not self.aliases and (
+            (t is cst.Name and value.value not in self.defs)
+            or (t is cst.Attribute and not self.classes)
+            or t is cst.Subscript
+            or (t is cst.Call and type(value.func) is cst.Attribute and value.func.attr.value != "partial")
+        ):
+            return  # cannot evaluate to a known function, and there is no alias to forget
+        k = _key(target)
         if k is None:
             return
         fns = self.functions_of(a, value, imports=False) if type(value) in _FN_EXPRS else ()
@@ -165,11 +171,16 @@ class Summaries:
             return n in self.defs or n in self.aliases or n in a.imports
         if t is cst.Attribute:
             v = func.value
+            if type(v) is cst.Name and v.value == "self" and self.classes:
+                if func.attr.value in self.methods.get(self.classes[-1], ()):
+                    return True
             while type(v) is cst.Attribute:
                 v = v.value
             if type(v) is not cst.Name:
                 return False
-            return (v.value == "self" and bool(self.classes)) or v.value in a.imports or bool(self.aliases)
+            if v.value in a.imports:
+                return True
+            return bool(self.aliases) and _key(func) in self.aliases
         return t is cst.Subscript and bool(self.aliases)
 
     def call(
@@ -210,7 +221,12 @@ class Summaries:
             else:
                 kw = x.keyword.value
                 index.append(fi.params.index(kw) if kw in fi.params else None)
-        base = fi.owner.summaries.run(fi, ())
+        if id(fi.node) in a._walked_fns and id(fi.node) not in a._grad_fns:
+            base = None  # its walk met no gradient source: with clean arguments, nothing
+        else:
+            base = fi.owner.summaries.run(fi, ())
+            if base is not None and (base.ret.taint or base.writes) and fi.owner is a:
+                a._grad_fns.update(a._fn_stack)  # a source reached through the call
         parts = [base.ret if base is not None else CLEAN]
         clean_base = not parts[0].taint
         weighty = False
@@ -342,6 +358,12 @@ class Summaries:
             a.st, a.quiet = saved
         self.memo[key] = run
         return run
+
+
+def _key(node: cst.BaseExpression) -> str | None:
+    from .paths import key_of
+
+    return key_of(node)
 
 
 def _imported(a: "Analyzer", func: cst.BaseExpression) -> bool:

@@ -243,6 +243,8 @@ def _contradiction(name: str, declared: Norm, role: str) -> str | None:
     want = ROLE_NORMS.get(role)
     if declared.name not in _SPACES or want not in _SPACES or declared.name == want:
         return None
+    if role == "head" and declared.name == "rms->rms":
+        return None  # a Muon-style head: logits read in RMS, coarser than ℓ∞ but the same input space
     return (f"'{name}' declared {declared.name}, but {_WHY[role]}: use {want} "
             f"(or type it as you declared with strict=False)")
 

@@ -251,16 +251,19 @@ def test_typed_then_optimizer_keeps_what_the_user_typed():
 
 def test_declared_norm_that_contradicts_the_graph_is_an_error():
     model = mlp()
-    dualtype.typed(model, norms={"4.weight": "rms->rms"})
-    with pytest.raises(NormMismatchError, match=r"'4\.weight' declared rms->rms, but its output is the model's logits"):
+    dualtype.typed(model, norms={"4.weight": "l1->rms"})
+    with pytest.raises(NormMismatchError, match=r"'4\.weight' declared l1->rms, but its output is the model's logits"):
         model(X4)
     with pytest.raises(NormMismatchError, match="use rms->linf"):
         dualtype.check(model, X4, show=False)
     relaxed = mlp()
-    dualtype.typed(relaxed, norms={"4.weight": "rms->rms"}, strict=False)
+    dualtype.typed(relaxed, norms={"4.weight": "l1->rms"}, strict=False)
     with pytest.warns(UserWarning, match="4.weight"):
         relaxed(X4)
-    assert types_of(relaxed).table["4.weight"].norm == N("rms->rms")
+    assert types_of(relaxed).table["4.weight"].norm == N("l1->rms")
+    muon_head = mlp()  # a Muon-style head (logits read in RMS) is a choice, not a contradiction
+    dualtype.typed(muon_head, norms={"4.weight": "rms->rms"}, example=X4)
+    assert types_of(muon_head).table["4.weight"].norm == N("rms->rms")
 
 
 def test_a_declared_lookup_norm_on_a_hidden_layer_names_the_reason():

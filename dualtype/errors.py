@@ -2,7 +2,7 @@
 
 None of them derives from ``TypeError`` on purpose: PyTorch converts a ``TypeError``
 raised inside ``__torch_function__`` during a Python operator (``-=``, ``+``, ``-``) into
-``NotImplemented``, and Python then silently falls back to another operator (DESIGN §4).
+``NotImplemented``, and Python then silently falls back to another operator (docs/design.md §4).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Norms on weight space and their duality maps (DESIGN §3).
+"""Norms on weight space and their duality maps (docs/design.md §3).
 
 Every norm ``N`` offers three functions of one tensor (torch layout: a weight is ``[out, in]``):
 

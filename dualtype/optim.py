@@ -1,4 +1,4 @@
-"""``ModularSGD``: steepest descent under the modular norm, with momentum (DESIGN §1-§3).
+"""``ModularSGD``: steepest descent under the modular norm, with momentum (docs/design.md §1-§3).
 
 For every parameter ``p`` of norm ``N_p`` and target ``t_p`` the step is
 
@@ -8,7 +8,7 @@ For every parameter ``p`` of norm ``N_p`` and target ``t_p`` the step is
 
 so ``lr`` is the size of the step in the modular norm: each parameter moves by exactly
 ``lr·t_p`` in its own norm ``N_p``, and with the targets of :func:`dualtype.modules.modular`
-the whole update has modular norm ``lr`` (DESIGN §3, "dualize(g, t)_p = t·c_p·dualize_p").
+the whole update has modular norm ``lr`` (docs/design.md §3, "dualize(g, t)_p = t·c_p·dualize_p").
 
 The gradient enters as ``Dual[N]`` (tagged by :func:`dualtype.typed`), the momentum buffer is
 built from it and stays ``Dual[N]``, and :func:`dualtype.dualize` is the only door to the
@@ -61,7 +61,7 @@ class _CompiledNorm(Norm):
     """The same norm (equal by name, so tags and weight checks are unchanged) whose duality map
     on *plain* tensors runs under ``torch.compile``. :func:`dualtype.dualize` strips the tag
     before calling ``Norm.dualize`` and tags the result after, so no typed tensor enters the
-    compiled graph (DESIGN §4)."""
+    compiled graph (docs/design.md §4)."""
 
     def __init__(self, base: Norm, options: Mapping[str, Any]) -> None:
         self.base = base

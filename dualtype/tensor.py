@@ -1,4 +1,4 @@
-"""Typed tensors: a role (dual or primal) and a norm tag, with the type rules of DESIGN §4.
+"""Typed tensors: a role (dual or primal) and a norm tag, with the type rules of docs/design.md §4.
 
 A gradient is ``Dual[N]``: a dual vector under the norm ``N`` of its parameter. The only way
 from dual to primal is :func:`dualize`, which returns ``Primal[N]``. Weights and activations
@@ -32,7 +32,7 @@ at import (see the end of this module).
 A *weight* is an ``nn.Parameter``, a leaf tensor that requires grad, or any tensor sharing
 storage with a parameter of a model passed to :func:`dualtype.typed` (this covers ``p.data``).
 None of the errors is a ``TypeError``: PyTorch would turn it into ``NotImplemented`` inside
-Python operators and the update would silently fall back (DESIGN §4, "a trap").
+Python operators and the update would silently fall back (docs/design.md §4, "a trap").
 """
 
 from __future__ import annotations
@@ -386,7 +386,7 @@ def _tag(t: Any, role: str, norm: Norm | None, name: str | None) -> Any:
     if isinstance(t, Tensor):
         cls = DualTensor if role == _DUAL else PrimalTensor
         if type(t) is not cls:
-            t.__class__ = cls  # retag in place: the cheapest way (DESIGN §4)
+            t.__class__ = cls  # retag in place: the cheapest way (docs/design.md §4)
         d = t.__dict__
         d["_dt_norm"] = norm
         d["_dt_name"] = name

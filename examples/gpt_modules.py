@@ -2,7 +2,7 @@
 
     python examples/gpt_modules.py [--steps 60] [--lr 0.5]
 
-The network is written in the algebra of DESIGN §3: atoms (Embed, HeadLinear, Linear, Head),
+The network is written in the algebra of docs/design.md §3: atoms (Embed, HeadLinear, Linear, Head),
 bonds (RMSNorm, attention pieces, GELU) and combinators (composition, sum, scaling, the
 residual (1−1/2L)·Id + (1/2L)·block). Its masses and sensitivities are derived; the table
 shows for every weight the norm, mass, sensitivity factor and the target its update hits.

@@ -36,7 +36,7 @@ def main() -> None:
 
     print(dualtype.typed(model))  # every .grad becomes Dual[norm of its parameter]
 
-    # 1. The type error of DESIGN §1: subtracting a gradient from the weights.
+    # 1. The type error of docs/design.md §1: subtracting a gradient from the weights.
     nn.functional.mse_loss(model(x_train[:64]), y_train[:64]).backward()
     print(f"\n{type(model[0].weight.grad).__name__} {dualtype.norm_of(model[0].weight.grad)}: "
           "trying `p -= lr * p.grad` ...")

@@ -134,7 +134,7 @@ def test_longer_schedule_is_much_tighter():
 
 def test_muon_quintic_does_not_converge_but_cubic_does():
     lo, hi = scalar_trace([QUINTIC_MUON] * 5, 0.05, 1.0)[-1]
-    assert lo < 0.75 and hi > 1.1  # the spread DESIGN §3 describes
+    assert lo < 0.75 and hi > 1.1  # the spread docs/design.md §3 describes
     lo, hi = scalar_trace([CUBIC] * 40, 1e-3, 1.0)[-1]
     assert lo > 0.999 and hi <= 1.0 + 1e-12
 

@@ -1,7 +1,7 @@
-"""Property tests for ``dualtype.norms`` (DESIGN §3).
+"""Property tests for ``dualtype.norms`` (docs/design.md §3).
 
 Every check compares the code under test with an independent float64 reference written in
-numpy straight from the definitions of DESIGN §3 (SVD for the spectral and nuclear norms,
+numpy straight from the definitions of docs/design.md §3 (SVD for the spectral and nuclear norms,
 row norms, per-slice sums for Conv2D), or with a property that holds by definition
 (‖dualize(g)‖ = 1, ⟨g, dualize(g)⟩ = ‖g‖†, ‖g‖† ≥ ⟨g, t⟩ for every unit t, the value as an
 induced operator norm ‖Wx‖_β / ‖x‖_α, homogeneity, the triangle inequality, ...).
@@ -95,7 +95,7 @@ def np64(t: torch.Tensor) -> np.ndarray:
 
 
 # --------------------------------------------------------------------------------------------
-# Independent float64 references, straight from DESIGN §3
+# Independent float64 references, straight from docs/design.md §3
 # --------------------------------------------------------------------------------------------
 
 
@@ -233,7 +233,7 @@ def draw_array(data, shape, kinds=ANY, log10_scale=(-3, 3)) -> np.ndarray:
 
 
 def exact(norm: Norm, g: torch.Tensor) -> torch.Tensor:
-    """dualize with the exact SVD kernel (DESIGN §3: exact SVD is the reference in tests);
+    """dualize with the exact SVD kernel (docs/design.md §3: exact SVD is the reference in tests);
     vector and row-wise norms ignore ``method``. The default (iterative) kernel is tested
     separately, against its own looser bounds."""
     return norm.dualize(g, method="svd")

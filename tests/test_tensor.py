@@ -1,7 +1,7 @@
-"""Specification tests for dualtype.tensor: the type rules of DESIGN §4.
+"""Specification tests for dualtype.tensor: the type rules of docs/design.md §4.
 
 Every refused update is checked three ways: the error is dualtype's (never a ``TypeError``,
-which PyTorch would turn into ``NotImplemented`` inside an operator — the trap of DESIGN §4),
+which PyTorch would turn into ``NotImplemented`` inside an operator — the trap of docs/design.md §4),
 the weights are bit-for-bit unchanged (never a half-applied update), and the gradient is
 unchanged. Every accepted update is checked against the same form run by plain torch on plain
 tensors (bit-for-bit) and against ``w - lr * dualize(g)``.
@@ -638,7 +638,7 @@ def test_reductions_give_plain_tensors():
 
 @pytest.mark.parametrize("norm, shape", [("rms->rms", (3, 4)), ("rms", (5,)), ("l2", (2, 3))])
 def test_steepest_descent_step_with_the_dual_norm(norm, shape):
-    """Δw = -(‖g‖†/λ)·dualize(g) (DESIGN §1): the dual value of a typed gradient is a plain
+    """Δw = -(‖g‖†/λ)·dualize(g) (docs/design.md §1): the dual value of a typed gradient is a plain
     number, so it may scale the primal direction."""
     g = _g(norm, "w", shape)
     dv = N.get(norm).dual_value(g)

@@ -12,7 +12,7 @@ ranks apply bit-identical updates.
 **FSDP2** (``fully_shard``: DTensor parameters and gradients on a 1-D mesh): the optimizer
 works on *local shards*. For every DTensor parameter it keeps a plain leaf tensor sharing
 the local shard's storage (the "shard view"), registered as a weight of the parameter's
-norm so the DESIGN §4 update checks apply to it. Gradients are the local shards of the
+norm so the docs/design.md §4 update checks apply to it. Gradients are the local shards of the
 DTensor gradients, the momentum buffers have the local shard's shape (the momentum stays
 sharded), and :func:`~dualtype.distributed.exchange.dualize_sharded` dualizes: row maps and
 sign locally, rms/l2 with one scalar all-reduce, RMS→RMS and Conv2D on owner ranks (two

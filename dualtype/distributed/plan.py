@@ -1,7 +1,7 @@
 """Who dualizes what: a cost model for the duality maps and a balanced assignment to ranks.
 
 Every rank computes the same plan from the same shapes, so no communication is needed to
-agree on it. Costs are flop counts up to a constant (DESIGN §3):
+agree on it. Costs are flop counts up to a constant (docs/design.md §3):
 
 ==============================  ===============================  ==========================
 norm                            dualize                          cost

@@ -4,7 +4,7 @@ Collectives run on plain tensors only; the Dual/Primal tags never travel. This m
 one place where values cross that boundary, in both directions:
 
 - :func:`pack` copies typed tensors into slices of a *plain* flat buffer. A copy into a slice
-  tags the slice view (the DESIGN §4 rule for plain buffers) and leaves the buffer itself
+  tags the slice view (the docs/design.md §4 rule for plain buffers) and leaves the buffer itself
   plain, so nothing is untagged by hand.
 - :func:`as_dual` re-tags received gradient pieces with ``dualtype.dual`` (the ordinary
   constructor for a gradient assembled by hand).

@@ -1,4 +1,4 @@
-"""The modular norm (DESIGN §3): modules with mass and sensitivity, their norm, dual norm
+"""The modular norm (docs/design.md §3): modules with mass and sensitivity, their norm, dual norm
 and duality map, and :func:`modular` for any existing ``torch.nn.Module``.
 
 Build networks from atoms and bonds with ``@`` (composition, right runs first), ``+``,

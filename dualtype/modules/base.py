@@ -1,4 +1,4 @@
-"""The modular norm's algebra (DESIGN §3): Module, Atom, Bond and the combinators.
+"""The modular norm's algebra (docs/design.md §3): Module, Atom, Bond and the combinators.
 
 Every :class:`Module` is a ``torch.nn.Module`` with a ``mass`` m ≥ 0 and a ``sensitivity``
 s > 0, both *derived on access* from its children (never cached), so re-weighting a
@@ -23,7 +23,7 @@ branch inside each composition (zero-mass terms get c_p = 0: they are dropped). 
     dualize(g, t)_p = t·c_p·dualize_p(g_p)
 
 (zero-mass parameters are frozen: outside the space the norm measures, their gradient
-ignored by the dual norm, their update zero), which is exactly the binary rules of DESIGN §3
+ignored by the dual norm, their update zero), which is exactly the binary rules of docs/design.md §3
 applied recursively (composition is
 associative under them; ``tests/modules`` checks the flat form against the binary recursion
 written out). ``c_p`` is the per-parameter *target*: the optimizer's update
@@ -379,7 +379,7 @@ class Composition(_Compound):
 
     m = Σ m_i, s = Π s_i; with S_i = Π_{j>i} s_j (sensitivity after part i):
     ‖w‖ = max_i (m/m_i)·S_i·‖w_i‖, dualize_i = (m_i/m)/S_i·d_i, ‖g‖† = Σ_i m_i/(m·S_i)·‖g_i‖†.
-    For n = 2 these are DESIGN §3's rules; they are associative, so nesting is free.
+    For n = 2 these are docs/design.md §3's rules; they are associative, so nesting is free.
     """
 
     @property

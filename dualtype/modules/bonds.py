@@ -3,7 +3,7 @@ measured in (see :mod:`dualtype.modules.atoms` for the activation norms); every 
 sensitivity is a worst-case Lipschitz bound, and ``tests/modules`` measures it.
 
 Tuples are measured by the sum of their parts' norms (so a concatenation's sensitivity is
-the sum of its parts', DESIGN §3).
+the sum of its parts', docs/design.md §3).
 """
 
 from __future__ import annotations

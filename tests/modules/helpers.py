@@ -1,7 +1,7 @@
 """Independent float64 references for the modular-norm tests.
 
 Nothing here calls dualtype: each norm, dual norm and duality map is written out from the
-table of DESIGN §3 with an explicit SVD, and the combinators are evaluated by the *binary*
+table of docs/design.md §3 with an explicit SVD, and the combinators are evaluated by the *binary*
 rules of §3 (folded left), not by the flattened coefficients the library uses.
 """
 

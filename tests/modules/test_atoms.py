@@ -1,4 +1,4 @@
-"""Atoms: the duality properties of DESIGN §3 on random shapes and masses, well-normedness,
+"""Atoms: the duality properties of docs/design.md §3 on random shapes and masses, well-normedness,
 sensitivity 1 in the input, and zero mass → zero update. References are float64 and
 independent of dualtype (tests/modules/helpers.py)."""
 

@@ -1,5 +1,5 @@
 """Compounds: random module trees (composition, concatenation, sum, scaling, residual,
-zero masses) against the binary recursion of DESIGN §3 written out in helpers.py; the
+zero masses) against the binary recursion of docs/design.md §3 written out in helpers.py; the
 duality properties; derived (never stale) mass and sensitivity; well-normedness and the
 Lipschitz bounds in input and weights; a hand-computed 3-layer MLP; MLP, Attention, GPT."""
 

@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from .summaries import FunctionInfo
 
 MAX_UP = 6  # parent directories searched for an absolute import
-MAX_BYTES = 300_000  # larger files are not parsed for summaries
+MAX_BYTES = 64_000  # larger files (framework internals, not helper modules) are not parsed
 _FILES: dict[str, "Analyzer | None"] = {}  # path -> analyzer of that module (None: unusable)
 _LOOKUPS: dict[tuple[str, str], str | None] = {}  # (directory, module) -> file
 

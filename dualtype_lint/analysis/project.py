@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from .summaries import FunctionInfo
 
 MAX_UP = 6  # parent directories searched for an absolute import
+MAX_CACHED = 256  # modules kept parsed per process
 MAX_BYTES = 64_000  # larger files (framework internals, not helper modules) are not parsed
 _FILES: dict[str, "Analyzer | None"] = {}  # path -> analyzer of that module (None: unusable)
 _LOOKUPS: dict[tuple[str, str], str | None] = {}  # (directory, module) -> file
@@ -79,6 +80,8 @@ def _safe_to_parse(data: bytes) -> bool:
 def _analyzer_for(path: str, like: "Analyzer") -> "Analyzer | None":
     if path in _FILES:
         return _FILES[path]
+    if len(_FILES) >= MAX_CACHED:  # parsed trees are large: keep memory bounded on huge trees
+        _FILES.clear()
     _FILES[path] = None  # also guards against import cycles
     try:
         if os.path.getsize(path) > MAX_BYTES:

@@ -23,7 +23,7 @@ from dualtype.roles import ROLE_NORMS, Table, types_of
 from dualtype.trace import paused
 from dualtype.tensor import DualTensor, _tag, refresh_weight, register_weight, unregister_weight
 
-__all__ = ["typed", "untyped", "TypedModel", "typed_handle"]
+__all__ = ["typed", "untyped", "TypedModel", "typed_handle", "refuse_foreign_step"]
 
 _ATTR = "_dualtype_typed"
 
@@ -167,7 +167,7 @@ def _typed(model: nn.Module, norms, exclude, example, strict: bool) -> TypedMode
     return handle
 
 
-def _refuse_foreign_step(optimizer: torch.optim.Optimizer, args: tuple, kwargs: dict) -> None:
+def refuse_foreign_step(optimizer: torch.optim.Optimizer, args: tuple, kwargs: dict) -> None:
     """Global optimizer step pre-hook: a ``torch.optim`` optimizer stepping a parameter whose
     gradient is Dual would apply it raw; refuse before it writes anything (weights and its
     state stay bit-identical). One ``isinstance`` per parameter and step."""
@@ -191,7 +191,7 @@ _PRE_HOOK: list = []
 
 def _install_step_guard() -> None:
     if not _PRE_HOOK:
-        _PRE_HOOK.append(register_optimizer_step_pre_hook(_refuse_foreign_step))
+        _PRE_HOOK.append(register_optimizer_step_pre_hook(refuse_foreign_step))
 
 
 def typed_handle(model: nn.Module) -> TypedModel | None:

@@ -64,11 +64,13 @@ class TypedModel:
     whole model: the copy is typed too, with hooks on its own parameters.
     """
 
-    def __init__(self, entries: list[_Entry], excluded: tuple[str, ...] = ()) -> None:
+    def __init__(self, entries: list[_Entry], excluded: tuple[str, ...] = (), model: nn.Module | None = None) -> None:
         self.entries = entries
         self.excluded = excluded  # names left plain
         self._hooks: list = []
         self._install()
+        if model is not None:
+            self._hooks.append(model.register_load_state_dict_pre_hook(_RefuseDualState()))
 
     def _install(self) -> None:
         for e in self.entries:
@@ -159,12 +161,25 @@ def _typed(model: nn.Module, norms, exclude, example, strict: bool) -> TypedMode
         old.remove()
     params = dict(model.named_parameters())
     handle = TypedModel([_Entry(r.name, params[r.name], r.norm) for r in table if not r.excluded],
-                        tuple(r.name for r in table if r.excluded))
+                        tuple(r.name for r in table if r.excluded), model)
     types.listen(handle._update)
     types.watch()
     _install_step_guard()
     object.__setattr__(model, _ATTR, handle)
     return handle
+
+
+class _RefuseDualState:
+    """load_state_dict pre-hook of a typed model: every entry is checked before any is
+    written, and a gradient (Dual) offered as a weight refuses the whole load."""
+
+    def __call__(self, module, state_dict, prefix, *rest) -> None:
+        bad = [k for k, v in state_dict.items() if k.startswith(prefix) and isinstance(v, DualTensor)]
+        if bad:
+            raise DualityError(
+                f"load_state_dict: {', '.join(repr(k) for k in bad[:5])}{' …' if len(bad) > 5 else ''} "
+                f"hold gradients (Dual), not weights; nothing was loaded. Save p.detach(), not p.grad, "
+                "or pass dualtype.dualize(...) updates through an optimizer step")
 
 
 def refuse_foreign_step(optimizer: torch.optim.Optimizer, args: tuple, kwargs: dict) -> None:

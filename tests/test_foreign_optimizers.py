@@ -97,3 +97,18 @@ def test_excluded_parameters_train_with_torch_optimizers():
     before = model[2].weight.detach().clone()
     opt.step()
     assert not torch.equal(before, model[2].weight.detach())
+
+
+def test_module_load_state_dict_checks_every_entry_before_writing():
+    model = nn.Sequential(nn.Linear(4, 4), nn.Linear(4, 2))
+    dualtype.typed(model)
+    model(torch.randn(3, 4)).sum().backward()
+    before = [p.detach().clone() for p in model.parameters()]
+    state = {k: v.detach().clone() + 1 for k, v in model.state_dict().items()}
+    state["1.weight"] = model[1].weight.grad  # one gradient among weights: the last entry
+    with pytest.raises(dualtype.DualityError, match=r"'1\.weight'.*nothing was loaded"):
+        model.load_state_dict(state)
+    assert all(torch.equal(a, b.detach()) for a, b in zip(before, model.parameters()))
+    state["1.weight"] = model[1].weight.detach().clone() + 1
+    model.load_state_dict(state)  # plain weights load as usual
+    assert torch.equal(model[0].weight.detach(), before[0] + 1)

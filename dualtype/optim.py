@@ -18,6 +18,7 @@ optimizer itself uses no escape hatch.
 
 from __future__ import annotations
 
+import fnmatch
 import math
 import warnings
 from collections import defaultdict
@@ -151,6 +152,9 @@ class ModularSGD(torch.optim.Optimizer):
             a ready ``ModularNorm`` (``dualtype.modular(model, ...)``): its norms and targets.
         example: an input (a tensor, or a tuple of positional inputs) to record the model's
             graph now instead of on its first forward.
+        no_decay: names, globs or roles (``"gain"``, ``"bias"``, ``"embedding"``) that get
+            no weight decay; they go to a second param group. Roles are the table's at
+            construction: pass ``example=`` so they come from the graph.
         method: orthogonalization kernel for the matrix norms (``None``: the kernels'
             default; see :func:`dualtype.kernels.orthogonalize`).
         batched: dualize same-(shape, dtype, device, norm) parameters in one stacked call.
@@ -191,6 +195,7 @@ class ModularSGD(torch.optim.Optimizer):
         batched: bool = True,
         compile: "bool | Mapping[str, Any]" = False,
         example: Any = None,
+        no_decay: "Iterable[str]" = (),
     ) -> None:
         defaults = dict(lr=lr, momentum=momentum, nesterov=bool(nesterov),
                         weight_decay=weight_decay, method=method)
@@ -211,13 +216,17 @@ class ModularSGD(torch.optim.Optimizer):
         self._warned = False
 
         if isinstance(params, nn.Module):
-            groups = [{"params": self._adopt_model(params, norms, targets, modular, example)}]
+            named = self._adopt_model(params, norms, targets, modular, example)
+            groups = self._decay_groups(named, no_decay)
         else:
             if modular not in (None, False) or example is not None:
                 raise ConfigError(
                     "modular= and example= need the model: pass the nn.Module itself, "
                     "e.g. ModularSGD(model, lr=...)"
                 )
+            if no_decay:
+                raise ConfigError("no_decay= needs the model (roles come from its table): "
+                                  "ModularSGD(model, weight_decay=..., no_decay=['gain', 'bias'])")
             if isinstance(params, Tensor):
                 raise ConfigError(
                     "params must be a model or an iterable of tensors, got a single tensor; "
@@ -262,6 +271,21 @@ class ModularSGD(torch.optim.Optimizer):
         self._types = types
         excluded = {r.name for r in types.table if r.excluded}  # another optimizer's
         return [(n, p) for n, p in named if n not in excluded]
+
+    def _decay_groups(self, named: list, no_decay: "Iterable[str]") -> list[dict]:
+        """One group, or two when ``no_decay`` (names, globs or roles) exempts some
+        parameters from weight decay, as users do for gains, biases and embeddings."""
+        patterns = [no_decay] if isinstance(no_decay, str) else list(no_decay)
+        if not patterns:
+            return [{"params": named}]
+        table = self._types.table
+        exempt = [(n, p) for n, p in named
+                  if any(x == table[n].role or fnmatch.fnmatchcase(n, x) for x in patterns)]
+        if not exempt:
+            raise ConfigError(f"no_decay={patterns} matches no trainable parameter name or role; roles are "
+                              f"{sorted({r.role for r in table})}")
+        rest = [(n, p) for n, p in named if all(p is not q for _, q in exempt)]
+        return [g for g in ({"params": rest}, {"params": exempt, "weight_decay": 0.0}) if g["params"]]
 
     @staticmethod
     def _check_hyper(group: Mapping[str, Any], where: str) -> None:

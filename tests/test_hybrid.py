@@ -136,3 +136,15 @@ def test_sparse_embeddings_are_refused_at_construction_with_a_way_out():
     emb(torch.tensor([1, 2])).sum().backward()
     with pytest.raises(ConfigError, match="sparse"):
         opt.step()
+
+
+def test_no_decay_by_role_makes_a_second_group():
+    model = Net()
+    x, _ = batch(0)
+    opt = ModularSGD(model, weight_decay=0.1, no_decay=["gain", "bias", "embedding"], example=x)
+    decayed, exempt = opt.param_groups
+    assert decayed["weight_decay"] == 0.1 and exempt["weight_decay"] == 0.0
+    assert set(decayed["names"]) == {"hidden.weight", "head.weight"}
+    assert set(exempt["names"]) == {"emb.weight", "hidden.bias", "norm.weight", "norm.bias"}
+    with pytest.raises(ConfigError, match="no_decay"):
+        ModularSGD(model, no_decay=["nothing*"])

@@ -33,8 +33,9 @@ GRIDS = {
     "adamw": [7.5e-4, 1.5e-3, 3e-3],
     "muon": [0.005, 0.01, 0.02],
     "dualtype": [0.05, 0.1, 0.2],  # ModularSGD's lr is in the modular norm (default 0.1)
+    "hybrid": [0.05, 0.1, 0.2],  # ModularSGD on the hidden matrices + its AdamW group on the rest
 }
-QUICK = {"adamw": [1.5e-3], "muon": [0.01], "dualtype": [0.1]}
+QUICK = {"adamw": [1.5e-3], "muon": [0.01], "dualtype": [0.1], "hybrid": [0.1]}
 
 
 def parse(argv: list[str] | None = None) -> tuple[argparse.Namespace, argparse.Namespace]:
@@ -99,7 +100,7 @@ def main(argv: list[str] | None = None) -> None:
           f"batch={args.batch} steps={args.steps} cooldown={args.cooldown} seed={args.seed}; "
           f"data {corpus.train.numel():,}/{corpus.val.numel():,} chars")
     results: dict[str, list[T.History]] = {}
-    for name in ("adamw", "muon", "dualtype"):
+    for name in T.OPTIMIZERS:
         for lr in grids[name]:
             t0 = time.time()
             h = T.train_one(name, args, corpus, lr, progress=False)
@@ -110,14 +111,14 @@ def main(argv: list[str] | None = None) -> None:
     target = best["adamw"].final
     adamw_steps = best["adamw"].steps_to(target)
     timing = time_interleaved(
-        [(T.LABELS[n], n, best[n].lr) for n in ("adamw", "muon", "dualtype")]
+        [(T.LABELS[n], n, best[n].lr) for n in T.OPTIMIZERS]
         + [(T.LABELS["muon"] + " (torch bf16 NS)", "muon", best["muon"].lr)],
         args, corpus, ours.timing_steps)
     muon_time = timing[T.LABELS["muon"]]
     print()
     print("| optimizer | lr grid | best lr | final val loss | steps to AdamW's final | × AdamW steps | ms/step | × Muon hybrid time |")
     print("|---|---|---|---|---|---|---|---|")
-    for name in ("adamw", "muon", "dualtype"):
+    for name in T.OPTIMIZERS:
         h = best[name]
         s = h.steps_to(target)
         ratio = f"{s / adamw_steps:.2f}" if s is not None and adamw_steps else "—"

@@ -33,12 +33,14 @@ from _data import GPT, Corpus, GPTConfig, eval_batches, get_batch, stdlib_corpus
 import dualtype  # noqa: E402
 from dualtype.optim import ModularSGD  # noqa: E402
 
-OPTIMIZERS = ("dualtype", "adamw", "muon")
+OPTIMIZERS = ("dualtype", "adamw", "muon", "hybrid")
 LABELS = {"dualtype": "dualtype ModularSGD", "adamw": "AdamW",
-          "muon": "Muon (2-D hidden) + AdamW (rest)"}
+          "muon": "Muon (2-D hidden) + AdamW (rest)",
+          "hybrid": "ModularSGD (2-D hidden) + its AdamW group (rest)"}
 # Default learning rates: dualtype's is ModularSGD's own default (no tuning for this model, see
 # benchmarks/defaults.md); the peers' were chosen with benchmarks/bench_training.py.
-DEFAULT_LR = {"dualtype": inspect.signature(ModularSGD).parameters["lr"].default, "adamw": 7.5e-4, "muon": 0.02}
+DEFAULT_LR = {"dualtype": inspect.signature(ModularSGD).parameters["lr"].default, "adamw": 7.5e-4, "muon": 0.02,
+              "hybrid": inspect.signature(ModularSGD).parameters["lr"].default}
 MUON_ADAMW_LR = 3e-3  # lr of the AdamW half of the hybrid (embeddings, head, gains)
 
 
@@ -135,6 +137,14 @@ def build_optimizer(name: str, model: GPT, args: argparse.Namespace, lr: float |
         rest = [p for p in model.parameters() if id(p) not in ids]
         opts = [torch.optim.Muon(hidden, lr=lr, momentum=0.95, nesterov=True, weight_decay=wd),
                 torch.optim.AdamW(rest, lr=MUON_ADAMW_LR, betas=(0.9, 0.95), weight_decay=wd)]
+    elif name == "hybrid":  # the same split in one dualtype optimizer: its AdamW group is torch's AdamW
+        dualtype.typed(model)
+        hidden = model.hidden_matrices()
+        ids = {id(p) for p in hidden}
+        rest = [p for p in model.parameters() if id(p) not in ids]
+        opts = [ModularSGD([{"params": hidden},
+                            {"params": rest, "algorithm": "adamw", "lr": MUON_ADAMW_LR, "betas": (0.9, 0.95)}],
+                           lr=lr, momentum=0.95, nesterov=True, weight_decay=wd)]
     else:
         raise ValueError(f"unknown optimizer {name!r}; choose from {OPTIMIZERS}")
     return Optimizers(opts, args.steps, args.cooldown, args.warmup)

@@ -30,7 +30,7 @@ from torch import Tensor, nn
 from torch._C import DisableTorchFunctionSubclass
 
 from dualtype import norms as _norms
-from dualtype.errors import ConfigError, NonFiniteError, NormMismatchError
+from dualtype.errors import ConfigError, NonFiniteError, NormMismatchError, ShapeError
 from dualtype.guard import typed, typed_handle
 from dualtype.norms import Norm
 from dualtype.roles import ModelTypes, check_patterns, match, norm_by_shape, owner_of, types_of
@@ -459,6 +459,8 @@ class ModularSGD(torch.optim.Optimizer):
             with torch.enable_grad():
                 loss = closure()
         self._sync()
+        for i, group in enumerate(self.param_groups):  # settings changed after construction
+            self._check_hyper(group, f"param group {i}")
         items: list[DualizeItem] = []
         commits: list[tuple[Tensor, dict, Tensor | None, dict]] = []
         adam_groups = [g for g in self.param_groups if g["algorithm"] == "adamw"]
@@ -555,6 +557,42 @@ class ModularSGD(torch.optim.Optimizer):
                 state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
         avgs, sqs, steps = ([self.state[p][k] for p in params] for k in ("exp_avg", "exp_avg_sq", "step"))
         return avgs, sqs, [], steps
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Load a ``state_dict()`` of this optimizer, after checking all of it: the groups'
+        names, norms, targets and settings, and every buffer's shape and values. Nothing
+        is replaced when anything is wrong; the error names what."""
+        groups = state_dict.get("param_groups") if isinstance(state_dict, Mapping) else None
+        if not isinstance(groups, list) or not isinstance(state_dict.get("state"), Mapping):
+            raise ConfigError("load_state_dict: not an optimizer state_dict (no 'state'/'param_groups')")
+        if len(groups) != len(self.param_groups):
+            raise ConfigError(f"load_state_dict: {len(groups)} param groups, this optimizer has {len(self.param_groups)}")
+        for i, (saved, mine) in enumerate(zip(groups, self.param_groups)):
+            where = f"load_state_dict: param group {i}"
+            if not all(k in saved for k in ("names", "norms", "targets")):
+                raise ConfigError(f"{where} has no names/norms/targets: not a ModularSGD state_dict "
+                                  "(a torch.optim one?); start ModularSGD's state fresh instead")
+            if list(saved["names"]) != list(mine["names"]):
+                raise ConfigError(f"{where}: saved for parameters {saved['names'][:4]}…, this optimizer "
+                                  f"has {mine['names'][:4]}…: a different model")
+            for name, norm, target in zip(saved["names"], saved["norms"], saved["targets"]):
+                _norms.get(norm)  # an unknown norm raises ConfigError naming it
+                _check_number(target, f"{where}: target of '{name}'", "a target is ≥ 0")
+            self._check_hyper(saved, where)
+            if saved.get("algorithm", "modular") == "adamw":
+                _check_adam(saved, where)
+            ids = saved.get("params", [])
+            for pid, p, name in zip(ids, mine["params"], mine["names"]):
+                for key, buf in state_dict["state"].get(pid, {}).items():
+                    if not isinstance(buf, Tensor) or key == "step":
+                        continue
+                    if tuple(buf.shape) != tuple(p.shape):
+                        raise ShapeError(f"{where}: {key} of '{name}' has shape {tuple(buf.shape)}, "
+                                         f"the parameter {tuple(p.shape)}: a different model")
+                    if not bool(torch.isfinite(buf).all()):
+                        raise NonFiniteError(f"{where}: {key} of '{name}' holds NaN or Inf: the checkpoint "
+                                             "is damaged; load an earlier one")
+        super().load_state_dict(state_dict)
 
     # --- the distributed seam ------------------------------------------------------------
 

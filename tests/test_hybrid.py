@@ -148,3 +148,51 @@ def test_no_decay_by_role_makes_a_second_group():
     assert set(exempt["names"]) == {"emb.weight", "hidden.bias", "norm.weight", "norm.bias"}
     with pytest.raises(ConfigError, match="no_decay"):
         ModularSGD(model, no_decay=["nothing*"])
+
+
+# --- ModularSGD.load_state_dict checks everything before replacing anything (issue 13) ------
+
+def _trained():
+    torch.manual_seed(3)
+    model = Net()
+    opt = ModularSGD(model)
+    loss_of(model, 0).backward()
+    opt.step()
+    return model, opt
+
+
+@pytest.mark.parametrize("damage, error, match", [
+    (lambda sd: sd["param_groups"][0].update(lr=float("nan")), ConfigError, "lr"),
+    (lambda sd: sd["param_groups"][0].update(momentum=2.0), ConfigError, "momentum"),
+    (lambda sd: sd["param_groups"][0]["norms"].__setitem__(0, "bogus"), ConfigError, "bogus"),
+    (lambda sd: [g.pop("names") for g in sd["param_groups"]], ConfigError, "torch.optim"),
+    (lambda sd: sd["param_groups"][0]["names"].__setitem__(0, "other.weight"), ConfigError, "different model"),
+    (lambda sd: sd["state"][1].__setitem__("momentum_buffer", torch.zeros(3, 3)), dualtype.ShapeError, "shape"),
+    (lambda sd: sd["state"][1]["momentum_buffer"].fill_(float("nan")), NonFiniteError, "damaged"),
+])
+def test_bad_state_dicts_are_refused_before_anything_changes(damage, error, match):
+    model, opt = _trained()
+    saved = copy.deepcopy(opt.state_dict())
+    bad = copy.deepcopy(saved)
+    damage(bad)
+    with pytest.raises(error, match=match):
+        opt.load_state_dict(bad)
+    now = opt.state_dict()
+    assert now["param_groups"] == saved["param_groups"]
+    for k, v in saved["state"].items():
+        assert torch.equal(now["state"][k]["momentum_buffer"], v["momentum_buffer"])
+
+
+def test_a_torch_sgd_state_dict_is_refused():
+    model, opt = _trained()
+    sgd = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    with pytest.raises(ConfigError, match="not a ModularSGD state_dict"):
+        opt.load_state_dict(sgd.state_dict())
+
+
+def test_settings_changed_after_construction_are_checked_at_step():
+    model, opt = _trained()
+    opt.param_groups[0]["momentum"] = 1.5
+    loss_of(model, 1).backward()
+    with pytest.raises(ConfigError, match="momentum"):
+        opt.step()

@@ -55,7 +55,7 @@ from dualtype.trace import CONV, LOOKUP, MATRIX, NORM, SCALE, SHIFT, Graph, Laye
 
 __all__ = [
     "ROLE_NORMS", "ROLE_MASSES", "BODY_MASS", "ParamInfo", "Table", "infer", "role_from_module",
-    "check", "match", "check_patterns", "norm_by_shape", "owner_of", "format_table", "ModelTypes", "types_of", "clear",
+    "check", "match", "check_patterns", "norm_by_shape", "owner_of", "format_table", "ModelTypes", "types_of",
 ]
 
 #: role → norm, when nothing is declared.
@@ -105,9 +105,8 @@ class ParamInfo:
 class Table:
     """The rows of a model, by name, in ``named_parameters()`` order."""
 
-    def __init__(self, rows: Iterable[ParamInfo], graph: Graph | None = None) -> None:
+    def __init__(self, rows: Iterable[ParamInfo]) -> None:
         self.rows = {r.name: r for r in rows}
-        self.graph = graph
 
     def __getitem__(self, name: str) -> ParamInfo:
         return self.rows[name]
@@ -391,7 +390,7 @@ def infer(
                           excluded=any(x == role or x == name or fnmatch.fnmatchcase(name, x) for x in exclude))
     _report(problems, unused, strict, warn)
     _assign_targets(rows, graph, masses)
-    return Table((ParamInfo(**r) for r in rows.values()), graph)
+    return Table(ParamInfo(**r) for r in rows.values())
 
 
 _ROLE_OF_NORM = {"l1->rms": "embedding", "rms->linf": "head", "rms->rms": "hidden", "conv2d": "conv",
@@ -640,12 +639,6 @@ def types_of(model: nn.Module) -> ModelTypes:
     t._model = weakref.ref(model)
     return t
 
-
-def clear(model: nn.Module) -> None:
-    """Forget the table of ``model`` (its declarations and graph)."""
-    t = model.__dict__.pop(_ATTR, None)
-    if t is not None:
-        t._unhook()
 
 
 def check(model: nn.Module, *example: Any, strict: bool = True, show: bool = True, **kwargs: Any) -> Table:

@@ -171,16 +171,23 @@ class Calls:
             return f(vals[0], vals[1])
         return None
 
+    def _known_callee(self, node: cst.Call, func, args, name: str | None) -> tuple[Value | None, list]:
+        """(the call's value, None) for an orthogonalizer by name or a summarized function;
+        else (None, the values of its data arguments)."""
+        if name is not None and maps.looks_like_orthogonalizer(name):
+            self._args(args)
+            return PRIMAL_VALUE, []
+        s = self.summaries.call(self, node, func, args)
+        if isinstance(s, Value):
+            return s, []
+        return None, (self._argvals(args) if s is None else _data_args(args, s))
+
     def _call_method(self, node: cst.Call, func: cst.Attribute, args) -> Value:
         mname = func.attr.value
         recv = self.expr(func.value)
-        if maps.looks_like_orthogonalizer(mname):  # self._orthogonalize(g), ops.newton_schulz(g)
-            self._args(args)
-            return PRIMAL_VALUE
-        s = self.summaries.call(self, node, func, args)
-        if isinstance(s, Value):
-            return s
-        vals = self._argvals(args) if s is None else _data_args(args, s)
+        done, vals = self._known_callee(node, func, args, mname)  # self._orthogonalize(g), ...
+        if done is not None:
+            return done
         if mname in SCALAR_METHODS:
             return CLEAN
         if mname in maps.REDUCTIONS:
@@ -215,13 +222,9 @@ class Calls:
     def _call_function(self, node, func, ft, args, resolved, last) -> Value:
         if ft is not cst.Name:
             self.expr(func)
-        if last is not None and maps.looks_like_orthogonalizer(last):
-            self._args(args)
-            return PRIMAL_VALUE
-        s = self.summaries.call(self, node, func, args)
-        if isinstance(s, Value):
-            return s
-        vals = self._argvals(args) if s is None else _data_args(args, s)
+        done, vals = self._known_callee(node, func, args, last)
+        if done is not None:
+            return done
         if resolved in ("zip", "enumerate", "max", "min", "sum", "list", "tuple", "reversed", "sorted"):
             if resolved in ("max", "min", "sum") and any(v.flags & NORMV for v in vals):
                 return maps.norm_of(vals)

@@ -21,7 +21,7 @@ from dualtype.errors import ConfigError, DualityError
 from dualtype.norms import Norm
 from dualtype.roles import ROLE_NORMS, Table, types_of
 from dualtype.trace import paused
-from dualtype.tensor import DualTensor, _tag, refresh_weight, register_weight, unregister_weight
+from dualtype.tensor import DualTensor, refresh_weight, register_weight, tag_gradient, unregister_weight
 
 __all__ = ["typed", "untyped", "TypedModel", "typed_handle", "refuse_foreign_step"]
 
@@ -45,7 +45,7 @@ class _TagGrad:
             refresh_weight(param)
         g = param.grad
         if g is not None:
-            _tag(g, "dual", self.entry.norm, self.entry.name)
+            tag_gradient(g, self.entry.norm, self.entry.name)
 
 
 @dataclass
@@ -78,7 +78,7 @@ class TypedModel:
             if e.param.requires_grad:
                 self._hooks.append(e.param.register_post_accumulate_grad_hook(_TagGrad(e)))
             if e.param.grad is not None:  # a gradient from before: tag it too
-                _tag(e.param.grad, "dual", e.norm, e.name)
+                tag_gradient(e.param.grad, e.norm, e.name)
 
     def _update(self, table: Table) -> None:
         for e in self.entries:
@@ -88,7 +88,7 @@ class TypedModel:
                 unregister_weight(e.param, e.name)
                 register_weight(e.param, e.name, norm)
                 if isinstance(e.param.grad, DualTensor):
-                    _tag(e.param.grad, "dual", norm, e.name)
+                    tag_gradient(e.param.grad, norm, e.name)
 
     @property
     def norms(self) -> dict[str, Norm]:

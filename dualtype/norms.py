@@ -157,6 +157,9 @@ class Norm:
 
     name: str = ""
     min_ndim: int = 0  # l2, linf and rms take any shape, scalars included
+    #: (input space, output space) of an operator norm: the activation types a weight of
+    #: this norm maps between (docs/design.md §3); None for vector norms.
+    spaces: "tuple[str, str] | None" = None
 
     def check(self, t: Tensor, what: str = "tensor") -> None:
         """Raise :class:`ShapeError` if ``t`` cannot carry this norm."""
@@ -338,6 +341,7 @@ class RMSToRMS(_MatrixNorm):
     """
 
     name = "rms->rms"
+    spaces = ("rms", "rms")
 
     def _value(self, w: Tensor) -> Tensor:
         out, inp = w.shape[-2:]
@@ -373,6 +377,7 @@ class L1ToRMS(_MatrixNorm):
     """
 
     name = "l1->rms"
+    spaces = ("l1", "rms")
 
     def _layout(self) -> str:
         return "[..., vocab, d]"
@@ -397,6 +402,7 @@ class RMSToLInf(_MatrixNorm):
     """
 
     name = "rms->linf"
+    spaces = ("rms", "linf")
 
     def _value(self, w: Tensor) -> Tensor:
         rows = _l2(_acc(w), dim=-1)

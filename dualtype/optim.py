@@ -25,7 +25,7 @@ from collections import defaultdict
 from typing import Any, Callable, Iterable, Mapping, NamedTuple, Sequence
 
 import torch
-import torch.optim.adam as _adam
+import torch.optim.adam as torch_adam
 from torch import Tensor, nn
 from torch._C import DisableTorchFunctionSubclass
 
@@ -34,7 +34,7 @@ from dualtype.errors import ConfigError, NonFiniteError, NormMismatchError, Shap
 from dualtype.guard import typed, typed_handle
 from dualtype.norms import Norm
 from dualtype.roles import ModelTypes, check_patterns, match, norm_by_shape, owner_of, types_of
-from dualtype.tensor import DualTensor, PrimalTensor, _weight_info as weight_info, assume_primal, dual, dualize
+from dualtype.tensor import DualTensor, PrimalTensor, weight_info, assume_primal, dual, dualize
 
 __all__ = ["ModularSGD", "DualizeItem"]
 
@@ -518,7 +518,7 @@ class ModularSGD(torch.optim.Optimizer):
             torch._foreach_sub_(ps, ds)  # Primal[N] into a weight of norm N: checked
         for group, (params, grads) in zip(adam_groups, adam_grads):
             if params:
-                _adam.adam(params, grads, *self._adamw_state(params), foreach=group["foreach"], has_complex=any(p.is_complex() for p in params),
+                torch_adam.adam(params, grads, *self._adamw_state(params), foreach=group["foreach"], has_complex=any(p.is_complex() for p in params),
                            decoupled_weight_decay=True, amsgrad=False, beta1=group["betas"][0],
                            beta2=group["betas"][1], lr=group["lr"], weight_decay=group["weight_decay"],
                            eps=group["eps"], maximize=False)
@@ -552,7 +552,9 @@ class ModularSGD(torch.optim.Optimizer):
         for p in params:
             state = self.state[p]
             if "step" not in state:
-                state["step"] = torch.tensor(0.0, dtype=_adam._get_scalar_dtype())
+                # torch keeps the step count in float64 only when that is the default dtype
+                step_dtype = torch.float64 if torch.get_default_dtype() == torch.float64 else torch.float32
+                state["step"] = torch.tensor(0.0, dtype=step_dtype)
                 state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
                 state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
         avgs, sqs, steps = ([self.state[p][k] for p in params] for k in ("exp_avg", "exp_avg_sq", "step"))

@@ -218,7 +218,6 @@ def _use_role(graph: Graph, layer: Layer, slot: str, shape: tuple[int, ...]) -> 
     return "other"
 
 
-_SPACES = {"l1->rms": ("one-hot ids (ℓ1)", "RMS"), "rms->rms": ("RMS", "RMS"), "rms->linf": ("RMS", "the model's logits (ℓ∞)")}
 _WHY = {"embedding": "it is a lookup table: its input is one-hot ids (ℓ1)",
         "head": "its output is the model's logits (ℓ∞)",
         "hidden": "it maps hidden features (RMS) to hidden features (RMS)"}
@@ -240,8 +239,8 @@ def _tied_role(name: str, uses: list[str]) -> tuple[str, str | None]:
 def _contradiction(name: str, declared: Norm, role: str) -> str | None:
     """A message if a declared matrix norm contradicts the spaces the graph found."""
     want = ROLE_NORMS.get(role)
-    if declared.name not in _SPACES or want not in _SPACES or declared.name == want:
-        return None
+    if declared.spaces is None or role not in _WHY or declared.name == want:
+        return None  # only operator norms, whose spaces can contradict the graph
     if role == "head" and declared.name == "rms->rms":
         return None  # a Muon-style head: logits read in RMS, coarser than ℓ∞ but the same input space
     return (f"'{name}' declared {declared.name}, but {_WHY[role]}: use {want} "

@@ -62,6 +62,8 @@ __all__ = [
     "register_weight",
     "unregister_weight",
     "refresh_weight",
+    "weight_info",
+    "tag_gradient",
 ]
 
 # --- weights -----------------------------------------------------------------------------
@@ -137,7 +139,7 @@ def refresh_weight(param: Tensor) -> None:
         register_weight(param, name, norm)
 
 
-def _weight_info(t: Tensor) -> tuple[str | None, Norm | None] | None:
+def weight_info(t: Tensor) -> tuple[str | None, Norm | None] | None:
     """(name, norm) if ``t`` is a weight (see module doc), else None."""
     if _WEIGHTS and _registrable(t):  # sparse tensors have no storage
         storage = t.untyped_storage()
@@ -296,7 +298,7 @@ def _check_write(op: str, dest: Any, sources: list["_Typed"]) -> tuple[str, Norm
         return None
     if not sources:
         return None
-    info = _weight_info(dest)
+    info = weight_info(dest)
     src = sources[0]
     if info is None:  # a plain buffer: it takes the tag of what is written into it
         return src._role, _common_norm(sources), src._dt_name
@@ -330,7 +332,7 @@ def _scaled_weight(t: Tensor) -> Tensor | None:
             return None
         var = getattr(fn, "variable", None)  # AccumulateGrad: the leaf itself
         if var is not None:
-            return var if _weight_info(var) is not None else None
+            return var if weight_info(var) is not None else None
         nxt = [f for f, _ in fn.next_functions if f is not None]
         fn = nxt[0] if len(nxt) == 1 else None
     return None
@@ -355,7 +357,7 @@ def _check_mix(op: str, typed: list["_Typed"], args: tuple, kwargs: dict) -> boo
             "Only values of the same norm may be added."
         )
     weights = [a for a in (*args, *kwargs.values()) if isinstance(a, Tensor)
-               and not isinstance(a, _Typed) and _weight_info(a) is not None]
+               and not isinstance(a, _Typed) and weight_info(a) is not None]
     if not weights and _DUAL in roles:
         weights = [w for a in (*args, *kwargs.values()) if isinstance(a, Tensor)
                    and not isinstance(a, _Typed) and (w := _scaled_weight(a)) is not None]
@@ -363,7 +365,7 @@ def _check_mix(op: str, typed: list["_Typed"], args: tuple, kwargs: dict) -> boo
         return False
     if _DUAL in roles:
         src = typed[0]
-        wname, wnorm = _weight_info(weights[0])  # type: ignore[misc]
+        wname, wnorm = weight_info(weights[0])  # type: ignore[misc]
         name = wname or src._dt_name
         raise DualityError(
             f"{op} adds {_describe(src)} to weight '{name or '?'}' (out of place, e.g. "
@@ -372,7 +374,7 @@ def _check_mix(op: str, typed: list["_Typed"], args: tuple, kwargs: dict) -> boo
             "(`p.mul_(1 - lr * wd)`). " + _fix_hint(name, wnorm or src._dt_norm)
         )
     for w in weights:
-        wname, wnorm = _weight_info(w)  # type: ignore[misc]
+        wname, wnorm = weight_info(w)  # type: ignore[misc]
         for t in typed:
             if wnorm is not None and t._dt_norm is not None and t._dt_norm != wnorm:
                 raise NormMismatchError(
@@ -578,6 +580,12 @@ def dual(t: Tensor, norm: "str | Norm | None", name: str | None = None) -> DualT
     if n is not None:
         n.check(t, "gradient")
     return _new(t, _DUAL, n, name)  # type: ignore[return-value]
+
+
+def tag_gradient(g: Tensor, norm: Norm, name: str | None) -> Tensor:
+    """Retag a gradient *in place* as ``Dual[norm]`` (no copy): what ``typed()``'s hook does
+    after backward."""
+    return _tag(g, _DUAL, norm, name)
 
 
 def role(t: Any) -> str | None:

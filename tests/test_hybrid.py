@@ -81,27 +81,21 @@ def test_hybrid_state_dict_resumes_bit_identically_and_schedulers_work():
         opt = ModularSGD([{"params": hidden}, {"params": rest, "algorithm": "adamw", "lr": 1e-2}], lr=0.05)
         return opt, torch.optim.lr_scheduler.StepLR(opt, step_size=2, gamma=0.5)
 
-    opt_a, sched_a = make(a)
-    for step in range(6):
-        opt_a.zero_grad()
-        loss_of(a, step).backward()
-        opt_a.step()
-        sched_a.step()
+    def train(model, opt, sched, steps):
+        for step in steps:
+            opt.zero_grad()
+            loss_of(model, step).backward()
+            opt.step()
+            sched.step()
+
+    train(a, *make(a), range(6))  # uninterrupted
     opt_b, sched_b = make(b)
-    for step in range(3):
-        opt_b.zero_grad()
-        loss_of(b, step).backward()
-        opt_b.step()
-        sched_b.step()
+    train(b, opt_b, sched_b, range(3))
     saved = copy.deepcopy((opt_b.state_dict(), sched_b.state_dict()))
-    opt_c, sched_c = make(b)
+    opt_c, sched_c = make(b)  # resumed from the saved state
     opt_c.load_state_dict(saved[0])
     sched_c.load_state_dict(saved[1])
-    for step in range(3, 6):
-        opt_c.zero_grad()
-        loss_of(b, step).backward()
-        opt_c.step()
-        sched_c.step()
+    train(b, opt_c, sched_c, range(3, 6))
     assert [g["lr"] for g in opt_c.param_groups] == [0.05 * 0.125, 1e-2 * 0.125]
     for p, q in zip(a.parameters(), b.parameters()):
         assert torch.equal(p.detach(), q.detach())

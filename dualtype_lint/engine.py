@@ -13,7 +13,7 @@ import io
 import re
 import sys
 import tokenize
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Sequence
 
 import libcst as cst
@@ -22,10 +22,11 @@ from libcst.metadata import MetadataWrapper, PositionProvider
 from .config import Settings
 from .limits import OverBudget, check_structure, is_heavy, run_bounded
 from .dataflow import Analyzer, Dualizers, Finding
+from .directives import file_directive, suppressed
 from .names import is_grad_name
 from .positions import node_ranges
 from .rules import DECODE_ERROR, FLOW_CODES, INTERNAL_ERROR, RULES_BY_CODE, SYNTAX_ERROR
-from .textlines import logical_end, physical_lines
+from .textlines import physical_lines
 
 # Every finding needs a gradient source, and every source is spelled with an identifier that
 # looks like a gradient (``.grad``, ``grads``, ``device_grads``, ``d_p``, ``autograd.grad``,
@@ -37,6 +38,7 @@ _GRAD_TOKEN = re.compile(r"(?<!\w)(?:\w*grad\w*|d_p\w*)")
 
 
 def might_have_findings(text: str) -> bool:
+    """False if ``text`` cannot produce a rule finding (it names no gradient): the pre-filter."""
     if "grad" not in text and "d_p" not in text:
         return False
     for token in set(_GRAD_TOKEN.findall(text)):
@@ -44,18 +46,13 @@ def might_have_findings(text: str) -> bool:
             return True
     return False
 
-_NOQA = re.compile(
-    r"#\s*noqa(?::\s*(?P<codes>[A-Za-z]+[0-9]+(?:[\s,]+[A-Za-z]+[0-9]+)*))?", re.IGNORECASE
-)
-_FILE_DIRECTIVE = re.compile(
-    r"^[ \t]*#[ \t]*dualtype-lint:[ \t]*(?P<kind>skip-file|noqa)"
-    r"(?:[ \t]*:[ \t]*(?P<codes>[A-Za-z]+[0-9]+(?:[\s,]+[A-Za-z]+[0-9]+)*))?[ \t]*$",
-    re.IGNORECASE | re.MULTILINE,
-)
-
 
 @dataclass
 class Diagnostic:
+    """One finding: rule ``code`` at ``path:line:col`` (1-based; ``end_col`` exclusive), with
+    its ``message``. ``fixable``: an (unsafe) fix exists. In a notebook, ``cell`` is the cell
+    (counted from 1) and ``line`` the line in that cell."""
+
     path: str
     code: str
     message: str
@@ -77,6 +74,8 @@ class Diagnostic:
 
 @dataclass
 class FileResult:
+    """The result of linting one file: its ``diagnostics`` and what the run did with it."""
+
     path: str
     diagnostics: list[Diagnostic] = field(default_factory=list)
     lines: int = 0
@@ -86,6 +85,7 @@ class FileResult:
     stdout_source: bytes | None = None  # --fix on stdin: the fixed source (or the input unchanged)
     diff: str | None = None  # unified diff of the (would-be) fix
     internal_error: bool = False
+    new_text: str | None = None  # with --fix: the fixed source (lint_text; lint_bytes writes it)
 
 
 def decode_source(data: bytes) -> tuple[str | None, str, tuple[int, int, str] | None]:
@@ -111,38 +111,6 @@ def decode_source(data: bytes) -> tuple[str | None, str, tuple[int, int, str] | 
         return None, encoding, (line, col, f"not valid {encoding}: byte {data[exc.start]:#04x} at offset {exc.start}")
     except LookupError:
         return None, encoding, (1, 1, f"unknown encoding {encoding!r}")
-
-
-def _file_directive(text: str) -> tuple[bool, frozenset[str]]:
-    """``# dualtype-lint: skip-file`` / ``noqa`` (whole file) or ``noqa: CODES`` (those codes)."""
-    skip_all = False
-    codes: set[str] = set()
-    for m in _FILE_DIRECTIVE.finditer(text):
-        if m.group("codes"):
-            codes.update(c.upper() for c in re.split(r"[\s,]+", m.group("codes")) if c)
-        else:
-            skip_all = True
-    return skip_all, frozenset(codes)
-
-
-def _noqa_codes(line_text: str) -> frozenset[str] | None:
-    """None: no noqa; empty set: bare noqa (all codes); else the listed codes."""
-    m = _NOQA.search(line_text)
-    if m is None:
-        return None
-    if not m.group("codes"):
-        return frozenset()
-    return frozenset(c.upper() for c in re.split(r"[\s,]+", m.group("codes")) if c)
-
-
-def _suppressed(lines: list[str], d: Diagnostic) -> bool:
-    # a line continued with a backslash cannot carry a comment: its noqa is where it ends
-    for ln in {d.line, d.end_line, logical_end(lines, d.line), logical_end(lines, d.end_line)}:
-        if 1 <= ln <= len(lines) and "noqa" in lines[ln - 1].lower():
-            codes = _noqa_codes(lines[ln - 1])
-            if codes is not None and (not codes or d.code in codes):
-                return True
-    return False
 
 
 RECURSION_LIMIT = 20000  # the analyzer recurses over expressions (in a big-stack thread)
@@ -176,6 +144,15 @@ def _keep_unparsed(text: str, unchanged: str, new_text: str) -> str | None:
 
 
 def lint_path(path: str, settings: Settings, display: str | None = None) -> FileResult:
+    """Lint one file named on disk (``"-"``: standard input; ``.ipynb``: its code cells).
+
+    ``settings`` selects the rules and whether fixes are applied; ``display`` is the name to
+    report (default ``path``). Returns a :class:`FileResult` with the file's diagnostics
+    sorted by position. Never raises: an unreadable file is a DTL901 diagnostic, a parse
+    failure DTL900, a linter bug or an exhausted time budget DTL902. With ``settings.fix``
+    and ``settings.unsafe_fixes`` the fixed source is written back to ``path`` (or, for
+    ``"-"``, returned in ``FileResult.stdout_source``).
+    """
     display = display or path
     try:
         if path == "-":
@@ -187,9 +164,7 @@ def lint_path(path: str, settings: Settings, display: str | None = None) -> File
                 data = fh.read()
     except OSError as exc:
         res = FileResult(display)
-        res.diagnostics.append(
-            Diagnostic(display, DECODE_ERROR, f"cannot read file: {exc.strerror or exc}", 1, 1, 1, 1)
-        )
+        res.diagnostics.append(_file_diagnostic(display, DECODE_ERROR, f"cannot read file: {exc.strerror or exc}"))
         return res
     if path.endswith(".ipynb"):
         from .notebook import lint_notebook
@@ -201,149 +176,214 @@ def lint_path(path: str, settings: Settings, display: str | None = None) -> File
 def lint_bytes(
     data: bytes, path: str, settings: Settings, display: str | None = None, write_back: bool = False
 ) -> FileResult:
+    """Lint the raw bytes of a Python file: decode them (PEP 263), then :func:`lint_text`.
+
+    ``path`` selects per-file settings; with ``write_back`` an applied fix is written to it.
+    Returns the :class:`FileResult`; its ``new_text`` is cleared once it has been used."""
     display = display or path
     text, encoding, err = decode_source(data)
     if text is None:
         assert err is not None
         res = FileResult(display, lines=data.count(b"\n"))
-        codes = settings.codes_for(path)
-        if DECODE_ERROR in codes:
+        if DECODE_ERROR in settings.codes_for(path):
             ln, col, msg = err
             res.diagnostics.append(Diagnostic(display, DECODE_ERROR, msg, ln, col, ln, col))
         return res
     res = lint_text(text, path, settings, display)
+    new_text, res.new_text = res.new_text, None
     if settings.fix and path == "-":  # as ruff: the source goes to stdout, fixed or not
-        new = res.__dict__.get("_new_text")
-        res.stdout_source = data if new is None or res.internal_error else new.encode(encoding)
-    if res.diff is not None and settings.fix and write_back and not res.internal_error:
-        new_text = res.__dict__.pop("_new_text")
+        res.stdout_source = data if new_text is None or res.internal_error else new_text.encode(encoding)
+    elif new_text is not None and write_back and not res.internal_error:
         try:
             with open(path, "wb") as fh:
                 fh.write(new_text.encode(encoding))
         except (OSError, UnicodeEncodeError) as exc:
-            res.diagnostics.append(
-                Diagnostic(display, INTERNAL_ERROR, f"could not write the fix: {exc}", 1, 1, 1, 1)
-            )
+            res.diagnostics.append(_file_diagnostic(display, INTERNAL_ERROR, f"could not write the fix: {exc}"))
             res.internal_error = True
-    res.__dict__.pop("_new_text", None)
     return res
 
 
 def lint_text(text: str, path: str, settings: Settings, display: str | None = None) -> FileResult:
+    """Lint Python source held in memory.
+
+    ``path`` selects per-file settings (and lets imports of the same tree be followed);
+    ``display`` is the name reported (default ``path``). Returns a :class:`FileResult`:
+    ``diagnostics`` sorted by position, and with ``settings.fix``/``diff`` and
+    ``unsafe_fixes`` the fix as ``diff`` and ``new_text`` (nothing is written). Never raises.
+    """
     display = display or path
     res = FileResult(display, lines=text.count("\n") + (0 if text.endswith("\n") or not text else 1))
     try:
-        _lint_text(text, path, settings, res)
+        codes = _enabled_codes(text, path, settings)
+        if codes is None or _prefiltered(text, codes, settings.prefilter):
+            res.prefiltered = codes is not None
+            return res
+        outcome = _check_parsed(text, path, settings, codes, display)
     except OverBudget:
-        res.internal_error = True
         msg = f"gave up after {settings.timeout:g} s (the per-file time budget): not checked"
-        res.diagnostics = [Diagnostic(display, INTERNAL_ERROR, msg, 1, 1, 1, 1)]
+        res.diagnostics, res.internal_error = [_file_diagnostic(display, INTERNAL_ERROR, msg)], True
+        return res
     except Exception as exc:  # a bug in the linter: report it on the file, keep going
+        msg = f"internal error: {type(exc).__name__}: {exc}"
+        res.diagnostics.append(_file_diagnostic(display, INTERNAL_ERROR, msg))
         res.internal_error = True
-        res.diagnostics.append(
-            Diagnostic(display, INTERNAL_ERROR, f"internal error: {type(exc).__name__}: {exc}", 1, 1, 1, 1)
-        )
+        return res
+    res.diagnostics, res.parsed = outcome.diagnostics, outcome.parsed
+    res.fixed, res.diff, res.new_text = outcome.fixed, outcome.diff, outcome.new_text
     return res
 
 
-def _lint_text(text: str, path: str, settings: Settings, res: FileResult) -> None:
-    codes = settings.codes_for(path)
-    skip_all, file_ignored = ("dualtype-lint" in text and _file_directive(text)) or (False, frozenset())
-    if skip_all:
-        return
-    codes = codes - file_ignored
-    flow = codes & FLOW_CODES
-    if settings.prefilter and (not flow or not might_have_findings(text)):
-        res.prefiltered = True
-        return
-    if not flow and SYNTAX_ERROR not in codes:
-        res.prefiltered = True
-        return
+@dataclass
+class _Outcome:
+    """What checking a parsed file gives (built in a worker thread or a forked child)."""
 
-    kind, loc, depth = check_structure(text)  # CPython first: it fails cleanly where libcst crashes
+    diagnostics: list[Diagnostic] = field(default_factory=list)
+    parsed: bool = False
+    fixed: int = 0
+    diff: str | None = None
+    new_text: str | None = None
+
+
+def _file_diagnostic(display: str, code: str, message: str) -> Diagnostic:
+    """A diagnostic about the whole file, shown at 1:1."""
+    return Diagnostic(display, code, message, 1, 1, 1, 1)
+
+
+def _enabled_codes(text: str, path: str, settings: Settings) -> frozenset[str] | None:
+    """The codes to check in this file after its ``# dualtype-lint:`` directives; None: skip it."""
+    codes = settings.codes_for(path)
+    if "dualtype-lint" not in text:
+        return codes
+    skip_all, file_ignored = file_directive(text)
+    return None if skip_all else codes - file_ignored
+
+
+def _prefiltered(text: str, codes: frozenset[str], prefilter: bool) -> bool:
+    """Can the file be skipped without parsing it?"""
+    flow = codes & FLOW_CODES
+    if not flow:
+        return SYNTAX_ERROR not in codes or prefilter
+    return prefilter and not might_have_findings(text)
+
+
+def _check_parsed(text: str, path: str, settings: Settings, codes: frozenset[str], display: str) -> _Outcome:
+    """Check the structure with CPython (it fails cleanly where libcst crashes), then parse
+    and analyze with libcst within the time budget."""
+    kind, loc, depth = check_structure(text)
     if loc is not None:
+        out = _Outcome()
         if SYNTAX_ERROR in codes:
             ln, col, msg = loc
             msg = msg if msg.startswith("could not") else f"syntax error: {msg}"
-            res.diagnostics.append(Diagnostic(res.path, SYNTAX_ERROR, msg, ln, col, ln, col))
-        return
-    heavy = is_heavy(len(text), depth)  # then parse where it can be killed at the budget
-    done = run_bounded(lambda: _parse_and_analyze(text, path, settings, res, codes), settings.timeout, heavy)
-    if done is not res:  # it came back from a child process
-        res.__dict__.update(done.__dict__)
+            out.diagnostics.append(Diagnostic(display, SYNTAX_ERROR, msg, ln, col, ln, col))
+        return out
+    heavy = is_heavy(len(text), depth)
+    return run_bounded(lambda: _parse_and_analyze(text, path, settings, codes, display), settings.timeout, heavy)
 
 
-def _parse_and_analyze(text: str, path: str, settings: Settings, res: FileResult, codes: frozenset[str]) -> FileResult:
+def _parse_and_analyze(text: str, path: str, settings: Settings, codes: frozenset[str], display: str) -> _Outcome:
+    out = _Outcome()
+    module = _parse(text, codes, display, out.diagnostics)
+    if module is None:
+        return out
+    out.parsed = True
     flow = codes & FLOW_CODES
+    if not flow:
+        return out
     try:
-        module = cst.parse_module(text)
+        analyzer, findings, ranges = _analyze(module, path, settings, flow)
+    except RecursionError:
+        if SYNTAX_ERROR in codes:
+            msg = "could not analyze: the code is nested too deeply (e.g. a very long operator chain)"
+            out.diagnostics.append(_file_diagnostic(display, SYNTAX_ERROR, msg))
+        return out
+    kept = _unsuppressed(text, findings, ranges, display)
+    out.diagnostics.extend(d for d, _ in kept)
+    if (settings.fix or settings.diff) and settings.unsafe_fixes:
+        _fix(text, path, settings, module, analyzer, kept, out)
+    return out
+
+
+def _parse(text: str, codes: frozenset[str], display: str, diagnostics: list[Diagnostic]) -> cst.Module | None:
+    """libcst's tree, or None with a DTL900 appended (if selected)."""
+    try:
+        return cst.parse_module(text)
     except cst.ParserSyntaxError as exc:
         if SYNTAX_ERROR in codes:
             ln, col, msg = _syntax_error_location(text, exc)
-            res.diagnostics.append(Diagnostic(res.path, SYNTAX_ERROR, f"syntax error: {msg}", ln, col, ln, col))
-        return res
+            diagnostics.append(Diagnostic(display, SYNTAX_ERROR, f"syntax error: {msg}", ln, col, ln, col))
     except (RecursionError, MemoryError, ValueError, TypeError) as exc:  # nesting limits, NUL bytes
         if SYNTAX_ERROR in codes:
             msg = f"could not parse: {type(exc).__name__}: {' '.join(str(exc).split())[:200]}"
-            res.diagnostics.append(Diagnostic(res.path, SYNTAX_ERROR, msg, 1, 1, 1, 1))
-        return res
-    res.parsed = True
-    if not flow:
-        return res
+            diagnostics.append(_file_diagnostic(display, SYNTAX_ERROR, msg))
+    return None
 
+
+_Range = tuple[tuple[int, int], tuple[int, int]]  # (line, 0-based column) of start and end
+
+
+def _analyze(
+    module: cst.Module, path: str, settings: Settings, flow: frozenset[str]
+) -> tuple[Analyzer, list[Finding], dict[int, _Range]]:
+    """Run the enabled rules; return the analyzer, its findings and their source ranges
+    (keyed by ``id(finding.node)``)."""
     rules = [RULES_BY_CODE[c]() for c in sorted(flow)]
     analyzer = Analyzer(module, rules, Dualizers(settings.dualizers), path)
     old_limit = sys.getrecursionlimit()
     sys.setrecursionlimit(max(old_limit, RECURSION_LIMIT))
     try:
-        findings = analyzer.run()
-        if not findings:
-            return res
-        ranges = node_ranges(module, [f.node for f in findings.values()])
+        findings = list(analyzer.run().values())
+        ranges = node_ranges(module, [f.node for f in findings]) if findings else {}
         if len(ranges) < len(findings):  # not recorded by the lean pass: ask libcst
             positions = MetadataWrapper(module, unsafe_skip_copy=True).resolve(PositionProvider)
-            for f in findings.values():
+            for f in findings:
                 r = positions[f.node]
                 ranges[id(f.node)] = ((r.start.line, r.start.column), (r.end.line, r.end.column))
-    except RecursionError:
-        if SYNTAX_ERROR in codes:
-            msg = "could not analyze: the code is nested too deeply (e.g. a very long operator chain)"
-            res.diagnostics.append(Diagnostic(res.path, SYNTAX_ERROR, msg, 1, 1, 1, 1))
-        return res
     finally:
         sys.setrecursionlimit(old_limit)
+    return analyzer, findings, ranges
 
+
+def _unsuppressed(
+    text: str, findings: list[Finding], ranges: dict[int, _Range], display: str
+) -> list[tuple[Diagnostic, Finding]]:
+    """The findings as diagnostics, without those under a ``# noqa``, sorted by position."""
     lines = physical_lines(text)
     kept: list[tuple[Diagnostic, Finding]] = []
-    for f in findings.values():
+    for f in findings:
         (ln, col), (end_ln, end_col) = ranges[id(f.node)]
-        d = Diagnostic(
-            res.path, f.code, f.message, ln, col + 1, end_ln, end_col + 1, fixable=f.fix_leaves is not None
-        )
-        if not _suppressed(lines, d):
-            kept.append((d, f))
+        if not suppressed(lines, f.code, ln, end_ln):
+            fixable = f.fix_leaves is not None
+            kept.append((Diagnostic(display, f.code, f.message, ln, col + 1, end_ln, end_col + 1, fixable), f))
     kept.sort(key=lambda df: df[0].sort_key())
-    res.diagnostics.extend(d for d, _ in kept)
+    return kept
 
-    if (settings.fix or settings.diff) and settings.unsafe_fixes:
-        from .fix import apply_fixes
 
-        leaves = [leaf for d, f in kept if f.fix_leaves for leaf in f.fix_leaves]
-        if leaves:
-            new_text = _keep_unparsed(text, module.code, apply_fixes(module, leaves, analyzer.imports))
-            if new_text is not None and new_text != text:
-                res.diff = "".join(
-                    difflib.unified_diff(
-                        text.splitlines(keepends=True),
-                        new_text.splitlines(keepends=True),
-                        fromfile=f"a/{res.path}",
-                        tofile=f"b/{res.path}",
-                    )
-                )
-                sub = Settings(**{**settings.__dict__, "fix": False, "diff": False})
-                after = lint_text(new_text, path, sub, res.path)
-                res.fixed = max(0, len(res.diagnostics) - len(after.diagnostics))
-                if settings.fix:
-                    res.diagnostics = after.diagnostics
-                    res.__dict__["_new_text"] = new_text
-    return res
+def _fix(
+    text: str, path: str, settings: Settings, module: cst.Module, analyzer: Analyzer,
+    kept: list[tuple[Diagnostic, Finding]], out: _Outcome,
+) -> None:
+    """Apply the fixes of the reported findings: the diff into ``out``, and with ``--fix``
+    the fixed text and the findings left in it."""
+    from .fix import apply_fixes
+
+    leaves = [leaf for _, f in kept if f.fix_leaves for leaf in f.fix_leaves]
+    if not leaves:
+        return
+    new_text = _keep_unparsed(text, module.code, apply_fixes(module, leaves, analyzer.imports))
+    if new_text is None or new_text == text:
+        return
+    display = kept[0][0].path
+    out.diff = "".join(
+        difflib.unified_diff(
+            text.splitlines(keepends=True),
+            new_text.splitlines(keepends=True),
+            fromfile=f"a/{display}",
+            tofile=f"b/{display}",
+        )
+    )
+    after = lint_text(new_text, path, replace(settings, fix=False, diff=False), display)
+    out.fixed = max(0, len(out.diagnostics) - len(after.diagnostics))
+    if settings.fix:
+        out.diagnostics = after.diagnostics
+        out.new_text = new_text

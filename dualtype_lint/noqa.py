@@ -10,15 +10,13 @@ they are and still reported.
 from __future__ import annotations
 
 import io
-import re
 import tokenize
 from collections import defaultdict
 from typing import Iterable
 
+from .directives import NOQA, split_codes
 from .engine import Diagnostic, decode_source
 from .textlines import logical_end, physical_lines
-
-_NOQA_CODES = re.compile(r"#\s*noqa:\s*(?P<codes>[A-Za-z]+[0-9]+(?:[\s,]+[A-Za-z]+[0-9]+)*)", re.IGNORECASE)
 
 
 def _lines_inside_strings(text: str) -> set[int]:
@@ -57,9 +55,9 @@ def add_noqa(path: str, diags: Iterable[Diagnostic]) -> int:
         line = lines[ln - 1]
         body = line.rstrip("\r\n")
         ending = line[len(body) :]
-        m = _NOQA_CODES.search(body)
-        if m:
-            have = [c.upper() for c in re.split(r"[\s,]+", m.group("codes")) if c]
+        m = NOQA.search(body)
+        if m and m.group("codes"):
+            have = split_codes(m.group("codes"))
             merged = have + sorted(c for c in codes if c not in have)
             body = body[: m.start("codes")] + ", ".join(merged) + body[m.end("codes") :]
         else:

@@ -19,7 +19,7 @@ FIX = Settings(fix=True, unsafe_fixes=True)
 def fixed(src: str) -> str | None:
     res = lint_text(src, "m.py", FIX)
     assert not res.internal_error, res.diagnostics
-    return res.__dict__.get("_new_text")
+    return res.new_text
 
 
 @pytest.mark.parametrize("case", ["fix_typed", "fix_untyped"])

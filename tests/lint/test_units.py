@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 
 from dualtype_lint.config import ConfigError, Settings, expand_codes
-from dualtype_lint.engine import _file_directive, _noqa_codes, decode_source, lint_text
+from dualtype_lint.directives import file_directive, noqa_codes
+from dualtype_lint.engine import decode_source, lint_text
 from dualtype_lint.files import IgnoreSet, compile_pattern
 from dualtype_lint.names import is_grad_name, is_inplace_method, is_weight_name
 
@@ -81,13 +82,13 @@ def test_decode_source():
 
 
 def test_noqa_parsing():
-    assert _noqa_codes("x  # noqa") == frozenset()
-    assert _noqa_codes("x  # NOQA: dtl001, DTL002") == {"DTL001", "DTL002"}
-    assert _noqa_codes("x  # noqa:DTL003 because") == {"DTL003"}
-    assert _noqa_codes("x  # not a suppression") is None
-    assert _file_directive("# dualtype-lint: skip-file\n") == (True, frozenset())
-    assert _file_directive("x = 1\n  # dualtype-lint: noqa: DTL001,DTL004\n") == (False, {"DTL001", "DTL004"})
-    assert _file_directive("s = '# dualtype-lint: skip-file'\n") == (False, frozenset())
+    assert noqa_codes("x  # noqa") == frozenset()
+    assert noqa_codes("x  # NOQA: dtl001, DTL002") == {"DTL001", "DTL002"}
+    assert noqa_codes("x  # noqa:DTL003 because") == {"DTL003"}
+    assert noqa_codes("x  # not a suppression") is None
+    assert file_directive("# dualtype-lint: skip-file\n") == (True, frozenset())
+    assert file_directive("x = 1\n  # dualtype-lint: noqa: DTL001,DTL004\n") == (False, {"DTL001", "DTL004"})
+    assert file_directive("s = '# dualtype-lint: skip-file'\n") == (False, frozenset())
 
 
 def test_expand_codes():

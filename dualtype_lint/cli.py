@@ -10,13 +10,16 @@ import argparse
 import sys
 import textwrap
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 from . import __version__
-from .config import ConfigError, build_settings
+from .config import ConfigError, Settings, build_settings
 from .files import discover
 from .output import FORMATS, statistics, write
 from .rules import ALL_RULES, INTERNAL_ERROR, RULES_BY_CODE
+
+if TYPE_CHECKING:  # the engine imports libcst: --help/--version stay fast without it
+    from .engine import Diagnostic, FileResult
 
 EXIT_CLEAN, EXIT_FINDINGS, EXIT_ERROR = 0, 1, 2
 
@@ -78,6 +81,8 @@ def _explain(code: str) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``dualtype-lint`` with ``argv`` (default ``sys.argv[1:]``); return the exit code
+    (0 clean, 1 findings, 2 usage, configuration or internal error). Never raises."""
     try:
         return _main(argv)
     except KeyboardInterrupt:  # pragma: no cover
@@ -95,42 +100,25 @@ def _main(argv: Sequence[str] | None) -> int:
         args_list = args_list[1:]
     parser = build_parser()
     args = parser.parse_args(args_list)
-
     if args.explain:
         return _explain(args.explain)
     if args.jobs < 0:
         parser.error("--jobs must be >= 0")
-
     try:
-        settings = build_settings(
-            cwd=Path.cwd(),
-            config=args.config,
-            isolated=args.isolated,
-            select=_codes(args.select),
-            extend_select=_codes(args.extend_select) or [],
-            ignore=_codes(args.ignore) or [],
-            extend_exclude=args.exclude,
-            dualizers=args.dualizer,
-        )
+        settings = _settings(args)
     except ConfigError as exc:
         print(f"dualtype-lint: error: {exc}", file=sys.stderr)
         return EXIT_ERROR
-    settings.prefilter = not args.no_prefilter
-    settings.fix = args.fix
-    settings.diff = args.diff
-    settings.unsafe_fixes = args.unsafe_fixes
-
-    paths = args.paths or ["."]
     files, missing = discover(
-        paths,
+        args.paths or ["."],
         root=settings.root,
         exclude=settings.exclude,
         respect_gitignore=not args.no_respect_gitignore,
         force_exclude=args.force_exclude,
     )
+    for m in missing:
+        print(f"dualtype-lint: error: no such file or directory: {m}", file=sys.stderr)
     if missing:
-        for m in missing:
-            print(f"dualtype-lint: error: no such file or directory: {m}", file=sys.stderr)
         return EXIT_ERROR
     if args.show_files:
         for f in files:
@@ -139,81 +127,118 @@ def _main(argv: Sequence[str] | None) -> int:
 
     from .runner import run  # imported late: --help/--version stay fast
 
-    results = run(files, settings, args.jobs, args.stdin_filename)
-    diags = sorted((d for r in results for d in r.diagnostics), key=lambda d: d.sort_key())
-    internal = any(r.internal_error for r in results) or any(d.code == INTERNAL_ERROR for d in diags)
-    fixed = sum(r.fixed for r in results)
-    n_fixable = sum(1 for d in diags if d.fixable)
-    out = sys.stdout
-    stdin_source = next((r.stdout_source for r in results if r.stdout_source is not None), None)
-    if stdin_source is not None and not args.diff and not args.add_noqa:
-        # `--fix -` (as ruff): the fixed source is the output; findings and summary go to stderr
-        out = sys.stderr
-
+    run_ = _Run(args, run(files, settings, args.jobs, args.stdin_filename))
     if args.diff:
-        diffs = [r.diff for r in results if r.diff]
-        for d in diffs:
-            out.write(d)
-        if not args.quiet:
-            if diffs:
-                print(f"Would fix {fixed} error{'s' * (fixed != 1)}.", file=sys.stderr)
-            elif n_fixable and not args.unsafe_fixes:
-                print(_hidden(n_fixable), file=sys.stderr)
-            else:
-                print("No errors would be fixed.", file=sys.stderr)
-        if internal:
-            return EXIT_ERROR
-        return EXIT_FINDINGS if diffs and not args.exit_zero else EXIT_CLEAN
-
+        return _report_diff(args, run_)
     if args.add_noqa:
-        from .noqa import add_noqa
+        return _report_add_noqa(args, run_)
+    return _report(args, run_)
 
-        by_file: dict[str, list] = {}
-        for d in diags:
-            if d.path != "-":
-                by_file.setdefault(d.path, []).append(d)
-        added = sum(add_noqa(path, ds) for path, ds in by_file.items())
-        if not args.quiet:
-            print(f"Added {added} noqa directive{'s' * (added != 1)}.", file=sys.stderr)
-        left = sum(1 for d in diags if d.code.startswith("DTL9"))
-        if internal:
+
+def _settings(args: argparse.Namespace) -> Settings:
+    """The configuration files merged with the command line (ConfigError if invalid)."""
+    settings = build_settings(
+        cwd=Path.cwd(),
+        config=args.config,
+        isolated=args.isolated,
+        select=_codes(args.select),
+        extend_select=_codes(args.extend_select) or [],
+        ignore=_codes(args.ignore) or [],
+        extend_exclude=args.exclude,
+        dualizers=args.dualizer,
+    )
+    settings.prefilter = not args.no_prefilter
+    settings.fix = args.fix
+    settings.diff = args.diff
+    settings.unsafe_fixes = args.unsafe_fixes
+    return settings
+
+
+class _Run:
+    """The results of one run, with the totals every report needs."""
+
+    def __init__(self, args: argparse.Namespace, results: list[FileResult]) -> None:
+        self.results = results
+        self.diags = sorted((d for r in results for d in r.diagnostics), key=lambda d: d.sort_key())
+        self.internal = any(r.internal_error for r in results) or any(d.code == INTERNAL_ERROR for d in self.diags)
+        self.fixed = sum(r.fixed for r in results)
+        self.n_fixable = sum(1 for d in self.diags if d.fixable)
+        self.stdin_source = next((r.stdout_source for r in results if r.stdout_source is not None), None)
+        # `--fix -` (as ruff): the fixed source is the output; findings and summary go to stderr
+        fixed_stdin = self.stdin_source is not None and not args.diff and not args.add_noqa
+        self.out = sys.stderr if fixed_stdin else sys.stdout
+
+    def exit_code(self, findings: bool, exit_zero: bool) -> int:
+        if self.internal:
             return EXIT_ERROR
-        return EXIT_FINDINGS if (left or added < len(diags) - left) and not args.exit_zero else EXIT_CLEAN
+        return EXIT_FINDINGS if findings and not exit_zero else EXIT_CLEAN
 
+
+def _report_diff(args: argparse.Namespace, run: _Run) -> int:
+    """``--diff``: the unified diffs on stdout, a one-line summary on stderr."""
+    diffs = [r.diff for r in run.results if r.diff]
+    for d in diffs:
+        run.out.write(d)
+    if not args.quiet:
+        if diffs:
+            msg = f"Would fix {run.fixed} error{'s' * (run.fixed != 1)}."
+        elif run.n_fixable and not args.unsafe_fixes:
+            msg = _hidden(run.n_fixable)
+        else:
+            msg = "No errors would be fixed."
+        print(msg, file=sys.stderr)
+    return run.exit_code(bool(diffs), args.exit_zero)
+
+
+def _report_add_noqa(args: argparse.Namespace, run: _Run) -> int:
+    """``--add-noqa``: write the directives; findings that could not take one still count."""
+    from .noqa import add_noqa
+
+    by_file: dict[str, list[Diagnostic]] = {}
+    for d in run.diags:
+        if d.path != "-":
+            by_file.setdefault(d.path, []).append(d)
+    added = sum(add_noqa(path, ds) for path, ds in by_file.items())
+    if not args.quiet:
+        print(f"Added {added} noqa directive{'s' * (added != 1)}.", file=sys.stderr)
+    left = sum(1 for d in run.diags if d.code.startswith("DTL9"))
+    return run.exit_code(bool(left or added < len(run.diags) - left), args.exit_zero)
+
+
+def _report(args: argparse.Namespace, run: _Run) -> int:
+    """The findings (or their counts) in the chosen format, then the summary."""
     show_fixes = args.unsafe_fixes
     if args.statistics:
-        statistics(diags, args.output_format, out, show_fixes)
+        statistics(run.diags, args.output_format, run.out, show_fixes)
     else:
-        write(diags, args.output_format, out, show_fixes)
-
+        write(run.diags, args.output_format, run.out, show_fixes)
     if not args.quiet and args.output_format == "text":
-        summary = out if not args.statistics else sys.stderr
-        if diags or fixed:
-            n = len(diags)
-            if args.fix and fixed:
-                print(f"Found {n + fixed} error{'s' * (n + fixed != 1)} ({fixed} fixed, {n} remaining).", file=summary)
-            else:
-                print(f"Found {n} error{'s' * (n != 1)}.", file=summary)
-            if n_fixable and show_fixes and not args.fix:
-                print(f"[*] {n_fixable} fixable with `--fix --unsafe-fixes`.", file=summary)
-            elif n_fixable and not show_fixes:
-                print(_hidden(n_fixable), file=summary)
-        else:
-            n_pre = sum(r.prefiltered for r in results)
-            print(
-                f"All checks passed! ({len(results)} file{'s' * (len(results) != 1)}, "
-                f"{n_pre} skipped by the pre-filter)",
-                file=summary,
-            )
-    if out is not sys.stdout:
+        summary = run.out if not args.statistics else sys.stderr
+        for line in _summary(args, run):
+            print(line, file=summary)
+    if run.stdin_source is not None and run.out is not sys.stdout:
         sys.stdout.flush()
-        sys.stdout.buffer.write(stdin_source)
+        sys.stdout.buffer.write(run.stdin_source)
         sys.stdout.flush()
-    if internal:
-        return EXIT_ERROR
-    if diags and not args.exit_zero:
-        return EXIT_FINDINGS
-    return EXIT_CLEAN
+    return run.exit_code(bool(run.diags), args.exit_zero)
+
+
+def _summary(args: argparse.Namespace, run: _Run) -> list[str]:
+    """The text summary: counts of findings and fixes, or "All checks passed!"."""
+    n, fixed, n_fixable = len(run.diags), run.fixed, run.n_fixable
+    if not (n or fixed):
+        n_pre = sum(r.prefiltered for r in run.results)
+        n_files = len(run.results)
+        return [f"All checks passed! ({n_files} file{'s' * (n_files != 1)}, {n_pre} skipped by the pre-filter)"]
+    if args.fix and fixed:
+        lines = [f"Found {n + fixed} error{'s' * (n + fixed != 1)} ({fixed} fixed, {n} remaining)."]
+    else:
+        lines = [f"Found {n} error{'s' * (n != 1)}."]
+    if n_fixable and args.unsafe_fixes and not args.fix:
+        lines.append(f"[*] {n_fixable} fixable with `--fix --unsafe-fixes`.")
+    elif n_fixable and not args.unsafe_fixes:
+        lines.append(_hidden(n_fixable))
+    return lines
 
 
 def _hidden(n: int) -> str:

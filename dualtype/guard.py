@@ -10,11 +10,13 @@ new norm from the first backward on. ``typed(model, example=x)`` records at once
 
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass
 from typing import Any, Mapping
 
 import torch
 from torch import nn
+from torch.nn.modules.module import register_module_module_registration_hook, register_module_parameter_registration_hook
 from torch.optim.optimizer import register_optimizer_step_pre_hook
 
 from dualtype.errors import ConfigError, DualityError
@@ -53,6 +55,7 @@ class _Entry:
     name: str
     param: nn.Parameter
     norm: Norm
+    hook: Any = None  # the grad hook's handle; None while the parameter is frozen
 
 
 class TypedModel:
@@ -60,25 +63,59 @@ class TypedModel:
 
     Follows the model's table (:mod:`dualtype.roles`): when it changes (the first forward was
     recorded, norms were declared) the hooks and the weight checks take the new norms and
-    current gradients are retagged. Survives ``copy.deepcopy(model)`` and pickling of the
-    whole model: the copy is typed too, with hooks on its own parameters.
+    current gradients are retagged. Parameters that join the model later (assigned,
+    ``register_parameter``, ``load_state_dict(assign=True)``, a submodule added) are typed
+    when they are registered; a frozen parameter is hooked by the first forward after it is
+    unfrozen (torch refuses grad hooks on frozen tensors). Survives ``copy.deepcopy(model)``
+    and pickling of the whole model: the copy is typed too, with hooks on its own parameters.
     """
 
     def __init__(self, entries: list[_Entry], excluded: tuple[str, ...] = (), model: nn.Module | None = None) -> None:
         self.entries = entries
         self.excluded = excluded  # names left plain
+        self.live = True
+        self._model = weakref.ref(model) if model is not None else None
         self._hooks: list = []
-        self._install()
+        self._unfreeze = None
+        for e in entries:
+            self._install(e)
         if model is not None:
             self._hooks.append(model.register_load_state_dict_pre_hook(_RefuseDualState()))
+            _join(model, self, "")
 
-    def _install(self) -> None:
-        for e in self.entries:
-            register_weight(e.param, e.name, e.norm)
-            if e.param.requires_grad:
-                self._hooks.append(e.param.register_post_accumulate_grad_hook(_TagGrad(e)))
-            if e.param.grad is not None:  # a gradient from before: tag it too
-                tag_gradient(e.param.grad, e.norm, e.name)
+    def _install(self, e: _Entry) -> None:
+        register_weight(e.param, e.name, e.norm)
+        if e.param.requires_grad:
+            e.hook = e.param.register_post_accumulate_grad_hook(_TagGrad(e))
+        elif self._unfreeze is None and self._model is not None and self._model() is not None:
+            self._unfreeze = self._model().register_forward_pre_hook(_Unfreeze(self))
+        if e.param.grad is not None:  # a gradient from before: tag it too
+            tag_gradient(e.param.grad, e.norm, e.name)
+
+    def _release(self, e: _Entry) -> None:
+        if e.hook is not None:
+            e.hook.remove()
+            e.hook = None
+        unregister_weight(e.param, e.name)
+        if isinstance(e.param.grad, DualTensor):
+            e.param.grad.__class__ = torch.Tensor
+
+    def adopt(self, name: str, module: nn.Module, pname: str, param: nn.Parameter) -> None:
+        """Type ``param``, registered as ``name`` after :func:`typed` ran (it replaces the
+        entry of that name, if any)."""
+        model = self._model() if self._model is not None else None
+        if model is None or not self.live:
+            return
+        norm = types_of(model).adopt(name, module, pname, param)
+        old = next((e for e in self.entries if e.name == name), None)
+        if old is not None:
+            if old.param is param:
+                return
+            self._release(old)
+            self.entries.remove(old)
+        if norm is not None:
+            self.entries.append(_Entry(name, param, norm))
+            self._install(self.entries[-1])
 
     def _update(self, table: Table) -> None:
         for e in self.entries:
@@ -97,13 +134,14 @@ class TypedModel:
 
     def remove(self) -> None:
         """Remove the hooks and untag current gradients."""
-        for h in self._hooks:
-            h.remove()
+        self.live = False
+        for h in [*self._hooks, self._unfreeze]:
+            if h is not None:
+                h.remove()
         self._hooks.clear()
+        self._unfreeze = None
         for e in self.entries:
-            unregister_weight(e.param, e.name)
-            if isinstance(e.param.grad, DualTensor):
-                e.param.grad.__class__ = torch.Tensor
+            self._release(e)
 
     def __deepcopy__(self, memo: dict) -> "TypedModel":
         import copy
@@ -114,10 +152,7 @@ class TypedModel:
         return {"entries": [(e.name, e.param, e.norm) for e in self.entries], "excluded": self.excluded}
 
     def __setstate__(self, state: dict) -> None:
-        self.entries = [_Entry(*t) for t in state["entries"]]
-        self.excluded = state.get("excluded", ())
-        self._hooks = []
-        self._install()
+        self.__init__([_Entry(*t) for t in state["entries"]], state.get("excluded", ()))
 
     def __repr__(self) -> str:
         width = max((len(n) for n in [*(e.name for e in self.entries), *self.excluded]), default=4)
@@ -167,6 +202,59 @@ def _typed(model: nn.Module, norms, exclude, example, strict: bool) -> TypedMode
     _install_step_guard()
     object.__setattr__(model, _ATTR, handle)
     return handle
+
+
+class _Unfreeze:
+    """Forward pre-hook of a model with frozen typed parameters: hook those unfrozen since
+    (one ``requires_grad`` read per frozen parameter and forward; removed when none is left)."""
+
+    def __init__(self, handle: TypedModel) -> None:
+        self.handle = handle
+
+    def __call__(self, module, args) -> None:
+        h = self.handle
+        if not h.live:
+            return
+        for e in h.entries:
+            if e.hook is None and e.param.requires_grad:
+                e.hook = e.param.register_post_accumulate_grad_hook(_TagGrad(e))
+
+
+# module → (handle, name prefix) of each typed model containing it: a parameter registered on
+# it later, or a submodule added to it, joins that model (torch's global registration hooks)
+_MEMBERS: "weakref.WeakKeyDictionary[nn.Module, list[tuple[weakref.ref, str]]]" = weakref.WeakKeyDictionary()
+_REGISTRATION: list = []
+
+
+def _join(module: nn.Module, handle: TypedModel, prefix: str) -> None:
+    ref = weakref.ref(handle)
+    for name, m in module.named_modules(prefix=prefix.rstrip("."), remove_duplicate=False):
+        _MEMBERS.setdefault(m, []).append((ref, name + "." if name else ""))
+    if not _REGISTRATION:
+        _REGISTRATION.append(register_module_parameter_registration_hook(_on_parameter))
+        _REGISTRATION.append(register_module_module_registration_hook(_on_module))
+
+
+def _handles(module: nn.Module):
+    for ref, prefix in _MEMBERS.get(module, ()):
+        handle = ref()
+        if handle is not None and handle.live:
+            yield handle, prefix
+
+
+def _on_parameter(module: nn.Module, name: str, param: nn.Parameter) -> None:
+    for handle, prefix in list(_handles(module)):
+        handle.adopt(prefix + name, module, name, param)
+
+
+def _on_module(parent: nn.Module, name: str, sub: nn.Module | None) -> None:
+    if sub is None:
+        return
+    for handle, prefix in list(_handles(parent)):
+        _join(sub, handle, prefix + name + ".")
+        for mname, m in sub.named_modules(prefix=prefix + name):
+            for pname, p in m.named_parameters(recurse=False):
+                handle.adopt(f"{mname}.{pname}", m, pname, p)
 
 
 class _RefuseDualState:

@@ -510,8 +510,11 @@ class ModelTypes:
     @property
     def table(self) -> Table:
         if self._table is None:
-            self._table = infer(self.model, self.graph, norms=self.norms, roles=self.roles, masses=self.masses,
+            model = self.model
+            self._table = infer(model, self.graph, norms=self.norms, roles=self.roles, masses=self.masses,
                                 exclude=self.exclude, strict=self.strict, warn=self.graph is not None)
+            for name, p in model.named_parameters():
+                _OWNERS[id(p)] = (weakref.ref(self), name)
         return self._table
 
     def declare(self, *, norms=None, roles=None, masses=None, exclude=None, strict: bool | None = None,
@@ -540,10 +543,26 @@ class ModelTypes:
             self._table = None
             self.table  # noqa: B018 - compute now, so errors surface at the call that caused them
             self.version += 1
-            for name, p in self.model.named_parameters():
-                _OWNERS[id(p)] = (weakref.ref(self), name)
             for listener in list(self._listeners):
                 listener(self._table)
+
+    def adopt(self, name: str, module: nn.Module, pname: str, param: Tensor) -> Norm | None:
+        """The norm of a parameter registered after the table was made (assigned,
+        ``register_parameter``, ``load_state_dict(assign=True)``, a submodule added later);
+        None if it is excluded. A parameter replacing one of the same name keeps that one's
+        row (its place in the graph is the same); a new name is typed as declared, else by
+        its layer type. Torch stores the parameter only after its registration hooks ran, so
+        the table is recomputed on its next read (the version changes now)."""
+        row = self._table[name] if self._table is not None and name in self._table else None
+        self._table = None
+        self.version += 1
+        if row is not None:
+            return None if row.excluded else row.norm
+        role = match(name, self.roles, param) or role_from_module(module, pname, param)
+        if any(x in (name, role) or fnmatch.fnmatchcase(name, x) for x in self.exclude):
+            return None
+        spec = match(name, self.norms, param)
+        return _norms.get(spec if spec is not None else ROLE_NORMS[role])
 
     def listen(self, fn) -> None:
         self._listeners.append(fn)
@@ -595,6 +614,7 @@ class _Start:
         t = self.types
         if t._recorder is not None or torch.compiler.is_compiling():
             return None
+        t._model = weakref.ref(module)  # a deep copy's table meets its model here
         rec = Recorder(module)
         rec.mark_input((args, kwargs))
         rec.__enter__()

@@ -15,7 +15,7 @@ from ..analysis.sites import AssignSite, AugAssignSite, CollectionUpdate, Inplac
 if TYPE_CHECKING:
     from ..dataflow import Analyzer
 
-__all__ = ["AssignSite", "AugAssignSite", "CollectionUpdate", "InplaceCall", "Rule", "HOOKS"]
+__all__ = ["AssignSite", "AugAssignSite", "CollectionUpdate", "InplaceCall", "Rule"]
 
 
 class Rule:
@@ -47,9 +47,3 @@ class Rule:
     def on_collection(self, a: "Analyzer", site: CollectionUpdate) -> None:  # pragma: no cover
         pass
 
-
-HOOKS = ("on_inplace", "on_augassign", "on_assign", "on_collection")
-
-
-def overrides(rule: type[Rule], hook: str) -> bool:
-    return getattr(rule, hook) is not getattr(Rule, hook)

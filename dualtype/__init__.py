@@ -4,11 +4,12 @@
 """
 
 from dualtype import modules, norms, optim, typing
-from dualtype.errors import ConfigError, DualityError, NonFiniteError, NormMismatchError, ShapeError
+from dualtype.errors import ConfigError, DualityError, DualtypeError, NonFiniteError, NormMismatchError, ShapeError
 from dualtype.guard import TypedModel, typed, untyped
 from dualtype.roles import check
 from dualtype.modules import ModularNorm, ParamRecord, modular
 from dualtype.optim import ModularSGD
+from dualtype.monitor import Monitor
 from dualtype.tensor import DualTensor, PrimalTensor, assume_primal, dual, dualize, norm_of, role
 from dualtype.typing import Dual, Primal, typechecked
 
@@ -19,6 +20,7 @@ __all__ = [
     "modules",
     "optim",
     "ModularSGD",
+    "Monitor",
     "modular",
     "ModularNorm",
     "ParamRecord",
@@ -26,6 +28,7 @@ __all__ = [
     "Dual",
     "Primal",
     "typechecked",
+    "DualtypeError",
     "DualityError",
     "NormMismatchError",
     "ShapeError",

@@ -1,5 +1,13 @@
-"""dualtype's exception types.
+"""dualtype's exception types, one hierarchy under :class:`DualtypeError`::
 
+    DualtypeError
+    ├── DualityError           a type rule was broken (docs/design.md §4)
+    │   └── NormMismatchError  ... by two different norms
+    ├── ShapeError             a bad value: the shape or dtype does not fit (also ValueError)
+    ├── NonFiniteError         a bad value: NaN or Inf (also ValueError)
+    └── ConfigError            a bad argument or setting (also ValueError)
+
+``except DualityError`` catches type violations only, never a bad setting such as ``lr=-1``.
 None of them derives from ``TypeError`` on purpose: PyTorch converts a ``TypeError``
 raised inside ``__torch_function__`` during a Python operator (``-=``, ``+``, ``-``) into
 ``NotImplemented``, and Python then silently falls back to another operator (docs/design.md §4).
@@ -7,10 +15,14 @@ raised inside ``__torch_function__`` during a Python operator (``-=``, ``+``, ``
 
 from __future__ import annotations
 
-__all__ = ["DualityError", "NormMismatchError", "ShapeError", "NonFiniteError", "ConfigError"]
+__all__ = ["DualtypeError", "DualityError", "NormMismatchError", "ShapeError", "NonFiniteError", "ConfigError"]
 
 
-class DualityError(Exception):
+class DualtypeError(Exception):
+    """The root of every error dualtype raises on purpose."""
+
+
+class DualityError(DualtypeError):
     """A dual vector (a gradient) was used where a primal one (a weight update) is required,
     or primal and dual values were mixed."""
 
@@ -20,13 +32,14 @@ class NormMismatchError(DualityError):
     norm of the weight it is applied to."""
 
 
-class ShapeError(DualityError, ValueError):
-    """A tensor's shape does not fit the norm or kernel it was given to."""
+class ShapeError(DualtypeError, ValueError):
+    """A tensor's shape or dtype does not fit the norm or kernel it was given to."""
 
 
-class NonFiniteError(DualityError, ValueError):
+class NonFiniteError(DualtypeError, ValueError):
     """A tensor holds NaN or Inf where a finite value is required (dualize never returns NaN)."""
 
 
-class ConfigError(DualityError, ValueError):
-    """A bad argument: an unknown norm name, a negative learning rate, a momentum ≥ 1, ..."""
+class ConfigError(DualtypeError, ValueError):
+    """A bad argument: an unknown norm name, a negative learning rate, a momentum ≥ 1, a value
+    that is not a tensor where a tensor is required, ..."""

@@ -162,9 +162,10 @@ class Norm:
     spaces: "tuple[str, str] | None" = None
 
     def check(self, t: Tensor, what: str = "tensor") -> None:
-        """Raise :class:`ShapeError` if ``t`` cannot carry this norm."""
+        """Raise :class:`ShapeError` if ``t`` cannot carry this norm (:class:`ConfigError` if it is
+        not a tensor at all)."""
         if not isinstance(t, Tensor):
-            raise ShapeError(f"{self} needs a torch.Tensor, got {type(t).__name__}")
+            raise ConfigError(f"{self} needs a torch.Tensor, got {type(t).__name__}: convert it with torch.as_tensor(...)")
         if t.ndim < self.min_ndim:
             raise ShapeError(
                 f"{self} needs a {self.min_ndim}-D {what} or more ({self._layout()}), "

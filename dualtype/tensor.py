@@ -48,7 +48,7 @@ from torch import Tensor
 from torch._C import DisableTorchFunctionSubclass
 
 from dualtype import norms as _norms
-from dualtype.errors import ConfigError, DualityError, NonFiniteError, NormMismatchError, ShapeError
+from dualtype.errors import ConfigError, DualityError, NonFiniteError, NormMismatchError
 from dualtype.norms import Norm
 
 __all__ = [
@@ -613,10 +613,11 @@ def dualize(
 
     Raises :class:`NormMismatchError` if ``norm`` contradicts the tag, :class:`DualityError`
     for a value that is already primal or whose norm is unknown, :class:`NonFiniteError` for
-    NaN/Inf and :class:`ShapeError` for a shape the norm cannot take.
+    NaN/Inf, :class:`ShapeError` for a shape the norm cannot take and :class:`ConfigError`
+    for a value that is not a tensor.
     """
     if not isinstance(g, Tensor):
-        raise ShapeError(
+        raise ConfigError(
             f"dualize needs a torch.Tensor (a gradient), got {type(g).__name__}: "
             "`dualtype.dualize(p.grad)`, or `dualtype.dualize(torch.as_tensor(x), norm)`."
         )
@@ -658,7 +659,7 @@ def assume_primal(x: Tensor, norm: "str | Norm | None", *, reason: str) -> Prima
     required and kept on the tensor, so every use is greppable and explained.
     """
     if not isinstance(x, Tensor):
-        raise ShapeError(f"assume_primal needs a torch.Tensor, got {type(x).__name__}")
+        raise ConfigError(f"assume_primal needs a torch.Tensor, got {type(x).__name__}")
     if not isinstance(reason, str) or not reason.strip():
         raise ConfigError(
             "assume_primal needs a reason, e.g. reason='Adam m/sqrt(v) is not a duality map'"

@@ -22,7 +22,7 @@ A violation raises one of dualtype's errors whose first line names the argument,
 expected (role, norm, dtype, shape) and what came: :class:`NormMismatchError` for a value of
 the right role under another norm, :class:`ShapeError` for a shape that does not fit the
 annotation (or the sizes bound by earlier arguments), :class:`DualityError` otherwise (a
-wrong role, dtype or type). All three are :class:`DualityError`; none is a ``TypeError``.
+wrong role, dtype or type). All three are :class:`DualtypeError`; none is a ``TypeError``.
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ from beartype import beartype
 from beartype.door import is_bearable
 from beartype.roar import BeartypeCallHintViolation
 
-from dualtype.errors import DualityError, NormMismatchError, ShapeError
+from dualtype.errors import DualityError, DualtypeError, NormMismatchError, ShapeError
 from dualtype.tensor import DualTensor as Dual
 from dualtype.tensor import PrimalTensor as Primal
 from dualtype.tensor import _Typed
@@ -143,7 +143,7 @@ def _shape_problem(dim_str: str, shape: tuple[int, ...], bound: dict[str, Any]) 
     return None
 
 
-def _problem(name: str, annotation: Any, value: Any, bound: dict[str, Any]) -> DualityError | None:
+def _problem(name: str, annotation: Any, value: Any, bound: dict[str, Any]) -> DualtypeError | None:
     """The error for ``value`` against ``annotation`` (None if it fits)."""
     head = f"argument '{name}'" if name != "return" else "the return value"
     head = (f"{head} does not match its annotation: expected {_expected(annotation)}, "
@@ -166,7 +166,7 @@ _NOTHING = object()
 
 
 def _diagnose(fn: Callable, hints: dict, args: tuple, kwargs: dict, check_shapes: bool,
-              ret: Any = _NOTHING) -> DualityError | None:
+              ret: Any = _NOTHING) -> DualtypeError | None:
     """The first argument (then the return value) that does not fit its annotation."""
     try:
         call = inspect.signature(fn).bind(*args, **kwargs)
@@ -241,7 +241,7 @@ def typechecked(fn: F | None = None, *, shapes: bool | None = None) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-def _headed(fn: Callable, err: DualityError | None, cause: Exception | None) -> DualityError:
+def _headed(fn: Callable, err: DualtypeError | None, cause: Exception | None) -> DualtypeError:
     """``fn: <one-line diagnosis>`` followed by the checker's own report, if any."""
     detail = f"\n{cause}" if cause is not None else ""
     if err is None:  # an annotation our diagnosis does not model: the checker's words

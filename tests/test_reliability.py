@@ -540,15 +540,15 @@ def test_value_and_dual_value_of_nonfinite_input_never_leak_torch_errors(norm, b
 
 
 def test_assume_primal_of_a_non_tensor_is_a_clear_error():
-    with pytest.raises(ShapeError, match="torch.Tensor"):
+    with pytest.raises(ConfigError, match="torch.Tensor"):
         assume_primal([1.0, 2.0], "l2", reason="test")
 
 
 def test_dualize_of_a_non_tensor_is_a_clear_error():
     for bad in (0.1, [1.0, 2.0], None):
-        with pytest.raises(ShapeError, match="torch.Tensor"):
+        with pytest.raises(ConfigError, match="torch.Tensor"):
             dualize(bad)
-        with pytest.raises(ShapeError, match="torch.Tensor"):
+        with pytest.raises(ConfigError, match="torch.Tensor"):
             dualize(bad, "l2")
 
 
@@ -560,7 +560,7 @@ def test_orthogonalize_refuses_bad_arguments(kw):
 
 
 def test_config_errors_are_still_value_errors():
-    assert issubclass(ConfigError, ValueError) and issubclass(ConfigError, DualityError)
+    assert issubclass(ConfigError, ValueError) and not issubclass(ConfigError, DualityError)
 
 
 # --- item 14: torch.compile(backend="aot_eager") -------------------------------------------

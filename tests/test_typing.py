@@ -146,10 +146,10 @@ def test_shapes_true_rejects_mismatched_dims_and_accepts_matching():
     step = _shaped(shapes=True)
     assert isinstance(step(g_(shape=(3, 4)), g_("rms", (3,))), Primal["rms->rms"])
     assert isinstance(step(g_(shape=(2, 5)), g_("rms", (2,))), Primal["rms->rms"])
-    with refused(match="step") as info:
+    with pytest.raises(ShapeError, match="step") as info:
         step(g_(shape=(3, 4)), g_("rms", (5,)))  # "out" is 3 then 5
     not_type_error(info)
-    with refused():
+    with pytest.raises(ShapeError):
         step(g_(shape=(3, 4, 1)), g_("rms", (3,)))  # wrong rank
     with refused():
         step(g_("l2", (3, 4)), g_("rms", (3,)))  # roles and norms still checked
@@ -163,7 +163,7 @@ def test_shapes_true_checks_the_return_shape():
         return dualize(g).t()
 
     assert transpose(g_(shape=(3, 3))).shape == (3, 3)
-    with refused():
+    with pytest.raises(ShapeError):
         transpose(g_(shape=(3, 4)))
 
 
@@ -189,7 +189,7 @@ def test_shapes_can_be_turned_off_for_a_hot_path():
     assert not dt_typing.shapes()
     off = _shaped()
     off(g_(shape=(3, 4)), g_("rms", (5,)))
-    with refused():
+    with pytest.raises(ShapeError):
         _shaped(shapes=True)(g_(shape=(3, 4)), g_("rms", (5,)))  # explicit beats the switch
     set_shapes(True)
     off(g_(shape=(3, 4)), g_("rms", (5,)))  # decorated while off: unchanged
@@ -239,7 +239,7 @@ def test_shape_error_header_says_which_size_disagrees():
     assert "'out' is 3 from an earlier argument, here 5" in line
     with pytest.raises(ShapeError, match="needs 2 dims, got 3"):
         step(g_(shape=(3, 4, 1)), g_("rms", (3,)))
-    assert issubclass(ShapeError, DualityError) and issubclass(ShapeError, ValueError)
+    assert not issubclass(ShapeError, DualityError) and issubclass(ShapeError, ValueError)
 
 
 def test_return_value_header_shows_what_came_back():
@@ -286,7 +286,7 @@ def test_string_annotations_under_postponed_evaluation():
     with refused():
         ns["fast"](torch.randn(3, 4))
     assert isinstance(ns["slow"](g_(shape=(3, 4)), g_("rms", (3,))), Primal)
-    with refused():
+    with pytest.raises(ShapeError):
         ns["slow"](g_(shape=(3, 4)), g_("rms", (4,)))
 
 

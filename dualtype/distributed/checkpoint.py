@@ -28,6 +28,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
+from dualtype.errors import ConfigError
 from dualtype.distributed.optim import DistributedModularSGD, _unwrap
 
 __all__ = ["get_state_dict", "set_state_dict", "save", "load"]
@@ -99,11 +100,11 @@ def set_state_dict(model: nn.Module, optimizer: DistributedModularSGD, sd: dict)
         optimizer.state[p] = {k: (v.to_local() if _is_dtensor(v) else v).clone()
                               if isinstance(v, Tensor) else v for k, v in st.items()}
     if len(saved["param_groups"]) != len(optimizer.param_groups):
-        raise ValueError(f"checkpoint has {len(saved['param_groups'])} param groups, the "
+        raise ConfigError(f"checkpoint has {len(saved['param_groups'])} param groups, the "
                          f"optimizer {len(optimizer.param_groups)}")
     for group, g in zip(optimizer.param_groups, saved["param_groups"]):
         if list(g.get("names", group["names"])) != list(group["names"]):
-            raise ValueError("checkpoint parameter names differ from the optimizer's")
+            raise ConfigError("checkpoint parameter names differ from the optimizer's")
         for k, v in g.items():
             if k not in ("names", "norms", "targets"):
                 group[k] = v

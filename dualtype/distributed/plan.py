@@ -23,6 +23,7 @@ import heapq
 import math
 from typing import Sequence
 
+from dualtype.errors import ConfigError
 from dualtype.norms import Conv2D, Norm, RMSToRMS
 
 __all__ = ["dualize_cost", "assign", "loads"]
@@ -50,7 +51,7 @@ def assign(costs: Sequence[float], world_size: int) -> list[int]:
     [0, 0, 1, 1]
     """
     if world_size < 1:
-        raise ValueError(f"world_size must be ≥ 1, got {world_size}")
+        raise ConfigError(f"world_size must be ≥ 1, got {world_size}")
     owners = [0] * len(costs)
     heap = [(0.0, r) for r in range(world_size)]  # (load, rank): min-heap picks least loaded
     for i in sorted(range(len(costs)), key=lambda i: (-costs[i], i)):

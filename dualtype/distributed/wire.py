@@ -26,6 +26,7 @@ from typing import Sequence
 import torch
 from torch import Tensor
 
+from dualtype.errors import ShapeError
 from dualtype.norms import Norm
 from dualtype.tensor import PrimalTensor, assume_primal, dual
 
@@ -68,7 +69,7 @@ def pack(tensors: Sequence[Tensor], length: int, dtype: torch.dtype, device: tor
             buf[offset : offset + n].copy_(t.reshape(-1))
         offset += n
     if offset > length:
-        raise ValueError(f"pack: {offset} entries do not fit a buffer of {length}")
+        raise ShapeError(f"pack: {offset} entries do not fit a buffer of {length}")
     if offset < length:
         buf[offset:].zero_()
     return buf

@@ -139,8 +139,8 @@ def orthogonalize(
 
     Raises:
         ShapeError: ``G.ndim < 2``.  NonFiniteError: NaN or Inf in ``G``.
-        ConfigError: an unknown method, ``steps < 1``, ``lower`` outside (0, 1), ``tol ≤ 0``
-        or a non-floating ``dtype``.
+        ConfigError: ``G`` is not a tensor, an unknown method, ``steps < 1``, ``lower``
+        outside (0, 1), ``tol ≤ 0`` or a non-floating ``dtype``.
 
     Methods (all iterate odd polynomials ``X ← (aI + bXXᵀ + c(XXᵀ)²)X`` on the side whose Gram
     matrix is smaller; batched with ``bmm``/``baddbmm``):
@@ -204,7 +204,7 @@ def orthogonalize(
     input.
     """
     if not isinstance(G, torch.Tensor):
-        raise ShapeError(f"orthogonalize expects a torch.Tensor, got {type(G).__name__}")
+        raise ConfigError(f"orthogonalize expects a torch.Tensor, got {type(G).__name__}")
     if G.ndim < 2:
         raise ShapeError(
             f"orthogonalize needs a matrix or a batch of matrices [..., m, n]; "

@@ -19,6 +19,8 @@ from __future__ import annotations
 import math
 from functools import lru_cache
 
+from dualtype.errors import ConfigError
+
 __all__ = [
     "CUBIC",
     "QUINTIC_MUON",
@@ -75,7 +77,7 @@ def optimal_quintic(lo: float, hi: float) -> tuple[Coeffs, float]:
     repeat until E settles.
     """
     if not 0.0 < lo <= hi:
-        raise ValueError(f"need 0 < lo <= hi, got [{lo}, {hi}]")
+        raise ConfigError(f"optimal_quintic needs 0 < lo <= hi, got [{lo}, {hi}]")
     if lo / hi > 1.0 - 1e-6:
         # Degenerate interval: the limit is the degree-5 Taylor (Newton–Schulz) polynomial of
         # x·(x²)^(-1/2) around hi, which is flat to second order there.

@@ -82,9 +82,9 @@ class Analyzer(Reporting, Expressions, Calls, Binding, Statements):
         self._fixable: bool | None = None
         self._call_origin: dict[str, str] = {}  # name -> unknown function its value came from
         self.summaries = Summaries()
-        self._fn_stack: list[int] = []
-        self._walked_fns: set[int] = set()  # functions the main walk has been through
-        self._grad_fns: set[int] = set()  # ... and those in which it met a gradient source
+        self.fn_stack: list[int] = []
+        self.walked_fns: set[int] = set()  # functions the main walk has been through
+        self.grad_fns: set[int] = set()  # ... and those in which it met a gradient source
         # functions with parameters named like gradients: (node, enclosing class)
         self._grad_param_fns: dict[int, tuple[cst.FunctionDef, str | None]] = {}
         self.dualizers = dualizers or Dualizers()
@@ -107,7 +107,7 @@ class Analyzer(Reporting, Expressions, Calls, Binding, Statements):
             return d
         return f"{origin}.{rest}" if rest else origin
 
-    def _record_import(self, node: cst.Import | cst.ImportFrom) -> None:
+    def record_import(self, node: cst.Import | cst.ImportFrom) -> None:
         if type(node) is cst.Import:
             for alias in node.names:
                 full = dotted(alias.name)
@@ -134,8 +134,8 @@ class Analyzer(Reporting, Expressions, Calls, Binding, Statements):
             self.imports[local] = f"{mod}.{alias.name.value}"
 
 
-_EXPR: dict[type, Callable[[Analyzer, cst.CSTNode], Value]] = _expressions._EXPR
-_EXPR.update({
+EXPR_HANDLERS: dict[type, Callable[[Analyzer, cst.CSTNode], Value]] = _expressions.EXPR_HANDLERS
+EXPR_HANDLERS.update({
     cst.Name: Analyzer._e_name,
     cst.Attribute: Analyzer._e_attribute,
     cst.Subscript: Analyzer._e_subscript,
@@ -167,13 +167,13 @@ _EXPR.update({
     cst.Slice: Analyzer._e_const,
 })
 if hasattr(cst, "TemplatedString"):
-    _EXPR[cst.TemplatedString] = Analyzer._e_const
-_EXPR[cst.StarredElement] = lambda a, n: a.expr(n.value)
-_EXPR[cst.Element] = lambda a, n: a.expr(n.value)
-_EXPR[cst.Arg] = lambda a, n: a.expr(n.value)
+    EXPR_HANDLERS[cst.TemplatedString] = Analyzer._e_const
+EXPR_HANDLERS[cst.StarredElement] = lambda a, n: a.expr(n.value)
+EXPR_HANDLERS[cst.Element] = lambda a, n: a.expr(n.value)
+EXPR_HANDLERS[cst.Arg] = lambda a, n: a.expr(n.value)
 
-_STMT: dict[type, Callable[[Analyzer, cst.CSTNode], None]] = _statements._STMT
-_STMT.update({
+STMT_HANDLERS: dict[type, Callable[[Analyzer, cst.CSTNode], None]] = _statements.STMT_HANDLERS
+STMT_HANDLERS.update({
     cst.SimpleStatementLine: Analyzer._s_simple_line,
     cst.Expr: Analyzer._s_expr,
     cst.Assign: Analyzer._s_assign,

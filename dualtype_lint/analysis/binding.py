@@ -6,10 +6,10 @@ import libcst as cst
 
 from .. import names as _names
 from ..names import is_grad_name, is_weight_name
-from .ops import _is_copy
-from .paths import _string_index, key_of
+from .ops import is_copy
+from .paths import string_index, key_of
 from .sites import AssignSite
-from .tables import _FN_EXPRS, VIEW_ATTRS, VIEW_METHODS
+from .tables import FN_EXPRS, VIEW_ATTRS, VIEW_METHODS
 from .values import CLEAN, join as _join, TAINT, Value, WEIGHT
 
 
@@ -33,7 +33,7 @@ class Binding:
             k = key_of(node)
             return is_weight_name(attr) or (k is not None and k in self.st.weights)
         if t is cst.Subscript:
-            s = _string_index(node)
+            s = string_index(node)
             if s is not None:
                 return is_weight_name(s)
             k = key_of(node)
@@ -199,9 +199,9 @@ class Binding:
         self, stmt: cst.CSTNode, target: cst.BaseExpression, value_node: cst.BaseExpression, v: Value
     ) -> None:
         tt = type(target)
-        if type(value_node) in _FN_EXPRS:
+        if type(value_node) in FN_EXPRS:
             self.summaries.bind_alias(self, target, value_node)
-        if tt is cst.Name and not v.taint and (v.weight_ref or v.weight_derived) and _is_copy(value_node):
+        if tt is cst.Name and not v.taint and (v.weight_ref or v.weight_derived) and is_copy(value_node):
             v = WEIGHT  # p_fp32 = p.float(), chunk = torch.stack(params): a master copy of weights
         if (
             tt is cst.Name

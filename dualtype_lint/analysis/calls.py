@@ -8,7 +8,7 @@ import libcst as cst
 
 from ..names import is_grad_name, is_inplace_method, is_weight_name
 from . import maps
-from .ops import _data_args, _inplace_map, _method_map, _written
+from .ops import data_args, inplace_map, method_map, written_value
 from .paths import dotted, key_of
 from .sites import CollectionUpdate, InplaceCall
 from .tables import (
@@ -119,7 +119,7 @@ class Calls:
             return _combine(())
         if resolved in GRAD_FUNCTIONS or (last == "grad" and not args):
             self._args(args)
-            self._grad_fns.update(self._fn_stack)
+            self.grad_fns.update(self.fn_stack)
             return TAINT
         if last is None:
             return None
@@ -180,7 +180,7 @@ class Calls:
         s = self.summaries.call(self, node, func, args)
         if isinstance(s, Value):
             return s, []
-        return None, (self._argvals(args) if s is None else _data_args(args, s))
+        return None, (self._argvals(args) if s is None else data_args(args, s))
 
     def _call_method(self, node: cst.Call, func: cst.Attribute, args) -> Value:
         mname = func.attr.value
@@ -192,7 +192,7 @@ class Calls:
             return CLEAN
         if mname in maps.REDUCTIONS:
             return maps.reduce_of(recv, bool(vals))
-        m = _method_map(mname, recv, vals, args)
+        m = method_map(mname, recv, vals, args)
         if m is not None:
             return m
         if mname in VIEW_METHODS:
@@ -267,7 +267,7 @@ class Calls:
                     fixable.append(a.value)
         is_weight = self.is_weight_target(target)
         if not is_weight:
-            new = _inplace_map(base, tv, vals, value_args)
+            new = inplace_map(base, tv, vals, value_args)
             if new is not None:
                 self._set_target(target, new)
                 if new.taint:
@@ -275,8 +275,8 @@ class Calls:
                 return new
         if not tainted:
             return WEIGHT if is_weight else (recv if recv is not None else CLEAN)
-        written = _written(base, vals)
-        self._fire_inplace(
+        written = written_value(base, vals)
+        self.fire_inplace(
             InplaceCall(node, kind, name, target, is_weight, tuple(tainted), written.precond, tuple(fixable))
         )
         self.summaries.record_write(self, target, written, is_weight)

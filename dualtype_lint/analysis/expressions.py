@@ -9,21 +9,21 @@ import libcst as cst
 from .. import names as _names
 from ..names import is_grad_name, is_weight_name
 from . import maps
-from .ops import _binop, _names_in
-from .paths import _string_index, key_of
+from .ops import binop, names_in
+from .paths import string_index, key_of
 from .sites import CollectionUpdate
 from .tables import CLEAN_ATTRS, VIEW_ATTRS
 from .values import CLEAN, combine as _combine, join as _join, NEW_WEIGHTS, TAINT, Value
 
 # filled by dualtype_lint.dataflow: expression type -> Analyzer method
-_EXPR: dict = {}
+EXPR_HANDLERS: dict = {}
 
 
 class Expressions:
     """Part of :class:`dualtype_lint.dataflow.Analyzer`."""
 
     def expr(self, node: cst.BaseExpression) -> Value:
-        f = _EXPR.get(type(node))
+        f = EXPR_HANDLERS.get(type(node))
         if f is None:
             return self._e_generic(node)
         return f(self, node)
@@ -41,7 +41,7 @@ class Expressions:
         taint = n in st.tainted
         if not taint and n not in st.bound and (is_grad_name(n) or self._hand_grad(n)):
             taint = True
-            self._grad_fns.update(self._fn_stack)
+            self.grad_fns.update(self.fn_stack)
         ref = n in st.weights or is_weight_name(n)
         derived = n in st.derived
         fl = st.flags.get(n, 0) if st.flags else 0
@@ -54,7 +54,7 @@ class Expressions:
         if not self._hand_grad(n):
             return False
         rest = n[2:] if n[1] == "_" else n[1:]
-        return not any(type(x) is cst.Name and x.value == rest for x in _names_in(value_node))
+        return not any(type(x) is cst.Name and x.value == rest for x in names_in(value_node))
 
     def _hand_grad(self, n: str) -> bool:
         """``dW1`` next to ``W1``, ``d_w`` next to ``w``: a hand-computed gradient (see names)."""
@@ -63,7 +63,7 @@ class Expressions:
     def _e_attribute(self, node: cst.Attribute) -> Value:
         attr = node.attr.value
         if attr == "grad":
-            self._grad_fns.update(self._fn_stack)  # a source inside these functions
+            self.grad_fns.update(self.fn_stack)  # a source inside these functions
             k = key_of(node.value)
             if k is not None:
                 self.st.weights.add(k)  # whatever has a .grad is a parameter
@@ -92,7 +92,7 @@ class Expressions:
                 self.expr(s.value)
         k = key_of(node)
         st = self.st
-        s = _string_index(node)
+        s = string_index(node)
         if s is not None:
             taint = (k is not None and k in st.tainted) or is_grad_name(s) or (
                 base.taint and not is_weight_name(s)
@@ -113,7 +113,7 @@ class Expressions:
     def _e_binop(self, node: cst.BinaryOperation) -> Value:
         left = self.expr(node.left)
         right = self.expr(node.right)
-        return _binop(type(node.operator), left, right, node.right)
+        return binop(type(node.operator), left, right, node.right)
 
     def _e_unary(self, node: cst.UnaryOperation) -> Value:
         v = self.expr(node.expression)

@@ -1,7 +1,7 @@
 """Duality maps, norms and elementwise roots, recognised in user code by their form.
 
-Steepest descent under a norm applies ``dualize(g)``; DESIGN §3 lists the maps. Written out in
-user code they look like this, and their result is primal (clean):
+Steepest descent under a norm applies ``dualize(g)``; docs/design.md §3 lists the maps.
+Written out in user code they look like this, and their result is primal (clean):
 
 - ℓ∞: ``g.sign()``, ``torch.sign(g)``, ``g.sign_()`` (Lion, signSGD);
 - ℓ2 / RMS / per-row norms: ``g / g.norm()``, ``g / (torch.linalg.norm(g) + eps)``,

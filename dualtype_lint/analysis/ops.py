@@ -11,7 +11,7 @@ from .tables import COPY_METHODS, META_KWARGS
 from .values import PRIMAL_VALUE, Value, combine as _combine
 
 
-def _is_copy(node: cst.BaseExpression) -> bool:
+def is_copy(node: cst.BaseExpression) -> bool:
     """``p.float()``, ``p.detach().clone()``, ``torch.stack(params)``: a copy of weights."""
     if type(node) is not cst.Call:
         return False
@@ -21,12 +21,12 @@ def _is_copy(node: cst.BaseExpression) -> bool:
     return False
 
 
-def _data_args(args: Sequence[cst.Arg], vals: list[Value]) -> list[Value]:
+def data_args(args: Sequence[cst.Arg], vals: list[Value]) -> list[Value]:
     """The values of the arguments that carry data (see ``Analyzer._argvals``)."""
     return [v for a, v in zip(args, vals) if a.keyword is None or a.keyword.value not in META_KWARGS]
 
 
-def _names_in(node: cst.CSTNode, limit: int = 200):
+def names_in(node: cst.CSTNode, limit: int = 200):
     """The Name nodes of a (small) expression, attribute names excluded."""
     stack = [node]
     while stack and limit > 0:
@@ -40,7 +40,7 @@ def _names_in(node: cst.CSTNode, limit: int = 200):
             stack.extend(n.children)
 
 
-def _binop(op: type, left: Value, right: Value, right_node: cst.BaseExpression) -> Value:
+def binop(op: type, left: Value, right: Value, right_node: cst.BaseExpression) -> Value:
     if op is cst.Divide:
         return maps.divide(left, right)
     if op is cst.Multiply or op is cst.MatrixMultiply:
@@ -50,7 +50,7 @@ def _binop(op: type, left: Value, right: Value, right_node: cst.BaseExpression) 
     return _combine((left, right))
 
 
-def _method_map(mname: str, recv: Value, vals: list[Value], args) -> Value | None:
+def method_map(mname: str, recv: Value, vals: list[Value], args) -> Value | None:
     """``g.sign()``, ``g.norm()``, ``v.sqrt()``, ``a.div(b)``, ``g.svd()`` (see analysis.maps)."""
     if mname in maps.SIGN or mname in maps.SIGN_INPLACE:
         return PRIMAL_VALUE
@@ -71,7 +71,7 @@ def _method_map(mname: str, recv: Value, vals: list[Value], args) -> Value | Non
     return None
 
 
-def _inplace_map(base: str, tv: Value, vals: list[Value], args) -> Value | None:
+def inplace_map(base: str, tv: Value, vals: list[Value], args) -> Value | None:
     """What an in-place map makes of a buffer: ``u.sign_()`` is primal, ``u.div_(‖u‖)``
     normalizes it, ``d.sqrt_()`` makes a denominator, ``b.copy_(x)`` is ``x``."""
     if base in ("sign_", "sgn_"):
@@ -93,7 +93,7 @@ def _inplace_map(base: str, tv: Value, vals: list[Value], args) -> Value | None:
     return None
 
 
-def _written(base: str, vals: list[Value]) -> Value:
+def written_value(base: str, vals: list[Value]) -> Value:
     """The value an in-place update writes: ``addcdiv_(m, d)`` writes m/d."""
     if base == "addcdiv_" and len(vals) >= 2:
         return _combine((maps.divide(vals[0], vals[1]), *vals[2:]))

@@ -40,7 +40,7 @@ def key_of(node: cst.BaseExpression) -> str | None:
     return None
 
 
-def _string_index(node: cst.Subscript) -> str | None:
+def string_index(node: cst.Subscript) -> str | None:
     sl = node.slice
     if len(sl) == 1 and type(sl[0].slice) is cst.Index:
         idx = sl[0].slice.value

@@ -102,7 +102,7 @@ def _analyzer_for(path: str, like: "Analyzer") -> "Analyzer | None":
         if type(s) is cst.SimpleStatementLine:
             for x in s.body:
                 if type(x) in (cst.Import, cst.ImportFrom):
-                    a._record_import(x)
+                    a.record_import(x)
     _FILES[path] = a
     return a
 

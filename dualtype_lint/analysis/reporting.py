@@ -8,7 +8,7 @@ import libcst as cst
 
 from .paths import dotted
 from .sites import InplaceCall
-from .tables import _COMPREHENSIONS, CLEAN_BUILTINS, UPDATE_CALLS, VIEW_METHODS
+from .tables import COMPREHENSIONS, CLEAN_BUILTINS, UPDATE_CALLS, VIEW_METHODS
 
 if TYPE_CHECKING:
     from ..rules.base import Rule
@@ -33,7 +33,7 @@ class Reporting:
             return
         key = (id(node), rule.code)
         if key not in self.findings:
-            self.findings[key] = Finding(rule.code, node, message, fix_leaves, tuple(self._fn_stack))
+            self.findings[key] = Finding(rule.code, node, message, fix_leaves, tuple(self.fn_stack))
 
     def code(self, node: cst.CSTNode, limit: int = 60) -> str:
         text = " ".join(self.module.code_for_node(node).split())
@@ -159,11 +159,11 @@ class Reporting:
             return self._leaves(e.left, out) and self._leaves(e.right, out)
         if t is cst.UnaryOperation:
             return self._leaves(e.expression, out)
-        if t in _COMPREHENSIONS:
+        if t in COMPREHENSIONS:
             return self._leaves(e.elt, out) if t is not cst.DictComp else self._leaves(e.value, out)
         return False
 
-    def _fire_inplace(self, site: InplaceCall) -> None:
+    def fire_inplace(self, site: InplaceCall) -> None:
         if not self.quiet:
             for r in self._h_inplace:
                 r.on_inplace(self, site)

@@ -7,16 +7,16 @@ from typing import TYPE_CHECKING, Sequence
 import libcst as cst
 
 from ..names import is_grad_name
-from .ops import _binop
+from .ops import binop
 from .sites import AugAssignSite
-from .tables import _AUG_OPS
+from .tables import AUG_OPS
 from .values import State
 
 if TYPE_CHECKING:
     from .reporting import Finding
 
 # filled by dualtype_lint.dataflow: statement type -> Analyzer method
-_STMT: dict = {}
+STMT_HANDLERS: dict = {}
 
 
 class Statements:
@@ -50,11 +50,11 @@ class Statements:
             if cls is not None:
                 self.summaries.classes.append(cls)
             self.summaries.barrier()
-            self._fn_stack.append(fid)
+            self.fn_stack.append(fid)
             try:
-                self._suite(node.body)
+                self.suite(node.body)
             finally:
-                self._fn_stack.pop()
+                self.fn_stack.pop()
                 self.summaries.end_barrier()
                 if cls is not None:
                     self.summaries.classes.pop()
@@ -62,11 +62,11 @@ class Statements:
 
     def block(self, stmts: Sequence[cst.CSTNode]) -> None:
         for s in stmts:
-            f = _STMT.get(type(s))
+            f = STMT_HANDLERS.get(type(s))
             if f is not None:
                 f(self, s)
 
-    def _suite(self, body) -> None:
+    def suite(self, body) -> None:
         # IndentedBlock or SimpleStatementSuite: both have .body
         self.block(body.body)
 
@@ -91,10 +91,10 @@ class Statements:
         target = node.target
         tv = self.expr(target)
         is_weight = self.is_weight_target(target)
-        op = _AUG_OPS.get(type(node.operator))
+        op = AUG_OPS.get(type(node.operator))
         if op is not None and not is_weight and (tv.taint or tv.flags or v.taint):
             # X /= ‖X‖ normalizes a buffer; m /= √v preconditions it; u *= c scales it
-            new = _binop(op, tv, v, node.value)
+            new = binop(op, tv, v, node.value)
             self._set_target(target, new)
             if new.taint:
                 self.summaries.record_write(self, target, new, False)
@@ -123,13 +123,13 @@ class Statements:
         pass
 
     def _s_import(self, node) -> None:
-        self._record_import(node)
+        self.record_import(node)
 
     def _s_if(self, node: cst.If) -> None:
         self.expr(node.test)
         pre = self.st
         self.st = pre.copy()
-        self._suite(node.body)
+        self.suite(node.body)
         after_body = self.st
         self.st = pre
         orelse = node.orelse
@@ -137,7 +137,7 @@ class Statements:
             if type(orelse) is cst.If:
                 self._s_if(orelse)
             else:
-                self._suite(orelse.body)
+                self.suite(orelse.body)
         self.st.join(after_body)
 
     def _loop(self, node, is_for: bool) -> None:
@@ -150,7 +150,7 @@ class Statements:
                 self._bind(node.target, item, None)
             else:
                 self.expr(node.test)
-            self._suite(node.body)
+            self.suite(node.body)
             nxt = cur.copy()
             nxt.join(self.st)
             if nxt.same(cur):
@@ -159,7 +159,7 @@ class Statements:
             cur = nxt
         self.st = cur
         if node.orelse is not None:
-            self._suite(node.orelse.body)
+            self.suite(node.orelse.body)
 
     def _s_for(self, node: cst.For) -> None:
         self._loop(node, True)
@@ -169,7 +169,7 @@ class Statements:
 
     def _s_try(self, node) -> None:
         pre = self.st.copy()
-        self._suite(node.body)
+        self.suite(node.body)
         after_body = self.st
         merged = pre.copy()
         merged.join(after_body)
@@ -178,25 +178,25 @@ class Statements:
             self.st = merged.copy()
             if h.type is not None:
                 self.expr(h.type)
-            self._suite(h.body)
+            self.suite(h.body)
             outs.append(self.st)
         if node.orelse is not None:
             self.st = after_body.copy()
-            self._suite(node.orelse.body)
+            self.suite(node.orelse.body)
             outs.append(self.st)
         res = outs[0]
         for o in outs[1:]:
             res.join(o)
         self.st = res
         if node.finalbody is not None:
-            self._suite(node.finalbody.body)
+            self.suite(node.finalbody.body)
 
     def _s_with(self, node: cst.With) -> None:
         for item in node.items:
             v = self.expr(item.item)
             if item.asname is not None:
                 self._bind(item.asname.name, v, None)
-        self._suite(node.body)
+        self.suite(node.body)
 
     def _s_match(self, node) -> None:
         self.expr(node.subject)
@@ -206,7 +206,7 @@ class Statements:
             self.st = pre.copy()
             if case.guard is not None:
                 self.expr(case.guard)
-            self._suite(case.body)
+            self.suite(case.body)
             outs.append(self.st)
         self.st = pre
         for o in outs:
@@ -226,14 +226,14 @@ class Statements:
         saved = self.st
         self.st = saved.copy()
         self.summaries.barrier()
-        self._fn_stack.append(id(node))
+        self.fn_stack.append(id(node))
         try:
             self._bind_params(params)
-            self._suite(node.body)
+            self.suite(node.body)
         finally:
-            self._fn_stack.pop()
+            self.fn_stack.pop()
             if not self.quiet:
-                self._walked_fns.add(id(node))
+                self.walked_fns.add(id(node))
             self.summaries.end_barrier()
             self.st = saved
         saved.bound.add(node.name.value)
@@ -243,7 +243,7 @@ class Statements:
         self.st = saved.copy()
         self.summaries.classes.append(node.name.value)
         try:
-            self._suite(node.body)
+            self.suite(node.body)
         finally:
             self.summaries.classes.pop()
             self.st = saved

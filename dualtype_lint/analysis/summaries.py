@@ -24,6 +24,7 @@ import libcst as cst
 
 from ..names import is_grad_name
 from .sites import InplaceCall
+from .tables import FN_EXPRS
 from .values import CLEAN, TAINT_FLAGS, State, Value, combine, join, join_struct
 
 if TYPE_CHECKING:
@@ -109,7 +110,7 @@ class Summaries:
         k = _key(target)
         if k is None:
             return
-        fns = self.functions_of(a, value, imports=False) if type(value) in _FN_EXPRS else ()
+        fns = self.functions_of(a, value, imports=False) if type(value) in FN_EXPRS else ()
         if fns:
             # a may-alias: ``func = _single_tensor_adam`` / ``func = _multi_tensor_adam``
             self.aliases[k] = _union((self.aliases.get(k, ()), fns))
@@ -221,12 +222,12 @@ class Summaries:
             else:
                 kw = x.keyword.value
                 index.append(fi.params.index(kw) if kw in fi.params else None)
-        if id(fi.node) in a._walked_fns and id(fi.node) not in a._grad_fns:
+        if id(fi.node) in a.walked_fns and id(fi.node) not in a.grad_fns:
             base = None  # its walk met no gradient source: with clean arguments, nothing
         else:
             base = fi.owner.summaries.run(fi, ())
             if base is not None and (base.ret.taint or base.writes) and fi.owner is a:
-                a._grad_fns.update(a._fn_stack)  # a source reached through the call
+                a.grad_fns.update(a.fn_stack)  # a source reached through the call
         parts = [base.ret if base is not None else CLEAN]
         clean_base = not parts[0].taint
         weighty = False
@@ -255,7 +256,7 @@ class Summaries:
                 src = {i: x for i, _, x in tainted}
                 if r.external and fi.owner is a and not any(is_grad_name(fi.params[i]) for i in src):
                     for tgt in r.external.values():
-                        a._fire_inplace(InplaceCall(node, "helper", fi.name, tgt, True, (tainted[0][2].value,)))
+                        a.fire_inplace(InplaceCall(node, "helper", fi.name, tgt, True, (tainted[0][2].value,)))
                 for (wi, part), (wv, seen_weight) in r.writes.items():
                     if wi not in src:
                         first = tainted[0]
@@ -277,7 +278,7 @@ class Summaries:
             if src is None or (seen_weight and is_grad_name(fi.params[i])):
                 return  # the helper's own walk reports it
             site = InplaceCall(node, "helper", fi.name, tgt, True, (src.value,), wv.precond, ())
-            a._fire_inplace(site)
+            a.fire_inplace(site)
             self.record_write(a, tgt, wv, True)
         else:
             a.taint_target(tgt, part)
@@ -349,7 +350,7 @@ class Summaries:
             self.classes.append(fi.cls)
         self.depth += 1
         try:
-            a._suite(fi.node.body)
+            a.suite(fi.node.body)
         finally:
             self.depth -= 1
             if fi.cls is not None:
@@ -381,5 +382,3 @@ def _union(groups) -> tuple:
                 out.append(x)
     return tuple(out)
 
-
-_FN_EXPRS = (cst.Name, cst.Attribute, cst.Subscript, cst.Call, cst.Dict)

@@ -50,9 +50,9 @@ GRAD_TRANSFORMS = frozenset(
 
 ELEMENT_PRESERVING = frozenset(("reversed", "list", "tuple", "sorted", "iter", "set"))
 
-_COMPREHENSIONS = (cst.ListComp, cst.GeneratorExp, cst.SetComp, cst.DictComp)
+COMPREHENSIONS = (cst.ListComp, cst.GeneratorExp, cst.SetComp, cst.DictComp)
 
-_FN_EXPRS = (cst.Name, cst.Attribute, cst.Subscript, cst.Call, cst.Dict)
+FN_EXPRS = (cst.Name, cst.Attribute, cst.Subscript, cst.Call, cst.Dict)
 
 META_KWARGS = frozenset(
     """device dtype device_mesh placements layout memory_format requires_grad pin_memory
@@ -60,7 +60,7 @@ META_KWARGS = frozenset(
     copy""".split()
 )
 
-_AUG_OPS = {
+AUG_OPS = {
     cst.DivideAssign: cst.Divide,
     cst.MultiplyAssign: cst.Multiply,
     cst.PowerAssign: cst.Power,

@@ -4,7 +4,7 @@ import libcst as cst
 
 from .base import AssignSite, Rule
 
-_COMPREHENSIONS = (cst.ListComp, cst.GeneratorExp, cst.SetComp, cst.DictComp)
+COMPREHENSIONS = (cst.ListComp, cst.GeneratorExp, cst.SetComp, cst.DictComp)
 
 
 class RawGradReassignment(Rule):
@@ -38,7 +38,7 @@ class RawGradReassignment(Rule):
         v = site.value
         if not (site.target_is_weight and v.taint):
             return
-        if isinstance(site.value_node, _COMPREHENSIONS) or a.is_map_call(site.value_node):
+        if isinstance(site.value_node, COMPREHENSIONS) or a.is_map_call(site.value_node):
             return  # DTL005 reports the comprehension itself
         if isinstance(site.target, cst.Name) and not (
             v.weight_derived and a.is_update_expr(site.value_node)

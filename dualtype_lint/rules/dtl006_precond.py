@@ -8,9 +8,9 @@ from .base import AssignSite, AugAssignSite, CollectionUpdate, InplaceCall, Rule
 class PreconditionedUpdate(Rule):
     """DTL006 preconditioned-update: a weight updated with an elementwise-preconditioned
     gradient: Adam's ``m / (√v + ε)``, Adagrad's ``g / √Σg²``, RMSprop, ``g * v.rsqrt()``.
-    This is not a duality map of any norm (DESIGN §4): the update leaves the algebra. It is kept
-    apart from the raw-update rules DTL001–DTL005 so that CI can select or ignore the
-    Adam family on purpose (``--ignore DTL006`` in a codebase that uses Adam deliberately).
+    This is not a duality map of any norm (docs/design.md §4): the update leaves the algebra.
+    It is kept apart from the raw-update rules DTL001–DTL005 so that CI can select or ignore
+    the Adam family on purpose (``--ignore DTL006`` in a codebase that uses Adam deliberately).
 
     Bad::
 

@@ -23,6 +23,10 @@ class RawGradAugAssign(Rule):
         for p in model.parameters():
             p.data -= lr * dualize(p.grad)
 
+    Also caught: ``w -= 0.1 * w.grad`` in a script under ``torch.no_grad()``, ``w += lr * g``
+    (ascent), ``self.weight -= lr * self.weight.grad``, ``p -= lr * sq`` where
+    ``sq += p.grad * p.grad``.
+
     Fix (unsafe, changes numerics): wraps each raw-gradient operand in ``dualize(...)`` and adds
     ``from dualtype import dualize``.
     """

@@ -23,6 +23,11 @@ class RawGradInplaceMethod(Rule):
             buf.mul_(momentum).add_(p.grad)
             p.add_(dualize(buf), alpha=-lr)
 
+    Also caught: ``p.data.add_(-lr, d_p)``, ``p.copy_(p - lr * g)``,
+    ``torch.sub(w, lr * w.grad, out=w)``, ``p.mul_(1 - wd).add_(buf, alpha=-lr)`` (the chain's
+    target is the weight), ``[p.sub_(g) for p, g in zip(params, grads)]``. Adam's
+    ``p.addcdiv_(exp_avg, denom)`` with ``denom = exp_avg_sq.sqrt()`` is DTL006.
+
     Not flagged: scaling or clipping the gradient itself (``p.grad.mul_(c)``), EMA of weights
     (``ema.mul_(d).add_(p, alpha=1 - d)``), decoupled weight decay (``p.mul_(1 - lr * wd)``),
     clamping (``p.clamp_(-c, c)``), restoring saved weights (``p.copy_(saved)``).

@@ -18,6 +18,10 @@ class RawGradFunctionalUpdate(Rule):
         grads = torch.autograd.grad(loss, params)
         params = [p - lr * dualize(g) for p, g in zip(params, grads)]
 
+    Also caught: ``tuple(p - lr * g for ...)``, ``list(map(lambda p, g: p - lr * g, params,
+    grads))``, ``{k: v - lr * gs[k] for k, v in named.items()}`` with
+    ``gs = torch.func.grad(f)(named)``.
+
     Not flagged: collections of gradient norms (``[g.norm() for g in grads]``), clipped or
     scaled gradients (``[g * c for g in grads]``), copies of weights.
 

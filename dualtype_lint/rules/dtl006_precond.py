@@ -7,10 +7,15 @@ from .base import AssignSite, AugAssignSite, CollectionUpdate, InplaceCall, Rule
 
 class PreconditionedUpdate(Rule):
     """DTL006 preconditioned-update: a weight updated with an elementwise-preconditioned
-    gradient: Adam's ``m / (√v + ε)``, Adagrad's ``g / √Σg²``, RMSprop, ``g * v.rsqrt()``.
+    gradient: Adam's ``m / (√v + ε)`` (also ``addcdiv_(m, √v)``,
+    ``torch._foreach_addcdiv_(params, ms, denoms)``), Adagrad's ``g / √Σg²``, RMSprop,
+    ``g * v.rsqrt()``, including through helpers (``update = adam_update(p.grad, m, v, ...)``).
     This is not a duality map of any norm (docs/design.md §4): the update leaves the algebra.
     It is kept apart from the raw-update rules DTL001–DTL005 so that CI can select or ignore
-    the Adam family on purpose (``--ignore DTL006`` in a codebase that uses Adam deliberately).
+    the Adam family on purpose (``--ignore DTL006`` in a codebase that uses Adam deliberately, or
+    ``--select DTL006`` to find every such update); those rules never report these.
+    Normalizing m/√v afterwards (``u / u.norm()``) does not make it a duality map: it stays
+    DTL006.
 
     Bad::
 

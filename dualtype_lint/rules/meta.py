@@ -18,7 +18,9 @@ class SyntaxErrorRule(Rule):
         def f():
             ...
 
-    Reported at the parser's line and column; the run continues with the other files.
+    Reported at CPython's line and column for the error; the run continues with the other
+    files. Files skipped by the pre-filter are not parsed: ``--no-prefilter`` checks the syntax
+    of every file.
     """
 
     code = "DTL900"

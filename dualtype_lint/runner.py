@@ -98,6 +98,14 @@ def mp_context():
 
 
 def run(files: Sequence[str], settings: Settings, jobs: int = 0, stdin_filename: str | None = None) -> list[FileResult]:
+    """Lint ``files`` (paths as :func:`dualtype_lint.files.discover` returns them; ``"-"`` is
+    standard input, reported as ``stdin_filename`` if given) with ``settings``.
+
+    ``jobs`` worker processes (0: one per CPU); a few files, or stdin, are linted serially.
+    Returns one :class:`FileResult` per file, in the order of ``files``, with paths shown
+    relative to the current directory. A worker that crashes costs only the file that killed
+    it (a DTL902 on that file); nothing raises.
+    """
     cwd = os.getcwd()
     items = [(p, stdin_filename if (p == "-" and stdin_filename) else _display(p, cwd)) for p in files]
     jobs = jobs if jobs > 0 else default_jobs()

@@ -15,7 +15,8 @@ from typing import Iterable, Iterator, Sequence
 
 from .wildmatch import Glob, GlobError, compile_glob
 
-PY_SUFFIXES = (".py", ".pyi")
+# found by walking a directory (notebooks: their code cells, see dualtype_lint.notebook)
+LINTED_SUFFIXES = (".py", ".pyi", ".ipynb")
 
 
 @dataclass(frozen=True)
@@ -199,5 +200,5 @@ def _walk(shown: Path, real: Path, sets: list[IgnoreSet], respect_gitignore: boo
             continue
         if is_dir:
             yield from _walk(shown / e.name, rp, sets, respect_gitignore)
-        elif is_file and e.name.endswith(PY_SUFFIXES):
+        elif is_file and e.name.endswith(LINTED_SUFFIXES):
             yield str(shown / e.name)

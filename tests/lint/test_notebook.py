@@ -47,3 +47,19 @@ def test_noqa_in_a_cell(tmp_path):
     p = tmp_path / "n.ipynb"
     p.write_text(json.dumps(nb))
     assert [d.cell for d in lint_path(str(p), Settings()).diagnostics] == [3]
+
+
+def test_directory_walks_include_notebooks_and_respect_excludes(cli, tmp_path):
+    (tmp_path / "nbs").mkdir()
+    shutil.copy(NB, tmp_path / "nbs" / "train.ipynb")
+    (tmp_path / "nbs" / ".ipynb_checkpoints").mkdir()  # excluded by default
+    shutil.copy(NB, tmp_path / "nbs" / ".ipynb_checkpoints" / "train-checkpoint.ipynb")
+    shutil.copy(NB, tmp_path / "nbs" / "scratch.ipynb")
+    (tmp_path / "nbs" / "notes.txt").write_text("p -= lr * p.grad\n")  # not a linted suffix
+    r = cli(".", "--exclude", "scratch.ipynb", cwd=tmp_path)
+    assert r.returncode == 1
+    assert "nbs/train.ipynb:cell 3:6:9: DTL001" in r.stdout
+    assert "checkpoint" not in r.stdout and "scratch" not in r.stdout and "notes" not in r.stdout
+    shown = cli(".", "--show-files", cwd=tmp_path).stdout.split()
+    assert shown == ["nbs/scratch.ipynb", "nbs/train.ipynb"]
+    assert cli(".", "--show-files", "--exclude", "*.ipynb", cwd=tmp_path).stdout.split() == []

@@ -32,6 +32,18 @@ Matrix norms (``rms->rms``, ``l1->rms``, ``rms->linf``, ``conv2d``) read the tra
 dimensions as the matrix (or kernel) and any leading dimensions as a batch: ``value`` and
 ``dual_value`` then return one number per batch entry.
 
+**Capabilities.** A norm says what the optimizers and ``dualtype.distributed`` may do with its
+map, so adding a norm means writing one subclass of :class:`Norm` with a ``name`` (it is
+registered for :func:`get` by that name):
+
+- ``batchable``: leading dimensions are a batch, so same-shape updates may be stacked and
+  dualized in one call;
+- ``locality``: what one entry of ``dualize(g)`` depends on: ``"elementwise"`` (that entry
+  of g), ``"rows"`` (its row, the last dimension), ``"vector"`` (all of g read as one vector,
+  the map being c(numel)·g/‖g‖₂; :meth:`Norm.shard_factor` gives c's ratio) or ``"matrix"``
+  (the whole tensor, or each whole matrix of a batch: the default);
+- ``cost(shape)``: the flops of one duality map up to a constant (numel by default).
+
 Names accepted by :func:`get` (case and spaces ignored, ``→`` or ``_to_`` may replace ``->``):
 
 ========================  ==========================  ============================
@@ -50,6 +62,7 @@ canonical name            aliases                     used for
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -60,6 +73,7 @@ from dualtype.kernels.svd import scaled_for_svd
 
 __all__ = [
     "Norm",
+    "LOCALITIES",
     "Euclidean",
     "LInf",
     "RMS",
@@ -152,14 +166,69 @@ def _singular_values(w: Tensor) -> Tensor:
     return torch.linalg.svdvals(Y) * scale.squeeze(-1)
 
 
+ELEMENTWISE, ROWS, VECTOR, MATRIX = "elementwise", "rows", "vector", "matrix"
+LOCALITIES = (ELEMENTWISE, ROWS, VECTOR, MATRIX)
+
+_ALIASES: dict[str, str] = {
+    "euclidean": "l2", "frobenius": "l2", "fro": "l2",
+    "sign": "linf", "max": "linf", "inf": "linf",
+    "bias": "rms", "gain": "rms", "vector": "rms",
+    "linear": "rms->rms", "spectral": "rms->rms", "hidden": "rms->rms",
+    "embedding": "l1->rms", "embed": "l1->rms",
+    "head": "rms->linf", "output": "rms->linf",
+    "conv": "conv2d",
+}
+# name -> Norm subclass; every subclass that defines a name registers itself (Norm.__init_subclass__)
+_CANONICAL: dict[str, type["Norm"]] = {}
+
+
+def _key(spec: str) -> str:
+    """A norm name as :func:`get` compares it: case and spaces ignored, ``→``/``_to_`` → ``->``."""
+    key = "".join(spec.lower().split()).replace("→", "->").replace("_to_", "->")
+    return key.replace("ℓ", "l").replace("∞", "inf")
+
+
 class Norm:
-    """A norm on one weight tensor together with its dual norm and duality map."""
+    """A norm on one weight tensor together with its dual norm and duality map.
+
+    A subclass that sets ``name`` is registered for :func:`get`; it states its capabilities
+    (``batchable``, ``locality``, ``cost``: see the module doc) beside its formulas."""
 
     name: str = ""
     min_ndim: int = 0  # l2, linf and rms take any shape, scalars included
     #: (input space, output space) of an operator norm: the activation types a weight of
     #: this norm maps between (docs/design.md §3); None for vector norms.
     spaces: "tuple[str, str] | None" = None
+    #: leading dims are a batch: stacked same-shape updates may be dualized in one call
+    batchable: bool = False
+    #: what one entry of dualize(g) depends on: one of LOCALITIES (see the module doc)
+    locality: str = MATRIX
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if cls.locality not in LOCALITIES:
+            raise ConfigError(f"{cls.__qualname__}.locality must be one of {LOCALITIES}, got {cls.locality!r}")
+        name = cls.__dict__.get("name")
+        if not name:
+            return
+        if _key(name) != name or name in _ALIASES:
+            raise ConfigError(f"{cls.__qualname__}: a norm name is lower case without spaces and not "
+                              f"an alias of another norm, got {name!r}")
+        known = _CANONICAL.get(name)
+        if known is not None and (known.__module__, known.__qualname__) != (cls.__module__, cls.__qualname__):
+            raise ConfigError(f"{cls.__qualname__}: the norm name {name!r} is taken by {known.__qualname__}")
+        _CANONICAL[name] = cls
+
+    def cost(self, shape: tuple[int, ...]) -> int:
+        """Flops of one duality map of a tensor of ``shape``, up to a constant shared by all
+        norms (the distributed planner balances ranks with it): numel unless overridden."""
+        return math.prod(shape)
+
+    def shard_factor(self, numel: int, local_numel: int) -> float:
+        """For ``locality == "vector"`` maps g ↦ c(n)·g/‖g‖₂: c(numel)/c(local_numel), which
+        turns the map of a shard into the shard of the whole tensor's map (with the ratio of
+        the norms). 1 when c does not depend on the size."""
+        return 1.0
 
     def check(self, t: Tensor, what: str = "tensor") -> None:
         """Raise :class:`ShapeError` if ``t`` cannot carry this norm (:class:`ConfigError` if it is
@@ -270,6 +339,7 @@ class Euclidean(Norm):
     """ℓ2 (Frobenius) over all entries: ‖W‖_F, dual ‖G‖_F, dualize G/‖G‖_F."""
 
     name = "l2"
+    locality = VECTOR
 
     def _value(self, w: Tensor) -> Tensor:
         return _l2(_acc(w))
@@ -287,6 +357,7 @@ class LInf(Norm):
     input, denormals included: sign needs no normalization)."""
 
     name = "linf"
+    locality = ELEMENTWISE
 
     def _value(self, w: Tensor) -> Tensor:
         return _acc(w).abs().amax() if w.numel() else _acc(w).new_zeros(())
@@ -312,6 +383,10 @@ class RMS(Norm):
     """RMS over all n entries (biases, gains): ‖v‖₂/√n, dual √n‖g‖₂, dualize √n·g/‖g‖₂."""
 
     name = "rms"
+    locality = VECTOR
+
+    def shard_factor(self, numel: int, local_numel: int) -> float:
+        return math.sqrt(numel / local_numel)  # c(n) = √n
 
     def _value(self, w: Tensor) -> Tensor:
         return _l2(_acc(w)) / math.sqrt(max(w.numel(), 1))
@@ -330,6 +405,7 @@ class RMS(Norm):
 
 class _MatrixNorm(Norm):
     min_ndim = 2
+    batchable = True
 
     def _layout(self) -> str:
         return "[..., out, in]"
@@ -343,6 +419,10 @@ class RMSToRMS(_MatrixNorm):
 
     name = "rms->rms"
     spaces = ("rms", "rms")
+
+    def cost(self, shape: tuple[int, ...]) -> int:
+        *_, m, n = shape
+        return math.prod(shape) * min(m, n)  # B·m·n·min(m, n): Newton–Schulz on each matrix
 
     def _value(self, w: Tensor) -> Tensor:
         out, inp = w.shape[-2:]
@@ -379,6 +459,7 @@ class L1ToRMS(_MatrixNorm):
 
     name = "l1->rms"
     spaces = ("l1", "rms")
+    locality = ROWS
 
     def _layout(self) -> str:
         return "[..., vocab, d]"
@@ -404,6 +485,7 @@ class RMSToLInf(_MatrixNorm):
 
     name = "rms->linf"
     spaces = ("rms", "linf")
+    locality = ROWS
 
     def _value(self, w: Tensor) -> Tensor:
         rows = _l2(_acc(w), dim=-1)
@@ -427,6 +509,11 @@ class Conv2D(Norm):
 
     name = "conv2d"
     min_ndim = 4
+    batchable = True
+
+    def cost(self, shape: tuple[int, ...]) -> int:
+        o, i = shape[-4:-2]
+        return math.prod(shape) * min(o, i)  # (B·kh·kw)·o·i·min(o, i): one polar factor per tap
 
     def _layout(self) -> str:
         return "[..., out, in, kh, kw]"
@@ -459,22 +546,9 @@ class Conv2D(Norm):
         )
 
 
-_CANONICAL: dict[str, type[Norm]] = {
-    cls.name: cls for cls in (Euclidean, LInf, RMS, RMSToRMS, L1ToRMS, RMSToLInf, Conv2D)
-}
-_ALIASES: dict[str, str] = {
-    "euclidean": "l2", "frobenius": "l2", "fro": "l2",
-    "sign": "linf", "max": "linf", "inf": "linf",
-    "bias": "rms", "gain": "rms", "vector": "rms",
-    "linear": "rms->rms", "spectral": "rms->rms", "hidden": "rms->rms",
-    "embedding": "l1->rms", "embed": "l1->rms",
-    "head": "rms->linf", "output": "rms->linf",
-    "conv": "conv2d",
-}
-
-
 def names() -> list[str]:
-    """The canonical norm names :func:`get` understands."""
+    """The canonical norm names :func:`get` understands (the built-in norms and every
+    :class:`Norm` subclass defined since)."""
     return sorted(_CANONICAL)
 
 
@@ -488,8 +562,7 @@ def get(spec: "str | Norm") -> Norm:
         return spec
     if not isinstance(spec, str):
         raise ConfigError(f"a norm is given by name or Norm object, got {type(spec).__name__}")
-    key = "".join(spec.lower().split()).replace("→", "->").replace("_to_", "->")
-    key = key.replace("ℓ", "l").replace("∞", "inf")
+    key = _key(spec)
     key = _ALIASES.get(key, key)
     if key not in _CANONICAL:
         raise ConfigError(

@@ -38,12 +38,6 @@ from dualtype.tensor import DualTensor, PrimalTensor, weight_info, assume_primal
 
 __all__ = ["ModularSGD", "DualizeItem"]
 
-# Norms whose duality map treats leading dims as a batch: same-shape parameters under them can
-# be stacked and dualized in one call. The vector norms (l2, linf, rms) normalize over the
-# whole tensor, so stacking would change the result; they are dualized one by one (no kernel).
-_BATCHED = ("rms->rms", "l1->rms", "rms->linf", "conv2d")
-
-
 
 class DualizeItem(NamedTuple):
     """One parameter's entry in :meth:`ModularSGD._dualize`.
@@ -67,7 +61,9 @@ class _CompiledNorm(Norm):
     def __init__(self, base: Norm, options: Mapping[str, Any]) -> None:
         self.base = base
         self.name = base.name
-        self.min_ndim = base.min_ndim
+        self.min_ndim, self.spaces = base.min_ndim, base.spaces
+        self.batchable, self.locality = base.batchable, base.locality
+        self.cost, self.shard_factor = base.cost, base.shard_factor
         self._compiled = torch.compile(base.dualize, **options)
 
     def check(self, t: Tensor, what: str = "tensor") -> None:
@@ -609,7 +605,7 @@ class ModularSGD(torch.optim.Optimizer):
         out: list[PrimalTensor | None] = [None] * len(items)
         buckets: dict[tuple, list[int]] = defaultdict(list)
         for i, it in enumerate(items):
-            if self.batched and it.norm.name in _BATCHED:
+            if self.batched and it.norm.batchable:  # leading dims are a batch: one stacked call
                 key = (tuple(it.update.shape), it.update.dtype, it.update.device, it.norm)
             else:
                 key = ("single", i)

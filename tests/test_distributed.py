@@ -10,6 +10,7 @@ an embedding of 11 rows (shards 6/5), a 5-row head (3/2), a Conv2d, and a 1-elem
 
 from __future__ import annotations
 
+import math
 import os
 import time
 import traceback
@@ -31,6 +32,7 @@ from dualtype.distributed import (
     loads,
 )
 from dualtype.distributed.wire import pack, as_primal
+from dualtype.norms import Norm
 from dualtype.norms import get as norm
 from dualtype.optim import ModularSGD
 
@@ -84,13 +86,13 @@ def full_params(model: nn.Module) -> dict[str, torch.Tensor]:
     return out
 
 
-def reference(steps: int = STEPS, start: int = 0) -> dict[str, torch.Tensor]:
+def reference(steps: int = STEPS, start: int = 0, norms=NORMS) -> dict[str, torch.Tensor]:
     """The single-process run, on one thread like the ranks."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
         model = make_net()
-        opt = ModularSGD(model, lr=LR, norms=NORMS, modular=False)
+        opt = ModularSGD(model, lr=LR, norms=norms, modular=False)
         train(model, opt, range(start, steps))
         return full_params(model)
     finally:
@@ -314,6 +316,109 @@ def _misuse(rank, world, tmp):
     except dualtype.ConfigError as e:
         out["plan"] = str(e)
     return out
+
+
+# --- norms dualtype does not ship: defined here, with their capabilities, and nowhere else ------
+
+
+class RowL2(Norm):
+    """max_i ‖w_i‖₂ on ``[..., out, in]``; dual Σ_i ‖g_i‖₂; map: each row g_i → g_i/‖g_i‖₂."""
+
+    name = "test-row-l2"
+    min_ndim = 2
+    batchable = True
+    locality = "rows"
+
+    def _value(self, w):
+        return w.double().norm(dim=-1).amax(dim=-1)
+
+    def _dual_value(self, g):
+        return g.double().norm(dim=-1).sum(dim=-1)
+
+    def _dualize(self, g, method=None):
+        n = g.norm(dim=-1, keepdim=True)
+        return g / torch.where(n > 0, n, torch.ones_like(n))
+
+
+class MatrixFro(Norm):
+    """‖W‖_F of each matrix of ``[..., out, in]``, declared whole-matrix (the default locality):
+    under DDP its maps are split across ranks, under FSDP2 assembled on an owner."""
+
+    name = "test-matrix-fro"
+    min_ndim = 2
+    batchable = True
+
+    def cost(self, shape):
+        return 2 * math.prod(shape)
+
+    def _value(self, w):
+        return w.double().flatten(-2).norm(dim=-1)
+
+    def _dual_value(self, g):
+        return self._value(g)
+
+    def _dualize(self, g, method=None):
+        n = g.flatten(-2).norm(dim=-1)[..., None, None]
+        return g / torch.where(n > 0, n, torch.ones_like(n))
+
+
+TOY_NORMS = {**NORMS, "lin1.weight": RowL2(), "lin2.weight": MatrixFro()}
+
+
+def _toy(rank, world, tmp, mode):
+    from torch.distributed.fsdp import fully_shard
+    from torch.nn.parallel import DistributedDataParallel as DDP
+
+    from dualtype.distributed import DistributedModularSGD
+
+    model = make_net()
+    if mode == "fsdp2":
+        fully_shard(model.lin2)
+        fully_shard(model)
+    wrapped = DDP(model) if mode == "ddp" else model
+    opt = DistributedModularSGD(wrapped, lr=LR, norms=TOY_NORMS, modular=False)
+    train(wrapped, opt, range(STEPS), rank, world)
+    out = {"params": full_params(model), "calls": dict(opt.comm.calls)}
+    del wrapped
+    return out
+
+
+def test_a_norm_defined_in_a_test_is_registered_with_its_capabilities():
+    assert norm("test-row-l2") == RowL2() and norm("Test-Matrix-Fro") == MatrixFro()
+    assert dualize_cost((4, 6), MatrixFro()) == 48 and dualize_cost((4, 6), RowL2()) == 24
+    assert not classify(MatrixFro(), ShardLayout.chunked((4, 6), 0, 2)) == classify(RowL2(), ShardLayout.chunked((4, 6), 0, 2))
+    with pytest.raises(dualtype.ConfigError, match="taken"):
+        type("Again", (Norm,), {"name": "test-row-l2"})
+    with pytest.raises(dualtype.ConfigError, match="locality"):
+        type("Nowhere", (Norm,), {"locality": "diagonal"})
+
+
+@pytest.mark.parametrize("batched", [True, False])
+def test_a_norm_defined_in_a_test_steps_modular_sgd(batched):
+    """Two same-shape matrices under each toy norm: batched, they are dualized in one call."""
+    model = nn.Sequential(nn.Linear(4, 4), nn.Linear(4, 4), nn.Linear(4, 4), nn.Linear(4, 4))
+    norms = {"0.weight": RowL2(), "1.weight": RowL2(), "2.weight": MatrixFro(), "3.weight": MatrixFro()}
+    opt = ModularSGD(model, lr=0.1, momentum=0.0, norms=norms, modular=False, batched=batched)
+    calls = []
+    base = opt._dualize_batch
+    opt._dualize_batch = lambda items: calls.append(len(items)) or base(items)
+    model(torch.randn(3, 4)).square().sum().backward()
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    grads = {n: p.grad.as_subclass(torch.Tensor).clone() for n, p in model.named_parameters()}
+    opt.step()
+    for n, p in model.named_parameters():
+        if n in norms:
+            want = before[n] - 0.1 * norms[n]._dualize(grads[n])
+            torch.testing.assert_close(p.detach(), want, atol=1e-6, rtol=0)
+    assert sorted(calls, reverse=True)[:2] == ([2, 2] if batched else [1, 1])
+
+
+@pytest.mark.parametrize("mode", ["ddp", "fsdp2"])
+def test_a_norm_defined_in_a_test_runs_distributed(tmp_path, mode):
+    ranks = launch(_toy, tmp_path, mode)
+    assert_same([r["params"] for r in ranks], reference(norms=TOY_NORMS))
+    if mode == "fsdp2":  # lin2 (whole-matrix) assembled on its owner; lin1's rows stay local
+        assert ranks[0]["calls"]["all_to_all"] == 2 * STEPS
 
 
 # --- single-process units ------------------------------------------------------------------

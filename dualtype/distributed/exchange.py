@@ -49,7 +49,7 @@ import torch.distributed as dist
 from torch import Tensor
 
 from dualtype.errors import ConfigError, NonFiniteError
-from dualtype.norms import Euclidean, L1ToRMS, LInf, Norm, RMS, RMSToLInf
+from dualtype.norms import ELEMENTWISE, MATRIX, ROWS, VECTOR, Norm
 from dualtype.tensor import dualize as _door
 from dualtype.distributed.plan import assign, dualize_cost
 from dualtype.distributed.wire import CommStats, as_dual, as_primal, pack
@@ -79,7 +79,7 @@ def default_dualize(items: list[Item]) -> list[Tensor]:
         groups.setdefault((n.name, tuple(u.shape), u.dtype, u.device), []).append(i)
     for idx in groups.values():
         n = items[idx[0]][2]
-        if len(idx) == 1 or n.min_ndim < 2:  # vector norms read the whole tensor: no batching
+        if len(idx) == 1 or not n.batchable:
             for i in idx:
                 _, u, n, t = items[i]
                 out[i] = _door(u, n, scale=float(t))
@@ -112,7 +112,7 @@ EVERY = -1  # owner value: computed by every rank
 def is_cheap(norm: Norm) -> bool:
     """Maps costing O(numel) (entrywise, whole-vector, row by row): under DDP every rank
     computes them itself, which costs less than sending their results."""
-    return isinstance(norm, (LInf, Euclidean, RMS, L1ToRMS, RMSToLInf))
+    return norm.locality != MATRIX
 
 
 def _with_update(item: Item, update: Tensor) -> Item:
@@ -337,11 +337,11 @@ LOCAL, RESCALE, ASSEMBLE = "local", "rescale", "assemble"
 
 def classify(norm: Norm, layout: ShardLayout) -> str:
     """How a sharded update of ``norm`` is dualized: ``local``, ``rescale`` or ``assemble``."""
-    if layout.dim is None or isinstance(norm, LInf):
+    if layout.dim is None or norm.locality == ELEMENTWISE:
         return LOCAL
-    if isinstance(norm, (L1ToRMS, RMSToLInf)) and layout.dim < len(layout.global_shape) - 1:
+    if norm.locality == ROWS and layout.dim < len(layout.global_shape) - 1:
         return LOCAL  # row maps: each row is whole on one rank
-    if isinstance(norm, (RMS, Euclidean)):
+    if norm.locality == VECTOR:
         return RESCALE
     return ASSEMBLE
 
@@ -398,9 +398,9 @@ def dualize_sharded(
 
 
 def _rescale(items, layouts, out, idx, status, group, stats) -> None:
-    """rms / l2 over a sharded tensor: local result × (local norm / global norm)
-    [× √(n/n_local) for rms, whose local result carries √n_local]. One all_reduce of the
-    squared norms (float64), with this rank's status as the last entry."""
+    """Vector maps c(n)·g/‖g‖₂ (rms, l2) over a sharded tensor: local result × (local norm /
+    global norm) × c(n)/c(n_local) (``Norm.shard_factor``; √(n/n_local) for rms). One
+    all_reduce of the squared norms (float64), with this rank's status as the last entry."""
     device = items[idx[0]][1].device
     local_sq = torch.stack([_acc_sumsq(items[i][1]).to(device) for i in idx])
     msg = torch.cat([local_sq, torch.full((1,), status.code, dtype=local_sq.dtype, device=device)])
@@ -415,8 +415,9 @@ def _rescale(items, layouts, out, idx, status, group, stats) -> None:
         if u.numel() == 0:
             continue
         c = ratio[j]
-        if isinstance(n, RMS):  # dualize_rms(g_l) = √n_l·g_l/‖g_l‖; want √n·g_l/‖g‖
-            c = c * math.sqrt(math.prod(layouts[i].global_shape) / u.numel())
+        factor = n.shard_factor(math.prod(layouts[i].global_shape), u.numel())
+        if factor != 1.0:
+            c = c * factor
         out[i] = out[i] * c.to(out[i].dtype)
 
 

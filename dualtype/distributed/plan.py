@@ -1,15 +1,10 @@
 """Who dualizes what: a cost model for the duality maps and a balanced assignment to ranks.
 
 Every rank computes the same plan from the same shapes, so no communication is needed to
-agree on it. Costs are flop counts up to a constant (docs/design.md §3):
-
-==============================  ===============================  ==========================
-norm                            dualize                          cost
-==============================  ===============================  ==========================
-``rms->rms`` ``[..., m, n]``    orthogonal polar factor (NS)     B·m·n·min(m, n)
-``conv2d`` ``[o, i, kh, kw]``   one polar factor per kernel tap  kh·kw·o·i·min(o, i)
-anything else                   row or entry maps                numel
-==============================  ===============================  ==========================
+agree on it. Costs are flop counts up to a constant, stated by each norm
+(:meth:`dualtype.norms.Norm.cost`): B·m·n·min(m, n) for ``rms->rms`` on ``[..., m, n]``
+(Newton–Schulz), kh·kw·o·i·min(o, i) for ``conv2d`` (one polar factor per kernel tap),
+numel for the row and entry maps.
 
 The assignment is the longest-processing-time rule: items sorted by cost (largest first,
 index breaking ties), each given to the currently least-loaded rank (lowest rank breaking
@@ -24,7 +19,7 @@ import math
 from typing import Sequence
 
 from dualtype.errors import ConfigError
-from dualtype.norms import Conv2D, Norm, RMSToRMS
+from dualtype.norms import Norm
 
 __all__ = ["dualize_cost", "assign", "loads"]
 
@@ -32,16 +27,9 @@ __all__ = ["dualize_cost", "assign", "loads"]
 def dualize_cost(shape: Sequence[int], norm: Norm) -> int:
     """Flops (up to a constant) of dualizing one tensor of ``shape`` under ``norm``."""
     shape = tuple(int(s) for s in shape)
-    numel = math.prod(shape)
-    if numel == 0:
-        return 0
-    if isinstance(norm, RMSToRMS) and len(shape) >= 2:
-        m, n = shape[-2:]
-        return numel * min(m, n)  # B·m·n·min(m, n)
-    if isinstance(norm, Conv2D) and len(shape) >= 4:
-        o, i = shape[-4:-2]
-        return numel * min(o, i)  # (B·kh·kw)·o·i·min(o, i)
-    return numel
+    if math.prod(shape) == 0 or len(shape) < norm.min_ndim:
+        return math.prod(shape)
+    return norm.cost(shape)
 
 
 def assign(costs: Sequence[float], world_size: int) -> list[int]:

@@ -14,6 +14,7 @@ from .sites import CollectionUpdate, InplaceCall
 from .tables import (
     CLEAN_BUILTINS,
     CONSTRUCTORS,
+    FLAG_METHODS,
     CONTAINER_WRITES,
     ELEMENT_PRESERVING,
     GRAD_FUNCTIONS,
@@ -79,6 +80,10 @@ class Calls:
             if ft is cst.Attribute and not is_module_func:
                 self.expr(func.value)
             return self._inplace(node, "foreach", last, args[0].value, args[1:])
+        if ft is cst.Attribute and not is_module_func and func.attr.value in FLAG_METHODS:
+            recv = self.expr(func.value)
+            self._args(args)
+            return recv  # `w.requires_grad_(flag)` writes no data into w
         if ft is cst.Attribute and not is_module_func and is_inplace_method(func.attr.value):
             recv = self.expr(func.value)
             target = func.value
@@ -92,7 +97,7 @@ class Calls:
         if last is not None and maps.is_norm_name(last):
             # clip_grad_norm_(...), vector_norm(g), total_norm(...): a magnitude
             vals = [self.expr(func.value)] if ft is cst.Attribute and not is_module_func else []
-            return maps.norm_of(vals + self._args(args))
+            return maps.norm_of(vals + self._args(args), last)
         if is_module_func and last is not None and is_inplace_method(last) and args:
             # torch.relu_(x), nn.init.zeros_(w): the first argument is written
             return self._inplace(node, "function", last, args[0].value, args[1:])
@@ -161,6 +166,9 @@ class Calls:
         if last in maps.REDUCTIONS:
             vals = self._argvals(args)
             return maps.reduce_of(vals[0], len(vals) > 1) if vals else CLEAN
+        if last in maps.ATAN2:
+            vals = self._argvals(args)
+            return maps.atan2(vals[0], vals[1]) if len(vals) >= 2 else _combine(vals)
         if last in maps.DIVIDES or last in maps.MULTIPLIES or last == "pow":
             vals = self._argvals(args)
             if len(vals) < 2:

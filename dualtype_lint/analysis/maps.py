@@ -12,12 +12,13 @@ Written out in user code they look like this, and their result is primal (clean)
   ε)``) and only multiplies clean matrices afterwards, so its function summary returns a primal.
 
 A division by an elementwise square root of a gradient statistic (``m / (√v + ε)``,
-``g * v.rsqrt()``, ``addcdiv_(m, √v)``) is *not* a duality map: it is an elementwise
+``g * v.rsqrt()``, ``addcdiv_(m, √v)``, Adam-atan2's ``atan2(m, √v)``) is *not* a duality map: it is an elementwise
 preconditioner (Adam, Adagrad, RMSprop) and is marked ``PRECOND`` (rule DTL006).
 """
 
 from __future__ import annotations
 
+from ..names import GRAD_WORDS
 from .values import (
     CLEAN,
     INVNORM,
@@ -37,6 +38,7 @@ SIGN_INPLACE = frozenset(("sign_", "sgn_", "_foreach_sign_"))
 ROOTS = frozenset(("sqrt", "_foreach_sqrt"))
 INV_ROOTS = frozenset(("rsqrt", "_foreach_rsqrt"))
 DIVIDES = frozenset(("div", "divide", "true_divide", "_foreach_div"))
+ATAN2 = frozenset(("atan2", "arctan2"))
 MULTIPLIES = frozenset(("mul", "multiply", "_foreach_mul"))
 NORMALIZERS = frozenset(("normalize",))  # torch.nn.functional.normalize
 SVDS = frozenset(("svd", "svd_lowrank"))
@@ -61,10 +63,19 @@ def is_norm_name(name: str) -> bool:
     return n.endswith(("norm", "norms"))
 
 
-def norm_of(vals) -> Value:
+def norm_of(vals, name: str = "") -> Value:
     """A norm (``g.norm()``, ``torch.linalg.vector_norm(g)``, ``clip_grad_norm_``): a clean
-    magnitude; it normalizes a gradient that is divided by it."""
-    return NORM_VALUE if any(v.taint or v.flags & NORMV for v in vals) else CLEAN
+    magnitude; it normalizes a gradient that is divided by it. A function named as the norm
+    of gradients (``clip_grad_norm_(params)``, ``global_grad_norm(groups)``) returns one even
+    when no argument is a gradient: it reads ``p.grad`` itself."""
+    if any(v.taint or v.flags & NORMV for v in vals) or names_gradient(name):
+        return NORM_VALUE
+    return CLEAN
+
+
+def names_gradient(name: str) -> bool:
+    """``grad_norm``, ``get_global_gradient_norm``: a word of the name says "gradient"."""
+    return any(w in GRAD_WORDS for w in name.lower().split("_"))
 
 
 def reduce_of(v: Value, has_dim: bool) -> Value:
@@ -115,6 +126,13 @@ def divide(num: Value, den: Value) -> Value:
     elif not num.taint and den.flags & NORMV and not den.taint:
         return Value(flags=INVNORM)  # c / ‖g‖ (a trust ratio)
     return combine((num, den))
+
+
+def atan2(y: Value, x: Value) -> Value:
+    """``atan2(m, √v)`` (Adam-atan2) is m/√v bounded elementwise: as elementwise a
+    preconditioner as the quotient. It is never a duality map: ``atan2(g, ‖g‖)`` stays raw."""
+    q = divide(y, x)
+    return q if q.flags & PRECOND else combine((y, x))
 
 
 def multiply(a: Value, b: Value) -> Value:

@@ -64,6 +64,8 @@ def method_map(mname: str, recv: Value, vals: list[Value], args) -> Value | None
         return maps.power(recv, maps.float_literal(args[0].value))
     if vals and mname in maps.DIVIDES:
         return maps.divide(recv, vals[0])
+    if vals and mname in maps.ATAN2:
+        return maps.atan2(recv, vals[0])
     if vals and mname in maps.MULTIPLIES:
         return maps.multiply(recv, vals[0])
     if mname in maps.SVDS:
@@ -84,6 +86,8 @@ def inplace_map(base: str, tv: Value, vals: list[Value], args) -> Value | None:
         return maps.power(tv, maps.float_literal(args[0].value))
     if base == "div_" and vals and not tv.weight_ref:
         return maps.divide(tv, vals[0])
+    if base in ("atan2_", "arctan2_") and vals and not tv.weight_ref:
+        return maps.atan2(tv, vals[0])
     if base == "mul_" and vals and not tv.weight_ref and not vals[0].taint:
         return maps.multiply(tv, vals[0])
     if base == "copy_" and vals:

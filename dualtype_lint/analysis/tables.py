@@ -67,6 +67,9 @@ AUG_OPS = {
     cst.MatrixMultiplyAssign: cst.MatrixMultiply,
 }
 
+# in-place methods that set a flag of the tensor, not its data: ``requires_grad_(flag)``
+FLAG_METHODS = frozenset(("requires_grad_", "share_memory_"))
+
 CONTAINER_WRITES = frozenset(("append", "extend", "insert", "appendleft", "add", "update"))
 
 COPY_METHODS = frozenset(

@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 import dualtype
+import dualtype.kernels
 from dualtype.guard import refuse_foreign_step
 
 

@@ -109,6 +109,20 @@ def _analyzer_for(path: str, like: "Analyzer") -> "Analyzer | None":
 
 def find_function(a: "Analyzer", origin: str) -> "FunctionInfo | None":
     """The function ``origin`` (``.utils._add_scaled_``, ``pkg.mod.f``) in the linted tree."""
+    found = _defining_module(a, origin)
+    return found[0].summaries.defs.get(found[1]) if found else None
+
+
+def find_class(a: "Analyzer", origin: str) -> "tuple[Analyzer, str] | None":
+    """The analyzer of the file of the tree that defines class ``origin``
+    (``pkg.base.BaseOptimizer``), and the class's name there."""
+    found = _defining_module(a, origin)
+    return found if found and found[1] in found[0].summaries.methods else None
+
+
+def _defining_module(a: "Analyzer", origin: str) -> "tuple[Analyzer, str] | None":
+    """The analyzer of the module part of ``origin`` (another file of the linted tree) and
+    the name looked up in it."""
     if a.path is None or a.path == "-" or "." not in origin.lstrip("."):
         return None
     module, _, name = origin.rpartition(".")
@@ -119,6 +133,4 @@ def find_function(a: "Analyzer", origin: str) -> "FunctionInfo | None":
     if path is None or os.path.abspath(path) == os.path.abspath(a.path):
         return None
     other = _analyzer_for(path, a)
-    if other is None:
-        return None
-    return other.summaries.defs.get(name)
+    return None if other is None else (other, name)

@@ -36,14 +36,20 @@ _ROOT = re.compile(r"[.\[]")
 
 
 class FunctionInfo:
-    __slots__ = ("node", "params", "owner", "cls")
+    __slots__ = ("node", "params", "vararg", "owner", "cls", "bound")
 
     def __init__(self, node: cst.FunctionDef, owner: "Analyzer", cls: str | None) -> None:
         p = node.params
         self.node = node
         self.params = [x.name.value for x in (*p.posonly_params, *p.params, *p.kwonly_params)]
+        star = p.star_arg
+        self.vararg = star.name.value if isinstance(star, cst.Param) else None  # `*args`
         self.owner = owner
         self.cls = cls
+        # positional arguments bound when called through an instance: `self` (not for a
+        # @staticmethod)
+        static = any(type(d.decorator) is cst.Name and d.decorator.value == "staticmethod" for d in node.decorators)
+        self.bound = 0 if cls is None or static else 1
 
     @property
     def name(self) -> str:
@@ -72,6 +78,7 @@ class Summaries:
         self.defs: dict[str, FunctionInfo] = {}
         self.methods: dict[str, dict[str, FunctionInfo]] = {}
         self.aliases: dict[str, tuple[tuple[FunctionInfo, int], ...]] = {}
+        self.bases: dict[str, tuple[cst.BaseExpression, ...]] = {}  # class -> its base classes
         self.classes: list[str] = []
         self.stack: list[Run | None] = []
         self.memo: dict[tuple[int, tuple], Run | None] = {}
@@ -86,6 +93,7 @@ class Summaries:
             if type(s) is cst.FunctionDef:
                 self.defs[s.name.value] = FunctionInfo(s, a, None)
             elif type(s) is cst.ClassDef:
+                self.bases[s.name.value] = tuple(b.value for b in s.bases if b.keyword is None)
                 table = self.methods.setdefault(s.name.value, {})
                 for m in s.body.body:
                     if type(m) is cst.FunctionDef:
@@ -134,9 +142,9 @@ class Summaries:
                 if fi is not None:
                     return ((fi, 0),)
             elif type(e.value) is cst.Name and e.value.value == "self" and self.classes:
-                fi = self.methods.get(self.classes[-1], {}).get(e.attr.value)
+                fi = self.method(a, self.classes[-1], e.attr.value, imports)
                 if fi is not None:
-                    return ((fi, 1),)
+                    return ((fi, fi.bound),)
             d = dotted(e)
             if imports and d is not None and d.split(".", 1)[0] in a.imports:
                 from .project import find_function
@@ -162,6 +170,48 @@ class Summaries:
             return _union(self.functions_of(a, el.value, imports) for el in els if type(el) is cst.DictElement)
         return ()
 
+    # ---- methods through inheritance
+
+    def method(
+        self, a: "Analyzer", cls: str, name: str, imports: bool, depth: int = 0
+    ) -> FunctionInfo | None:
+        """Method ``name`` of class ``cls`` of this module, or inherited from a base class in
+        this module or (``imports``) in another file of the linted tree."""
+        fi = self.methods.get(cls, {}).get(name)
+        if fi is not None or depth >= MAX_DEPTH:
+            return fi
+        for base in self.bases.get(cls, ()):
+            if type(base) is cst.Name and base.value in self.methods:
+                fi = self.method(a, base.value, name, imports, depth + 1)
+            elif imports and _imported(a, base):
+                from .project import find_class
+
+                found = find_class(a, a.resolve(base) or "")
+                fi = found[0].summaries.method(found[0], found[1], name, imports, depth + 1) if found else None
+            if fi is not None:
+                return fi
+        return None
+
+    def imported_bases(self, a: "Analyzer", cls: str, depth: int = 0) -> bool:
+        """Does ``cls`` derive, here or through base classes of this module, from an import?"""
+        for base in self.bases.get(cls, ()):
+            if type(base) is cst.Name and base.value in self.methods:
+                if depth < MAX_DEPTH and self.imported_bases(a, base.value, depth + 1):
+                    return True
+            elif _imported(a, base):
+                return True
+        return False
+
+    def inherited_from_import(self, a: "Analyzer", func: cst.BaseExpression) -> bool:
+        """``self.helper`` where the class may inherit ``helper`` from another file."""
+        return (
+            type(func) is cst.Attribute
+            and type(func.value) is cst.Name
+            and func.value.value == "self"
+            and bool(self.classes)
+            and self.imported_bases(a, self.classes[-1])
+        )
+
     # ---- calls
 
     def may_resolve(self, a: "Analyzer", func: cst.BaseExpression) -> bool:
@@ -173,7 +223,10 @@ class Summaries:
         if t is cst.Attribute:
             v = func.value
             if type(v) is cst.Name and v.value == "self" and self.classes:
-                if func.attr.value in self.methods.get(self.classes[-1], ()):
+                cls = self.classes[-1]
+                if self.method(a, cls, func.attr.value, imports=False) is not None:
+                    return True
+                if self.imported_bases(a, cls):
                     return True
             while type(v) is cst.Attribute:
                 v = v.value
@@ -198,7 +251,7 @@ class Summaries:
         fns = self.functions_of(a, func, imports=False)
         vals = None
         if not fns:
-            if not _imported(a, func):
+            if not (_imported(a, func) or self.inherited_from_import(a, func)):
                 return None
             vals = [a.expr(x.value) for x in args]
             if not any(v.taint for v in vals):
@@ -340,11 +393,14 @@ class Summaries:
         a.quiet = True
         a.st = st = State()
         st.bound.update(fi.params)
+        if fi.vararg is not None:
+            st.bound.add(fi.vararg)
         for j, flags in tainted:
-            if 0 <= j < len(fi.params):
-                st.tainted.add(fi.params[j])
-                if flags:
-                    st.flags[fi.params[j]] = flags
+            name = fi.params[j] if 0 <= j < len(fi.params) else fi.vararg if j >= 0 else None
+            if name is not None:
+                st.tainted.add(name)
+                if flags and name != fi.vararg:
+                    st.flags[name] = flags
         self.stack.append(run)
         if fi.cls is not None:
             self.classes.append(fi.cls)

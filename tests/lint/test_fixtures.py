@@ -73,3 +73,11 @@ def test_dualizers_are_needed() -> None:
     function named like an orthogonalizer, which is recognised without configuration)."""
     res = lint_path(str(FIXTURES / "dualizers" / "input.py"), Settings())
     assert sorted(d.line for d in res.diagnostics) == [15, 16, 17]
+
+
+def test_methods_inherited_from_a_base_class_in_another_file() -> None:
+    """``self.denominator(v, eps)`` defined on a base class two levels up, in another file:
+    its summary (√v + ε) makes ``addcdiv_(m, de_nom)`` Adam's update (DTL006); a
+    ``@staticmethod`` with ``*tensors`` passes the gradient through in position."""
+    res = lint_path(str(FIXTURES / "inherited" / "pkg" / "adam.py"), Settings())
+    assert [(d.line, d.code) for d in res.diagnostics] == [(19, "DTL006"), (29, "DTL002"), (30, "DTL002")]

@@ -32,9 +32,10 @@ from torch._C import DisableTorchFunctionSubclass
 from dualtype import norms as _norms
 from dualtype.errors import ConfigError, NonFiniteError, NormMismatchError, ShapeError
 from dualtype.guard import typed, typed_handle
+from dualtype.kernels import METHODS
 from dualtype.norms import Norm
 from dualtype.roles import ModelTypes, check_patterns, match, norm_by_shape, owner_of, types_of
-from dualtype.tensor import DualTensor, PrimalTensor, weight_info, assume_primal, dual, dualize
+from dualtype.tensor import DualTensor, PrimalTensor, assume_primal, dual, dualize, norm_of, weight_info
 
 __all__ = ["ModularSGD", "DualizeItem"]
 
@@ -295,12 +296,9 @@ class ModularSGD(torch.optim.Optimizer):
             _check_number(group["weight_decay"], f"{where}: weight_decay", "weight decay is "
                           "decoupled (p ← (1 − lr·wd)·p), e.g. 0.0 or 0.01")
         method = group.get("method")
-        if method is not None:
-            from dualtype.kernels import METHODS
-
-            if method not in METHODS:
-                raise ConfigError(f"{where}: unknown orthogonalization method {method!r}; "
-                                  f"choose from {', '.join(METHODS)} or None (the default)")
+        if method is not None and method not in METHODS:
+            raise ConfigError(f"{where}: unknown orthogonalization method {method!r}; "
+                              f"choose from {', '.join(METHODS)} or None (the default)")
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
         group = dict(param_group)
@@ -436,7 +434,7 @@ class ModularSGD(torch.optim.Optimizer):
             raise ConfigError(f"the gradient of '{name}' is sparse ({g.layout}); ModularSGD's momentum is "
                               "dense: use sparse=False for the layer, or another optimizer for it")
         if isinstance(g, DualTensor):
-            tag = g._dt_norm
+            tag = norm_of(g)
             if tag is not None and tag != norm:
                 raise NormMismatchError(
                     f"the gradient of '{name}' is Dual[{tag}] but the optimizer has norm "

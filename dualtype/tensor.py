@@ -52,6 +52,7 @@ from dualtype.errors import ConfigError, DualityError, NonFiniteError, NormMisma
 from dualtype.norms import Norm
 
 __all__ = [
+    "TypedTensor",
     "DualTensor",
     "PrimalTensor",
     "dual",
@@ -229,7 +230,7 @@ def _run(func, args: tuple, kwargs: dict) -> Any:
 
 
 def _unwrap(obj: Any, back: dict[int, Any]) -> Any:
-    if isinstance(obj, _Typed):
+    if isinstance(obj, TypedTensor):
         alias = _alias(obj)
         back[id(alias)] = obj
         return alias
@@ -245,22 +246,22 @@ def _is_inplace(name: str) -> bool:
 
 
 def _typed_in(obj: Any, out: list) -> None:
-    if isinstance(obj, _Typed):
+    if isinstance(obj, TypedTensor):
         out.append(obj)
     elif isinstance(obj, (list, tuple)):
         for item in obj:
-            if isinstance(item, _Typed):
+            if isinstance(item, TypedTensor):
                 out.append(item)
 
 
-def _describe(t: "_Typed") -> str:
+def _describe(t: "TypedTensor") -> str:
     if not t._dt_name:
         return t._tag()
     what = "gradient of" if t._role == _DUAL else "update for"
     return f"{t._tag()} ({what} '{t._dt_name}')"
 
 
-def _require_one_role(op: str, values: list["_Typed"]) -> None:
+def _require_one_role(op: str, values: list["TypedTensor"]) -> None:
     if len({v._role for v in values}) > 1:
         raise DualityError(
             f"{op} mixes a dual and a primal value: {', '.join(_describe(v) for v in values)}. "
@@ -278,12 +279,12 @@ def _fix_hint(name: str | None, norm: Norm | None) -> str:
     )
 
 
-def _check_write(op: str, dest: Any, sources: list["_Typed"]) -> tuple[str, Norm | None, str | None] | None:
+def _check_write(op: str, dest: Any, sources: list["TypedTensor"]) -> tuple[str, Norm | None, str | None] | None:
     """Check writing ``sources`` into ``dest``; return the tag dest must take, if any."""
     if not isinstance(dest, Tensor):
         return None
     _require_one_role(op, sources)
-    if isinstance(dest, _Typed):
+    if isinstance(dest, TypedTensor):
         for s in sources:
             if s._role != dest._role:
                 raise DualityError(
@@ -338,12 +339,12 @@ def _scaled_weight(t: Tensor) -> Tensor | None:
     return None
 
 
-def _common_norm(sources: Iterable["_Typed"]) -> Norm | None:
+def _common_norm(sources: Iterable["TypedTensor"]) -> Norm | None:
     found = {s._dt_norm for s in sources}
     return found.pop() if len(found) == 1 else None
 
 
-def _check_mix(op: str, typed: list["_Typed"], args: tuple, kwargs: dict) -> bool:
+def _check_mix(op: str, typed: list["TypedTensor"], args: tuple, kwargs: dict) -> bool:
     """Check an out-of-place call; return True if the result is a plain new weight value."""
     if op not in _MIXABLE:
         _require_one_role(op, typed)
@@ -357,10 +358,10 @@ def _check_mix(op: str, typed: list["_Typed"], args: tuple, kwargs: dict) -> boo
             "Only values of the same norm may be added."
         )
     weights = [a for a in (*args, *kwargs.values()) if isinstance(a, Tensor)
-               and not isinstance(a, _Typed) and weight_info(a) is not None]
+               and not isinstance(a, TypedTensor) and weight_info(a) is not None]
     if not weights and _DUAL in roles:
         weights = [w for a in (*args, *kwargs.values()) if isinstance(a, Tensor)
-                   and not isinstance(a, _Typed) and (w := _scaled_weight(a)) is not None]
+                   and not isinstance(a, TypedTensor) and (w := _scaled_weight(a)) is not None]
     if not weights:
         return False
     if _DUAL in roles:
@@ -399,8 +400,9 @@ def _tag(t: Any, role: str, norm: Norm | None, name: str | None) -> Any:
     return t
 
 
-class _Typed(Tensor):
-    """Base of :class:`DualTensor` and :class:`PrimalTensor`; not used directly."""
+class TypedTensor(Tensor):
+    """Base of :class:`DualTensor` and :class:`PrimalTensor` (``isinstance(t, TypedTensor)``:
+    ``t`` carries a role); not constructed directly."""
 
     _role = ""
     _dt_norm: Norm | None = None  # instance attributes, set by _tag; defaults here
@@ -425,7 +427,7 @@ class _Typed(Tensor):
         name = _func_name(func)
         if name in _PASSTHROUGH:
             ret = _run(func, args, kwargs)
-            if name == "__get__" and isinstance(ret, Tensor) and isinstance(args[0], _Typed):
+            if name == "__get__" and isinstance(ret, Tensor) and isinstance(args[0], TypedTensor):
                 src = args[0]
                 ret = _tag(ret, src._role, src._dt_norm, src._dt_name)
             return ret
@@ -445,7 +447,7 @@ class _Typed(Tensor):
         if name.startswith("_foreach_") or (name.startswith("_fused_") and _is_inplace(name)):
             return _foreach(func, name, op, args, kwargs)
 
-        typed: list[_Typed] = []
+        typed: list[TypedTensor] = []
         for a in args:
             _typed_in(a, typed)
         for v in kwargs.values():
@@ -494,7 +496,7 @@ def _foreach(func, name: str, op: str, args: tuple, kwargs: dict):
     tags: list[tuple[str, Norm | None, str | None] | None] = []
     for i in range(length):
         elems = [lst[i] if lst is not None else a for lst, a in zip(lists, args)]
-        typed = [e for e in elems if isinstance(e, _Typed)]
+        typed = [e for e in elems if isinstance(e, TypedTensor)]
         if inplace:
             tags.append(_check_write(name, elems[0], [t for t in typed if t is not elems[0]]))
         else:
@@ -530,14 +532,14 @@ def _spec(base: type, norm: Norm) -> type:
     return _SPECS[key]
 
 
-def _repr(t: "_Typed") -> str:
+def _repr(t: "TypedTensor") -> str:
     with DisableTorchFunctionSubclass():
         body = Tensor.__repr__(_alias(t))
     name = t._dt_name
     return f"{t._tag()}{f' {name!r}' if name else ''} {body}"
 
 
-class DualTensor(_Typed):
+class DualTensor(TypedTensor):
     """A dual vector (a gradient) tagged with the norm of its parameter: ``Dual[N]``.
 
     It cannot be applied to a weight; :func:`dualize` maps it to ``Primal[N]``.
@@ -546,7 +548,7 @@ class DualTensor(_Typed):
     _role = _DUAL
 
 
-class PrimalTensor(_Typed):
+class PrimalTensor(TypedTensor):
     """A primal vector (an update direction) of norm type ``N``: ``Primal[N]``.
 
     Made only by :func:`dualize` (or the explicit :func:`assume_primal`); may be applied to a
@@ -567,7 +569,7 @@ def _alias(t: Tensor) -> Tensor:
 
 
 def _plain(t: Tensor) -> Tensor:
-    return _alias(t) if isinstance(t, _Typed) else t
+    return _alias(t) if isinstance(t, TypedTensor) else t
 
 
 def _new(t: Tensor, role: str, norm: Norm | None, name: str | None) -> Tensor:
@@ -590,12 +592,12 @@ def tag_gradient(g: Tensor, norm: Norm, name: str | None) -> Tensor:
 
 def role(t: Any) -> str | None:
     """``"dual"``, ``"primal"`` or None for a plain tensor."""
-    return t._role if isinstance(t, _Typed) else None
+    return t._role if isinstance(t, TypedTensor) else None
 
 
 def norm_of(t: Any) -> Norm | None:
     """The norm tag of a typed tensor (None for plain tensors or an unknown norm)."""
-    return t._dt_norm if isinstance(t, _Typed) else None
+    return t._dt_norm if isinstance(t, TypedTensor) else None
 
 
 def dualize(
@@ -642,7 +644,7 @@ def dualize(
         )
     if not isinstance(scale, (int, float)) or not math.isfinite(scale) or scale < 0:
         raise ConfigError(f"dualize scale must be a finite number ≥ 0, got {scale!r}")
-    name = g._dt_name if isinstance(g, _Typed) else None
+    name = g._dt_name if isinstance(g, TypedTensor) else None
     try:
         out = n.dualize(_plain(g), method=method)
     except NonFiniteError as e:
@@ -665,7 +667,7 @@ def assume_primal(x: Tensor, norm: "str | Norm | None", *, reason: str) -> Prima
             "assume_primal needs a reason, e.g. reason='Adam m/sqrt(v) is not a duality map'"
         )
     n = None if norm is None else _norms.get(norm)
-    name = x._dt_name if isinstance(x, _Typed) else None
+    name = x._dt_name if isinstance(x, TypedTensor) else None
     out = _new(x, _PRIMAL, n, name)
     out.__dict__["_dt_reason"] = reason
     return out  # type: ignore[return-value]
@@ -687,7 +689,7 @@ torch.serialization.add_safe_globals([DualTensor, PrimalTensor, _norms.get])
 def _tagging_constructor(make):
     @functools.wraps(make)
     def construct(*args: Any, **kwargs: Any) -> Any:
-        typed: list[_Typed] = []
+        typed: list[TypedTensor] = []
         for a in (*args, *kwargs.values()):
             _typed_in(a, typed)
         if not typed:
@@ -705,7 +707,7 @@ def _tagging_constructor(make):
 def _checked_vector_to_parameters(original):
     @functools.wraps(original)
     def vector_to_parameters(vec: Tensor, parameters: Iterable[Tensor]) -> None:
-        if isinstance(vec, _Typed):
+        if isinstance(vec, TypedTensor):
             params = list(parameters)
             sources = [vec]
             for p in params:  # the same check as any in-place write into each weight

@@ -43,7 +43,7 @@ from beartype.roar import BeartypeCallHintViolation
 from dualtype.errors import DualityError, DualtypeError, NormMismatchError, ShapeError
 from dualtype.tensor import DualTensor as Dual
 from dualtype.tensor import PrimalTensor as Primal
-from dualtype.tensor import _Typed
+from dualtype.tensor import TypedTensor
 
 __all__ = ["Dual", "Primal", "typechecked", "set_shapes", "shapes", "set_debug", "debug"]
 
@@ -81,7 +81,7 @@ def _fast(annotation: Any) -> Any:
 def _label(cls: Any) -> str:
     """``Dual[rms->rms]``, ``Dual``, ``Primal``, ``Tensor``, or the annotation's repr."""
     if isinstance(cls, type):
-        if issubclass(cls, _Typed):
+        if issubclass(cls, TypedTensor):
             spec = getattr(cls, "_dt_spec", None)
             base = "Dual" if issubclass(cls, Dual) else "Primal"
             return f"{base}[{spec}]" if spec is not None else base
@@ -97,7 +97,7 @@ def _expected(annotation: Any) -> str:
 
 def _actual(value: Any) -> str:
     if isinstance(value, torch.Tensor):
-        if isinstance(value, _Typed):
+        if isinstance(value, TypedTensor):
             kind = value._tag()
         else:
             kind = "plain Tensor"
@@ -151,7 +151,7 @@ def _problem(name: str, annotation: Any, value: Any, bound: dict[str, Any]) -> D
     jax = isinstance(annotation, type) and issubclass(annotation, jaxtyping.AbstractArray)
     kind = annotation.array_type if jax else annotation
     if not is_bearable(value, kind):
-        same_role = (isinstance(kind, type) and issubclass(kind, _Typed)
+        same_role = (isinstance(kind, type) and issubclass(kind, TypedTensor)
                      and isinstance(value, getattr(kind, "_dt_base", kind)))
         return (NormMismatchError if same_role else DualityError)(head)
     if not jax or not isinstance(value, torch.Tensor):

@@ -28,16 +28,8 @@ share (a NaN gradient) raises on every rank after the same collective.
 """
 
 from dualtype.distributed import checkpoint
-from dualtype.distributed.exchange import (
-    ShardLayout,
-    classify,
-    default_dualize,
-    dualize_replicated,
-    dualize_sharded,
-    is_cheap,
-)
+from dualtype.distributed.exchange import ShardLayout, default_dualize, dualize_replicated, dualize_sharded
 from dualtype.distributed.optim import DistributedModularSGD, is_sharded
-from dualtype.distributed.plan import assign, dualize_cost, loads
 from dualtype.distributed.wire import CommStats
 
 __all__ = [
@@ -45,13 +37,8 @@ __all__ = [
     "checkpoint",
     "is_sharded",
     "ShardLayout",
-    "classify",
-    "is_cheap",
     "default_dualize",
     "dualize_replicated",
     "dualize_sharded",
-    "assign",
-    "dualize_cost",
-    "loads",
     "CommStats",
 ]

@@ -29,7 +29,7 @@ import torch.distributed as dist
 from torch import Tensor, nn
 
 from dualtype.errors import ConfigError
-from dualtype.distributed.optim import DistributedModularSGD, _unwrap
+from dualtype.distributed.optim import DistributedModularSGD, unwrap
 
 __all__ = ["get_state_dict", "set_state_dict", "save", "load"]
 
@@ -83,7 +83,7 @@ def get_state_dict(model: nn.Module, optimizer: DistributedModularSGD, extra: di
                            for k, v in st.items()}
     groups = [{k: v for k, v in g.items() if k != "params"} for g in optimizer.param_groups]
     return {
-        "model": _unwrap(model).state_dict(),
+        "model": unwrap(model).state_dict(),
         "optim": {"state": state, "param_groups": groups},
         "meta": {"stateful": sorted(state), "world_size": dist.get_world_size() if dist.is_initialized() else 1},
         "extra": {"pickle": pickle.dumps(dict(extra or {}))},  # one blob: DCP flattens dicts
@@ -92,7 +92,7 @@ def get_state_dict(model: nn.Module, optimizer: DistributedModularSGD, extra: di
 
 def set_state_dict(model: nn.Module, optimizer: DistributedModularSGD, sd: dict) -> None:
     """Apply a state dict from :func:`get_state_dict` (after ``dcp.load`` filled it)."""
-    _unwrap(model).load_state_dict(sd["model"])
+    unwrap(model).load_state_dict(sd["model"])
     saved = sd["optim"]
     by_name = {name: p for name, p, _, _ in _params(optimizer)}
     for name, st in saved["state"].items():

@@ -58,7 +58,8 @@ def is_sharded(model: nn.Module) -> bool:
     return any(is_sharded_tensor(p) for p in model.parameters())
 
 
-def _unwrap(model: nn.Module) -> nn.Module:
+def unwrap(model: nn.Module) -> nn.Module:
+    """The model inside a ``DistributedDataParallel`` wrapper (any other model as it is)."""
     from torch.nn.parallel import DistributedDataParallel
 
     return model.module if isinstance(model, DistributedDataParallel) else model
@@ -126,7 +127,7 @@ class DistributedModularSGD(ModularSGD):
 
             if isinstance(src, DistributedDataParallel) and process_group is None:
                 process_group = src.process_group
-            src = _unwrap(src)
+            src = unwrap(src)
         if isinstance(src, nn.Module) and is_sharded(src):
             super().__init__(self._adopt_sharded(src, kwargs, process_group), *args, **kwargs)
             types, free_norms, free_targets = self._follow

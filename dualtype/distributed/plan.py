@@ -21,7 +21,7 @@ from typing import Sequence
 from dualtype.errors import ConfigError
 from dualtype.norms import Norm
 
-__all__ = ["dualize_cost", "assign", "loads"]
+__all__ = ["dualize_cost", "assign"]
 
 
 def dualize_cost(shape: Sequence[int], norm: Norm) -> int:
@@ -48,10 +48,3 @@ def assign(costs: Sequence[float], world_size: int) -> list[int]:
         heapq.heappush(heap, (load + float(costs[i]), r))
     return owners
 
-
-def loads(costs: Sequence[float], owners: Sequence[int], world_size: int) -> list[float]:
-    """Total cost per rank under an assignment (for reports and tests)."""
-    out = [0.0] * world_size
-    for c, r in zip(costs, owners):
-        out[r] += float(c)
-    return out

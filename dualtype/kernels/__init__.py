@@ -220,7 +220,7 @@ def orthogonalize(
     # dtype (Newton–Schulz's 5 steps stop near 1e-2, the SVD is at rounding level).
     if method == "svd" or G.is_complex() or (method == "auto" and work == torch.float64):
         if check_finite and G.device.type != "meta":
-            if _ns._is_compiling():  # no data-dependent branch in a graph
+            if torch.compiler.is_compiling():  # no data-dependent branch in a graph
                 torch._assert_async(torch.isfinite(G).all(), "orthogonalize: input holds NaN or Inf")
             elif not bool(torch.isfinite(G).all()):
                 raise NonFiniteError(

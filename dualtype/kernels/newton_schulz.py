@@ -37,13 +37,6 @@ def _floor(work: torch.dtype) -> float:
     return max(_TINY, torch.finfo(work).tiny)
 
 
-def _is_compiling() -> bool:
-    try:
-        return bool(torch.compiler.is_compiling())
-    except AttributeError:  # pragma: no cover - very old torch
-        return False
-
-
 def prepare(G: torch.Tensor, work_dtype: torch.dtype, check_finite: bool):
     """Flatten the batch, transpose to ``r ≤ k``, normalize by ‖·‖_F and cast.
 
@@ -59,7 +52,7 @@ def prepare(G: torch.Tensor, work_dtype: torch.dtype, check_finite: bool):
         X = X.mT
     acc = torch.float64 if G.dtype == torch.float64 else torch.float32
     nrm = torch.linalg.vector_norm(X, dim=(-2, -1), keepdim=True, dtype=acc)
-    if _is_compiling() or X.device.type == "meta":  # no host sync (meta: no values at all)
+    if torch.compiler.is_compiling() or X.device.type == "meta":  # no host sync (meta: no values at all)
         if check_finite and X.device.type != "meta":
             torch._assert_async(torch.isfinite(nrm).all(), "orthogonalize: input holds NaN or Inf")
     else:
@@ -212,7 +205,7 @@ def iterate_cubic(X: torch.Tensor, max_steps: int, tol: float | None) -> torch.T
     (no data-dependent control flow) it is skipped and exactly ``max_steps`` steps run.
     """
     a, b = 1.5, -0.5
-    check = tol is not None and not _is_compiling() and X.device.type != "meta"
+    check = tol is not None and not torch.compiler.is_compiling() and X.device.type != "meta"
     for t in range(max_steps):
         if t == 0:
             P = first_polynomial_cubic(X, (a, b, 0.0))

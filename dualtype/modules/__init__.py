@@ -3,7 +3,9 @@ and duality map, and :func:`modular` for any existing ``torch.nn.Module``.
 
 Build networks from atoms and bonds with ``@`` (composition, right runs first), ``+``,
 ``α *``, ``** L``, :func:`concat` and :func:`residual`; every module is a real
-``torch.nn.Module``. Weights and grads of a module are lists in ``parameters()`` order.
+``torch.nn.Module``. Weights and grads of a module are lists in ``parameters()`` order. The
+attention pieces (``SplitHeads``, ``QKScores``, ``Softmax``, ...) live in
+:mod:`dualtype.modules.bonds`.
 
 >>> from dualtype.modules import Linear, ReLU, modular
 >>> net = Linear(64, 10) @ ReLU() @ Linear(32, 64)
@@ -18,42 +20,25 @@ from dualtype.modules.base import (
     Bond,
     Composition,
     Concatenation,
+    Identity,
     Module,
+    Mul,
     Scale,
     Sum,
-    Term,
     compose,
     concat,
     repeat,
     residual,
 )
-from dualtype.modules.bonds import (
-    GELU,
-    GELU_LIPSCHITZ,
-    Add,
-    ApplyScores,
-    CausalMask,
-    Flatten,
-    FunctionalAttention,
-    Identity,
-    MergeHeads,
-    Mul,
-    QKScores,
-    ReLU,
-    RMSNorm,
-    Softmax,
-    SplitHeads,
-)
+from dualtype.modules.bonds import GELU, Add, Flatten, ReLU, RMSNorm
 from dualtype.modules.compounds import GPT, MLP, Attention
-from dualtype.modules.wrap import DEFAULT_MASSES, DEFAULT_NORMS, ModularNorm, ParamRecord, modular
+from dualtype.modules.wrap import ModularNorm, ParamRecord, modular
 
 __all__ = [
-    "Module", "Atom", "Bond", "Composition", "Concatenation", "Sum", "Scale", "Term",
+    "Module", "Atom", "Bond", "Composition", "Concatenation", "Sum", "Scale",
     "compose", "concat", "repeat", "residual",
     "Linear", "HeadLinear", "Embed", "PositionEmbed", "Conv2D", "Head", "Bias", "Gain",
-    "Identity", "ReLU", "GELU", "GELU_LIPSCHITZ", "Mul", "Add", "RMSNorm", "Flatten",
-    "SplitHeads", "MergeHeads", "QKScores", "CausalMask", "Softmax", "ApplyScores",
-    "FunctionalAttention",
+    "Identity", "Mul", "ReLU", "GELU", "Add", "RMSNorm", "Flatten",
     "MLP", "Attention", "GPT",
-    "modular", "ModularNorm", "ParamRecord", "DEFAULT_NORMS", "DEFAULT_MASSES",
+    "modular", "ModularNorm", "ParamRecord",
 ]

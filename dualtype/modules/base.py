@@ -1,4 +1,5 @@
-"""The modular norm's algebra (docs/design.md §3): Module, Atom, Bond and the combinators.
+"""The modular norm's algebra (docs/design.md §3): Module, Atom, Bond, the combinators and the
+two bonds they are built from (Identity, Mul).
 
 Every :class:`Module` is a ``torch.nn.Module`` with a ``mass`` m ≥ 0 and a ``sensitivity``
 s > 0, both *derived on access* from its children (never cached), so re-weighting a
@@ -54,6 +55,8 @@ __all__ = [
     "Sum",
     "Scale",
     "Term",
+    "Identity",
+    "Mul",
     "compose",
     "concat",
     "repeat",
@@ -63,7 +66,8 @@ __all__ = [
 Tensors = Union[Sequence[Tensor], Mapping[str, Tensor], None]
 
 
-def _check_mass(mass: float, what: str = "mass") -> float:
+def check_mass(mass: float, what: str = "mass") -> float:
+    """``mass`` as a float; :class:`ConfigError` unless it is a finite number ≥ 0."""
     if isinstance(mass, bool) or not isinstance(mass, (int, float)):
         raise ConfigError(f"{what} must be a number ≥ 0, got {mass!r}")
     mass = float(mass)
@@ -72,7 +76,8 @@ def _check_mass(mass: float, what: str = "mass") -> float:
     return mass
 
 
-def _check_sensitivity(s: float) -> float:
+def check_sensitivity(s: float) -> float:
+    """``s`` as a float; :class:`ConfigError` unless it is a finite number > 0."""
     if isinstance(s, bool) or not isinstance(s, (int, float)):
         raise ConfigError(f"sensitivity must be a number > 0, got {s!r}")
     s = float(s)
@@ -232,7 +237,7 @@ class Module(nn.Module):
         """The modular duality map: a list of ``PrimalTensor`` (``parameters()`` order) of
         modular norm ``target`` with ⟨g, dualize(g)⟩ = target·‖g‖†. A zero-mass module, or a
         zero gradient, gives zeros."""
-        target = _check_mass(target, "target")
+        target = check_mass(target, "target")
         terms = self.terms()
         coefs = [t.coefficient * target for t in terms]
         return flat_dualize([t.norm for t in terms], coefs, self._gather(grads, "grads"), method)
@@ -274,8 +279,8 @@ class Atom(Module):
 
     def __init__(self, mass: float = 1.0, sensitivity: float = 1.0) -> None:
         super().__init__()
-        self._mass = _check_mass(mass)
-        self._sensitivity = _check_sensitivity(sensitivity)
+        self._mass = check_mass(mass)
+        self._sensitivity = check_sensitivity(sensitivity)
 
     @property
     def weight_norm(self) -> Norm:
@@ -288,7 +293,7 @@ class Atom(Module):
 
     @mass.setter
     def mass(self, value: float) -> None:
-        self._mass = _check_mass(value)
+        self._mass = check_mass(value)
 
     @property
     def sensitivity(self) -> float:
@@ -320,7 +325,7 @@ class Bond(Module):
 
     @mass.setter
     def mass(self, value: float) -> None:
-        if _check_mass(value) != 0.0:
+        if check_mass(value) != 0.0:
             raise ConfigError(f"{type(self).__name__} is a bond: its mass is 0")
 
     @property
@@ -329,6 +334,38 @@ class Bond(Module):
 
     def _terms(self) -> list[Term]:
         return []
+
+
+class Identity(Bond):
+    """y = x. Sensitivity 1."""
+
+    def forward(self, x):
+        return x
+
+
+class Mul(Bond):
+    """y = α·x: sensitivity |α|. α = 0 is rejected (it would make dualize divide by 0)."""
+
+    def __init__(self, alpha: float) -> None:
+        super().__init__()
+        if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not math.isfinite(alpha):
+            raise ConfigError(f"scale α must be a finite number, got {alpha!r}")
+        if alpha == 0:
+            raise ConfigError(
+                "scaling a module by α = 0 would make its weights irrelevant and dualize divide "
+                "by zero; give the module mass 0 to freeze it instead"
+            )
+        self.alpha = float(alpha)
+
+    @property
+    def sensitivity(self) -> float:
+        return abs(self.alpha)
+
+    def forward(self, x):
+        return self.alpha * x
+
+    def extra_repr(self) -> str:
+        return f"α={self.alpha:g}"
 
 
 class _Compound(Module):
@@ -362,7 +399,7 @@ class _Compound(Module):
     @mass.setter
     def mass(self, value: float) -> None:
         """Re-weight: scale every atom below so the total mass becomes ``value``."""
-        value = _check_mass(value)
+        value = check_mass(value)
         current = self.mass
         if current == 0:
             if value == 0:
@@ -448,8 +485,6 @@ class Scale(Composition):
     """α·M = Mul(α) ∘ M: m unchanged, s·|α|, ‖w‖·|α|, dualize/|α| (α = 0 is an error)."""
 
     def __init__(self, module: Module, alpha: float) -> None:
-        from dualtype.modules.bonds import Mul
-
         super().__init__(module, Mul(alpha), names=("inner", "mul"))
 
     @property
@@ -496,8 +531,6 @@ def repeat(module: Module, depth: int) -> Composition:
 
 def residual(block: Module, depth: float) -> Sum:
     """(1 − 1/L)·Identity + (1/L)·block: mass of ``block``, s = (1 − 1/L) + s_block/L."""
-    from dualtype.modules.bonds import Identity
-
     if isinstance(depth, bool) or not isinstance(depth, (int, float)) or not depth > 1:
         raise ConfigError(f"residual depth L must be > 1, got {depth!r}")
     return Sum(Scale(Identity(), 1 - 1 / depth), Scale(block, 1 / depth), names=("skip", "branch"))

@@ -18,11 +18,9 @@ from dualtype.errors import ConfigError, ShapeError
 from dualtype.modules.base import Bond
 
 __all__ = [
-    "Identity",
     "ReLU",
     "GELU",
     "GELU_LIPSCHITZ",
-    "Mul",
     "Add",
     "RMSNorm",
     "Flatten",
@@ -34,13 +32,6 @@ __all__ = [
     "ApplyScores",
     "FunctionalAttention",
 ]
-
-
-class Identity(Bond):
-    """y = x. Sensitivity 1."""
-
-    def forward(self, x):
-        return x
 
 
 class ReLU(Bond):
@@ -63,31 +54,6 @@ class GELU(Bond):
 
     def forward(self, x: Tensor) -> Tensor:
         return F.gelu(x) / GELU_LIPSCHITZ
-
-
-class Mul(Bond):
-    """y = α·x: sensitivity |α|. α = 0 is rejected (it would make dualize divide by 0)."""
-
-    def __init__(self, alpha: float) -> None:
-        super().__init__()
-        if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not math.isfinite(alpha):
-            raise ConfigError(f"scale α must be a finite number, got {alpha!r}")
-        if alpha == 0:
-            raise ConfigError(
-                "scaling a module by α = 0 would make its weights irrelevant and dualize divide "
-                "by zero; give the module mass 0 to freeze it instead"
-            )
-        self.alpha = float(alpha)
-
-    @property
-    def sensitivity(self) -> float:
-        return abs(self.alpha)
-
-    def forward(self, x):
-        return self.alpha * x
-
-    def extra_repr(self) -> str:
-        return f"α={self.alpha:g}"
 
 
 class Add(Bond):

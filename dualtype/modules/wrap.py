@@ -23,7 +23,7 @@ import torch
 from torch import Tensor, nn
 
 from dualtype.errors import ConfigError, ShapeError
-from dualtype.modules.base import Module, _check_mass, _check_sensitivity, flat_dual_norm, flat_dualize, flat_norm
+from dualtype.modules.base import Module, check_mass, check_sensitivity, flat_dual_norm, flat_dualize, flat_norm
 from dualtype.norms import Norm
 from dualtype.roles import ROLE_MASSES, ROLE_NORMS, check_patterns, format_table, infer, match, types_of
 
@@ -201,7 +201,7 @@ def modular(
     """
     if not isinstance(model, nn.Module):
         raise ConfigError(f"modular() takes an nn.Module, got {type(model).__name__}")
-    target = _check_mass(target, "target")
+    target = check_mass(target, "target")
     if target == 0:
         raise ConfigError("modular(..., target=0) would freeze every parameter; the target must be > 0")
     if isinstance(model, Module) and (masses or norms or sensitivities or head is not None):
@@ -227,7 +227,7 @@ def modular(
         roles.update({r.name: "hidden" for r in table if r.role == "head"})
         table = infer(model, types.graph, norms=merged(types.norms, norms), roles=roles,
                       masses=merged(types.masses, masses), strict=types.strict, warn=False)
-    sens = {r.name: _check_sensitivity(s) for r in table
+    sens = {r.name: check_sensitivity(s) for r in table
             if (s := match(r.name, sensitivities)) is not None}
     records = [ParamRecord(r.name, r.shape, r.role, r.norm, r.mass, r.sensitivity * sens.get(r.name, 1.0),
                            target * r.target / sens.get(r.name, 1.0), r.source) for r in table]

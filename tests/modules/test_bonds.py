@@ -16,20 +16,14 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from dualtype.errors import ConfigError
-from dualtype.modules import (
-    GELU,
+from dualtype.modules import GELU, Add, Flatten, Identity, Mul, ReLU, RMSNorm
+from dualtype.modules.bonds import (
     GELU_LIPSCHITZ,
-    Add,
     ApplyScores,
     CausalMask,
-    Flatten,
     FunctionalAttention,
-    Identity,
     MergeHeads,
-    Mul,
     QKScores,
-    ReLU,
-    RMSNorm,
     Softmax,
     SplitHeads,
 )

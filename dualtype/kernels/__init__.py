@@ -7,6 +7,8 @@ call. See :func:`orthogonalize` for the methods and their measured accuracy cont
 
 from __future__ import annotations
 
+from typing import Callable, NamedTuple
+
 import torch
 
 from dualtype.errors import ConfigError, NonFiniteError, ShapeError
@@ -35,28 +37,21 @@ __all__ = [
 
 METHODS = ("auto", "svd", "cubic", "quintic", "polar_express", "gram")
 DEFAULT_METHOD = "auto"
-# "auto": the Polar Express schedule, evaluated in Gram space when that is measured faster:
-# working dtype float32/float64 and long side ≥ GRAM_ASPECT × short side (see
-# benchmarks/orthogonalize.md). In bf16 the full Gram variant must compute in float32 (it
-# diverges in bf16) and loses on this CPU, so bf16 uses the Gram segments below instead.
+# "auto" evaluates the Polar Express schedule in Gram space when the long side is at least
+# GRAM_ASPECT × the short side: fully (in float32/float64), or in bf16/fp16 as two Gram
+# segments of AUTO_SEGMENTS_BF16 steps, since a full Gram iteration must compute in float32
+# and loses there. Measurements: benchmarks/orthogonalize.md ("Constants of the kernels").
 GRAM_ASPECT = 2.0
-# In bf16 on rectangular input, "auto" runs the 5 steps as two Gram-space segments of 2 and
-# 3 steps (4 big products instead of 10; ~0.67× the flops at 1024×4096). Measured in bf16
-# (benchmarks/orthogonalize.md): error 0.013 → 0.020 on Gaussian 1024×4096, 0.045 → 0.056 on
-# σ_i ∝ i^-1; a first segment of 3 steps diverged on square Gaussian input (error 1.4), a
-# single segment of 5 on ill-conditioned input; (2, 2, 1) costs 0.78× with no loss.
 AUTO_SEGMENTS_BF16 = (2, 3)
 
 # Polar Express defaults: 5 steps (the cost of Muon's quintic) designed for singular values in
-# [PE_LOWER, 1] after the tightened normalization. Chosen by measurement (benchmarks/).
+# [PE_LOWER, 1] after the tightened normalization (benchmarks/orthogonalize.md).
 PE_STEPS = 5
 PE_LOWER = 2.5e-3
 PE_CUSHION = 0.02
 # Each step but the last is designed on an interval widened by this factor, so singular
-# values that rounding pushes past the bound stay where the next polynomial maps them near 1.
-# bf16 needs more room: with 1.01 a well-conditioned 3×3 bf16 matrix (σ = 2.08, 1.20, 0.84)
-# left step 1 at σ = 1.88 > 1 + E₁ and diverged to 1e11; 1.05 converges (error 0.010) and
-# costs 0.013 → 0.017 on a Gaussian 1024×4096.
+# values that rounding pushes past the bound stay where the next polynomial maps them near 1;
+# bf16 and fp16 round more and need more room (benchmarks/orthogonalize.md).
 PE_SAFETY = {torch.bfloat16: 1.05, torch.float16: 1.05}
 PE_SAFETY_DEFAULT = 1.01
 CUBIC_MAX_STEPS = 40
@@ -104,6 +99,87 @@ def _cubic_tol(work: torch.dtype) -> float:
     return max(1e-4, 4.0 * torch.finfo(work).eps)
 
 
+class _Options(NamedTuple):
+    """What an iteration needs besides X: the matrix shape ``(m, n)`` and the caller's options."""
+
+    shape: tuple[int, int]
+    work: torch.dtype
+    steps: int | None
+    lower: float | None
+    tol: float | None
+
+
+def _polar_express_steps(o: _Options, safety: float) -> list[tuple[float, float, float]]:
+    lower = PE_LOWER if o.lower is None else float(o.lower)
+    return list(_schedule(lower, PE_STEPS if o.steps is None else o.steps, safety))
+
+
+def _quintic(X: torch.Tensor, o: _Options) -> torch.Tensor:
+    # Muon's quintic exactly: Frobenius normalization, fixed coefficients.
+    return _ns.iterate(X, [QUINTIC_MUON] * (5 if o.steps is None else o.steps), tighten=False)
+
+
+def _cubic(X: torch.Tensor, o: _Options) -> torch.Tensor:
+    max_steps = CUBIC_MAX_STEPS if o.steps is None else o.steps
+    return _ns.iterate_cubic(X, max_steps, _cubic_tol(o.work) if o.tol is None else o.tol)
+
+
+def _polar_express(X: torch.Tensor, o: _Options) -> torch.Tensor:
+    schedule = _polar_express_steps(o, PE_SAFETY.get(o.work, PE_SAFETY_DEFAULT))
+    return _ns.iterate(X, schedule, tighten=True)
+
+
+def _gram(X: torch.Tensor, o: _Options) -> torch.Tensor:
+    # the Gram iteration always computes in float32 or wider: the float32 margin is enough
+    return _ns.iterate_gram(X, _polar_express_steps(o, PE_SAFETY_DEFAULT))
+
+
+def _segments(steps: int) -> list[int] | None:
+    """Gram segments for ``auto`` in bf16/fp16: AUTO_SEGMENTS_BF16, else the first 2 steps (1
+    for 3 or fewer) and then the rest; None for a single step."""
+    if steps == sum(AUTO_SEGMENTS_BF16):
+        return list(AUTO_SEGMENTS_BF16)
+    if steps > 1:
+        return [2, steps - 2] if steps > 3 else [1, steps - 1]
+    return None
+
+
+def _auto(X: torch.Tensor, o: _Options) -> torch.Tensor:
+    r, k = sorted(o.shape)
+    if k < GRAM_ASPECT * r:
+        return _polar_express(X, o)
+    if o.work in (torch.float32, torch.float64):
+        return _gram(X, o)
+    schedule = _polar_express_steps(o, PE_SAFETY.get(o.work, PE_SAFETY_DEFAULT))
+    segments = _segments(len(schedule))
+    if segments is None:
+        return _ns.iterate(X, schedule, tighten=True)
+    return _ns.iterate_segments(X, schedule, segments)
+
+
+#: method -> the iteration that maps the normalized X (``[B, r, k]``, r ≤ k) to its polar factor
+_ITERATIONS: dict[str, Callable[[torch.Tensor, _Options], torch.Tensor]] = {
+    "quintic": _quintic,
+    "cubic": _cubic,
+    "polar_express": _polar_express,
+    "gram": _gram,
+    "auto": _auto,
+}
+
+
+def _exact(G: torch.Tensor, check_finite: bool) -> torch.Tensor:
+    """The SVD path, refusing NaN/Inf first (an assertion inside a compiled graph)."""
+    if check_finite and G.device.type != "meta":
+        if torch.compiler.is_compiling():  # no data-dependent branch in a graph
+            torch._assert_async(torch.isfinite(G).all(), "orthogonalize: input holds NaN or Inf")
+        elif not bool(torch.isfinite(G).all()):
+            raise NonFiniteError(
+                f"orthogonalize: input of shape {tuple(G.shape)} holds NaN or Inf; "
+                "refusing to return NaN."
+            )
+    return orthogonalize_svd(G)
+
+
 def orthogonalize(
     G: torch.Tensor,
     method: str | None = None,
@@ -122,13 +198,10 @@ def orthogonalize(
         method: ``None`` (→ ``DEFAULT_METHOD`` = ``"auto"``), ``"auto"``, ``"svd"``,
             ``"cubic"``, ``"quintic"``, ``"polar_express"`` or ``"gram"``.
         steps: iterations (quintic: 5; auto/polar_express/gram: 5; cubic: max steps, 40).
-            ``steps=4, lower=0.01`` is ~20% cheaper and as accurate on well-conditioned
-            input (Gaussian 1024×256: 0.010) but not on ill-conditioned (σ_i ∝ i^-1: 0.46).
-        dtype: working dtype of the iteration (default: G's dtype). ``torch.bfloat16`` was
-            measured 3–5× faster than float32 on this CPU (AVX512-BF16) and is fast on GPUs;
-            :func:`fast_dtype` picks it where the device supports it. Norms and the scale are
-            always accumulated in float32 (float64 for float64 input); the result is cast
-            back to G's dtype.
+        dtype: working dtype of the iteration (default: G's dtype). ``torch.bfloat16`` is
+            much faster where the hardware supports it; :func:`fast_dtype` picks it. Norms and
+            the scale are always accumulated in float32 (float64 for float64 input); the
+            result is cast back to G's dtype.
         lower: polar_express/gram: the schedule is designed for singular values in
             ``[lower, 1]`` of the normalized input (default 2.5e-3).
         tol: cubic: stop when ``‖ΔX‖_F ≤ tol·‖X‖_F`` (default ``max(1e-4, 4·eps)``); skipped
@@ -145,12 +218,11 @@ def orthogonalize(
     Methods (all iterate odd polynomials ``X ← (aI + bXXᵀ + c(XXᵀ)²)X`` on the side whose Gram
     matrix is smaller; batched with ``bmm``/``baddbmm``):
 
-    - ``"auto"`` (default): exact SVD when the working dtype is float64 (see below); else
-      the Polar Express schedule, evaluated where it was measured
-      cheapest: for float32/float64 with long side ≥ 2× short side, fully in Gram space;
-      in bf16 on such shapes as two Gram-space segments of 2 and 3 steps
-      (``AUTO_SEGMENTS_BF16``); standard space otherwise. Same polynomials in all cases
-      (tested to agree in float64).
+    - ``"auto"`` (default): exact SVD when the working dtype is float64; else the Polar
+      Express schedule, evaluated where it was measured cheapest: for float32/float64 with
+      long side ≥ 2× short side, fully in Gram space; in bf16 on such shapes as two Gram-space
+      segments of 2 and 3 steps (``AUTO_SEGMENTS_BF16``); standard space otherwise. Same
+      polynomials in all cases (tested to agree in float64).
     - ``"polar_express"``: 5 greedy minimax quintics (own Remez, :mod:`.coefficients`) for
       σ in [2.5e-3, 1] with a 0.02 cushion, after a normalization tightened for free to
       ``‖S²‖_F^{1/4}`` (S = XXᵀ). Same cost as Muon's quintic.
@@ -158,50 +230,18 @@ def orthogonalize(
       (2 big products in total); computes in ≥ float32 (bf16 Gram iteration diverges).
     - ``"quintic"``: Muon's (3.4445, −4.7750, 2.0315) × 5 after ``X/‖X‖_F`` (as torch).
     - ``"cubic"``: the paper's (1.5, −0.5) to tolerance (max 40 steps).
-    - ``"svd"``: exact reference (:func:`orthogonalize_svd`).
+    - ``"svd"``: exact reference (:func:`orthogonalize_svd`); also used for complex input
+      (the polar factor is U Vᴴ; the iterations here are real-only).
 
-    Accuracy contract: relative Frobenius error ``‖O − UVᵀ‖_F/‖UVᵀ‖_F`` to the exact polar
-    factor (float64 SVD) and [min, max] output singular value, float32 input, working dtype
-    fp32 | bf16. Measured by ``python benchmarks/bench_orthogonalize.py --contract`` (seed 0;
-    table in benchmarks/orthogonalize.md); tests/test_kernels.py asserts these bounds.
-    ``auto`` in bf16 equals ``polar_express`` on near-square shapes (256²: 0.018) and uses
-    Gram segments on rectangular ones (the ≤0.019 / 0.062 entries). bf16 schedules are
-    designed with a wider safety factor (``PE_SAFETY``), which costs ~0.004 of accuracy.
-
-    ==============  =======================  =======================  =======================
-    method          Gaussian (256², 1024×256  power law σ_i ∝ i^-½     power law σ_i ∝ i^-1
-                    512×2048) fp32 | bf16     512×1024  fp32 | bf16    512×1024  fp32 | bf16
-    ==============  =======================  =======================  =======================
-    auto            ≤0.010 | ≤0.019          0.009 | 0.018            0.028 | 0.062
-                    σ∈[.977,1.013]|[.963,1.030] [.987,1.013]|[.963,1.033] [.90,1.013]|[.85,1.09]
-    polar_express   ≤0.010 | ≤0.018          0.009 | 0.017            0.028 | 0.051
-                    σ∈[.977,1.013]|[.969,1.026] [.987,1.013]|[.973,1.025] [.90,1.013]|[.88,1.025]
-    gram            ≤0.010 | ≤0.010          0.009 | 0.010            0.028 | 0.043
-    quintic         0.15–0.20 | 0.13–0.20    0.21 | 0.21              0.18 | 0.18
-                    σ∈[0.20,1.20]            [0.68,1.13]              [0.68,1.20]
-    cubic           <1e-4 | ≤0.065           <1e-4 | 0.008            <1e-4 | 0.047
-    svd             exact (1e-7)             exact                    exact
-    ==============  =======================  =======================  =======================
-
-    Accuracy follows the dtype. float64 (input, or ``dtype=torch.float64``) with the default
-    method runs the exact SVD: relative error against a constructed UVᵀ measured 1e-15 to
-    4e-15 for σ uniform in [0.1, 1.1] and 6e-14 to 5e-13 for σ = logspace(0, −4), shapes 24²
-    to 256×1024 (tests/test_reliability.py asserts < 1e-10); 256×1024 took 61 ms against
-    55 ms for ``polar_express`` at one thread. The 5-step schedule stops near 1e-2
-    (‖dualize(g)‖ was 1.0128).
-    float32/bf16 keep the fast 5-step default of the table. Complex input always uses the
-    SVD (the polar factor is U Vᴴ; the iterations here are real-only). A matrix whose
-    entries are all below the smallest normal number of the accumulation dtype (float32's
-    1.2e-38; float64's 2.2e-308) is effectively zero and maps to zero: the kernels never
-    return NaN for finite input.
-
-    What the iterative kernels do not resolve (inherent, measured the same for torch's Muon
-    NS): singular values below ~``lower``·σ_max after 5 steps (σ_i ∝ i^-2: error ~0.88;
-    σ = logspace(0, −6): ~0.66; cubic float32 resolves both: 3e-4, 2e-3). In bf16 the
-    rounding noise of X (~1e-3·σ_max) is amplified like a real small singular value, so a
-    (numerically) low-rank input gets spurious directions: rank 16 of 256×512 has error
-    0.0085 in float32 but 0.89 in bf16 (torch's bf16 Muon NS: 0.40). Use float32 for such
-    input.
+    Accuracy contract (relative Frobenius error to the exact polar factor, float32 input):
+    ``auto`` and ``polar_express`` ≤ 0.010 in float32 and ≤ 0.019 in bf16 on Gaussian input,
+    ``quintic`` 0.15–0.21, ``cubic`` < 1e-4 in float32; float64 runs the exact SVD (error at
+    rounding level). The full table, the ill-conditioned and low-rank cases the 5-step
+    kernels do not resolve, and how they were measured (``python
+    benchmarks/bench_orthogonalize.py --contract``) are in benchmarks/orthogonalize.md;
+    tests/test_kernels.py asserts the bounds. A matrix whose entries are all below the
+    smallest normal number of the accumulation dtype is effectively zero and maps to zero:
+    the kernels never return NaN for finite input.
     """
     if not isinstance(G, torch.Tensor):
         raise ConfigError(f"orthogonalize expects a torch.Tensor, got {type(G).__name__}")
@@ -215,50 +255,10 @@ def orthogonalize(
     _check_arguments(method, steps, work, lower, tol)
     if G.numel() == 0:
         return torch.zeros_like(G)
-    # Exact SVD: asked for; complex input (the iterations here are real-only; the polar factor
-    # of a complex G is U Vᴴ); or the default in float64, whose accuracy should follow the
-    # dtype (Newton–Schulz's 5 steps stop near 1e-2, the SVD is at rounding level).
+    # Exact SVD: asked for; complex input; or the default in float64, whose accuracy should
+    # follow the dtype (5 Newton–Schulz steps stop near 1e-2, the SVD is at rounding level).
     if method == "svd" or G.is_complex() or (method == "auto" and work == torch.float64):
-        if check_finite and G.device.type != "meta":
-            if torch.compiler.is_compiling():  # no data-dependent branch in a graph
-                torch._assert_async(torch.isfinite(G).all(), "orthogonalize: input holds NaN or Inf")
-            elif not bool(torch.isfinite(G).all()):
-                raise NonFiniteError(
-                    f"orthogonalize: input of shape {tuple(G.shape)} holds NaN or Inf; "
-                    "refusing to return NaN."
-                )
-        return orthogonalize_svd(G)
-
+        return _exact(G, check_finite)
     X, transposed = _ns.prepare(G, work, check_finite)
-    if method == "quintic":
-        # Muon's quintic exactly: Frobenius normalization, fixed coefficients.
-        X = _ns.iterate(X, [QUINTIC_MUON] * (5 if steps is None else steps), tighten=False)
-    elif method == "cubic":
-        max_steps = CUBIC_MAX_STEPS if steps is None else steps
-        X = _ns.iterate_cubic(X, max_steps, _cubic_tol(work) if tol is None else tol)
-    else:
-        schedule = list(
-            _schedule(
-                PE_LOWER if lower is None else float(lower),
-                PE_STEPS if steps is None else steps,
-                # "gram" always iterates in float32 or wider: the float32 margin is enough.
-                PE_SAFETY_DEFAULT if method == "gram" else PE_SAFETY.get(work, PE_SAFETY_DEFAULT),
-            )
-        )
-        segments = None
-        if method == "auto":
-            r, k = sorted(G.shape[-2:])
-            if k >= GRAM_ASPECT * r:
-                if work in (torch.float32, torch.float64):
-                    method = "gram"
-                elif len(schedule) == sum(AUTO_SEGMENTS_BF16):
-                    segments = list(AUTO_SEGMENTS_BF16)
-                elif len(schedule) > 1:  # other step counts: first 2 steps, then the rest
-                    segments = [2, len(schedule) - 2] if len(schedule) > 3 else [1, len(schedule) - 1]
-        if segments is not None:
-            X = _ns.iterate_segments(X, schedule, segments)
-        elif method in ("polar_express", "auto"):
-            X = _ns.iterate(X, schedule, tighten=True)
-        else:
-            X = _ns.iterate_gram(X, schedule)
+    X = _ITERATIONS[method](X, _Options(tuple(G.shape[-2:]), work, steps, lower, tol))
     return _ns.finish(X, G, transposed)

@@ -578,7 +578,7 @@ class Monitor:
             own = [n for n in own if n in stepped]
             if own:
                 main = next((n for n in own if n.endswith("weight")), own[0])
-                layers.append((mname or type(self.model).__name__, roles.get(main, "other"), module))
+                layers.append((mname or "root", roles.get(main, "other"), module))
         return layers
 
     # --- output ---------------------------------------------------------------------------

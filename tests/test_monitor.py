@@ -330,7 +330,7 @@ def test_activation_rms_of_the_steps_forward():
         opt.zero_grad()
     handle.remove()
     acts = record["activations"]
-    assert set(acts) == {"emb", "lin1", "lin2", "conv", "head", "Net"}
+    assert set(acts) == {"emb", "lin1", "lin2", "conv", "head", "root"}
     assert acts["lin2"]["role"] == "hidden" and acts["head"]["role"] == "head"
     assert acts["lin2"]["rms"] == pytest.approx(seen["lin2"].pow(2).mean().sqrt().item(), rel=1e-5)
 
@@ -438,3 +438,79 @@ def test_writer_directory_without_tensorboard(tmp_path, monkeypatch):
         Monitor(opt, every=1, writer=tmp_path / "tb")
     with pytest.raises(dualtype.ConfigError, match="SummaryWriter or a log directory"):
         Monitor(opt, every=1, writer=3)
+
+
+# --- distributed: 2 gloo processes, statistics reduced, rank 0 writes ----------------------
+
+
+def _monitored_run(rank: int, world: int, tmp: str, mode: str | None) -> dict:
+    """Train the distributed tests' Net 4 steps with a Monitor (every=2); ``mode`` None is the
+    single-process reference on the whole batch."""
+    import os
+
+    from test_distributed import LR, NORMS, batch as dist_batch, make_net
+
+    model = make_net()
+    wrapped = model
+    if mode == "ddp":
+        from torch.nn.parallel import DistributedDataParallel as DDP
+
+        wrapped = DDP(model)
+    elif mode == "fsdp2":
+        from torch.distributed.fsdp import fully_shard
+
+        fully_shard(model.lin2)
+        fully_shard(model)
+    if mode is None:
+        opt = dualtype.ModularSGD(model, lr=LR, norms=NORMS, modular=False)
+    else:
+        from dualtype.distributed import DistributedModularSGD
+
+        opt = DistributedModularSGD(wrapped, lr=LR, norms=NORMS, modular=False)
+    mon = Monitor(opt, every=2, path=os.path.join(tmp, f"stats{rank}.jsonl"), model=wrapped, activations=True)
+    for s in range(4):
+        x, y = dist_batch(s)
+        x, y = x.chunk(world)[rank], y.chunk(world)[rank]
+        nn.functional.cross_entropy(wrapped(x), y).backward()
+        opt.step()
+        mon.step()
+        opt.zero_grad()
+    mon.close()
+    del wrapped
+    return {"records": mon.records, "files": sorted(os.listdir(tmp))}
+
+
+def _close(a, b, path: str = "") -> None:
+    if isinstance(a, dict):
+        assert a.keys() == b.keys(), path
+        for k in a:
+            if k != "time":
+                _close(a[k], b[k], f"{path}.{k}")
+    elif isinstance(a, float) and isinstance(b, float):
+        assert a == pytest.approx(b, rel=1e-4, abs=1e-6), path
+    else:
+        assert a == b, path
+
+
+@pytest.mark.parametrize("mode", ["ddp", "fsdp2"])
+def test_distributed_statistics_are_reduced_and_only_rank_0_writes(tmp_path, mode):
+    import torch.distributed as dist
+
+    if not dist.is_available():
+        pytest.skip("torch.distributed is not available")
+    from test_distributed import launch
+
+    (tmp_path / "ref").mkdir()
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        ref = _monitored_run(0, 1, str(tmp_path / "ref"), None)["records"]
+    finally:
+        torch.set_num_threads(threads)
+    ranks = launch(_monitored_run, tmp_path, mode)
+    assert [r["step"] for r in ref] == [2, 4]
+    for r in ranks:
+        for got, want in zip(r["records"], ref):
+            _close(got, want)
+    # rank 1 wrote nothing: only rank 0's files exist (JSONL and CSV)
+    assert [f for f in ranks[1]["files"] if f.startswith("stats")] == ["stats0.csv", "stats0.jsonl"]

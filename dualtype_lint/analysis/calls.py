@@ -26,6 +26,7 @@ from .tables import (
 from .values import (
     CLEAN,
     combine as _combine,
+    INVNORM,
     join as _join,
     NEW_WEIGHTS,
     NORMV,
@@ -166,6 +167,9 @@ class Calls:
         if last in maps.REDUCTIONS:
             vals = self._argvals(args)
             return maps.reduce_of(vals[0], len(vals) > 1) if vals else CLEAN
+        if last in maps.CLAMPS:
+            vals = self._argvals(args)
+            return self._clamp_args(args, vals) if len(vals) > 1 else _combine(vals)
         if last in maps.ATAN2:
             vals = self._argvals(args)
             return maps.atan2(vals[0], vals[1]) if len(vals) >= 2 else _combine(vals)
@@ -234,10 +238,21 @@ class Calls:
         if done is not None:
             return done
         if resolved in ("zip", "enumerate", "max", "min", "sum", "list", "tuple", "reversed", "sorted"):
-            if resolved in ("max", "min", "sum") and any(v.flags & NORMV for v in vals):
+            if resolved in ("max", "min") and len(vals) > 1:
+                return self._clamp_args(args, vals)
+            if resolved == "sum" and any(v.flags & NORMV for v in vals):
                 return maps.norm_of(vals)
             return _join(vals)
         return _combine(vals)
+
+    def _clamp_args(self, args: Sequence[cst.Arg], vals: list[Value]) -> Value:
+        """``min(c / ‖g‖, 1.0)``, ``torch.clamp(n, min=1)``: a norm among the arguments,
+        clamped by the others (see :func:`maps.clamped`)."""
+        for k, v in enumerate(vals):
+            if v.flags & (NORMV | INVNORM) and k < len(args):
+                norm = maps.norm_of(vals) if v.flags & NORMV else _join(vals)
+                return maps.clamped(norm, [a.value for i, a in enumerate(args) if i != k])
+        return _join(vals)
 
     def _argvals(self, args: Sequence[cst.Arg]) -> list[Value]:
         """Values of the arguments that carry data: metadata keywords (``device=``,

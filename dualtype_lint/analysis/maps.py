@@ -88,6 +88,41 @@ def reduce_of(v: Value, has_dim: bool) -> Value:
     return Value(True, flags=NORMV | (v.flags & PRECOND))
 
 
+CLAMPS = frozenset(("clamp", "clamp_min", "clamp_max", "clip", "maximum", "minimum", "min", "max"))
+
+
+def is_eps_guard(node) -> bool:
+    """A bound that only guards against division by zero: a literal below 1e-3 or a name
+    spelled with ``eps`` (``eps``, ``group['eps']``, ``self.eps``)."""
+    import libcst as cst
+
+    x = float_literal(node)
+    if x is not None:
+        return abs(x) < 1e-3
+    t = type(node)
+    if t is cst.Name:
+        return "eps" in node.value.lower()
+    if t is cst.Attribute:
+        return "eps" in node.attr.value.lower()
+    if t is cst.Subscript:
+        return any(type(n) is cst.SimpleString and "eps" in n.value.lower() for n in _index_nodes(node))
+    return False
+
+
+def _index_nodes(node):
+    return [s.slice.value for s in node.slice if hasattr(s.slice, "value")]
+
+
+def clamped(v: Value, bounds) -> Value:
+    """A norm (or ``c / ‖g‖``) clamped against a bound: ``min(c / ‖g‖, 1)``,
+    ``(‖g‖ / c).clamp(min=1)``, ``max(1, ‖g‖ / c)``. That is gradient clipping, not
+    normalization: below the bound the gradient passes unchanged, so what it scales stays a
+    raw gradient. A bound that only guards against zero (``max(‖g‖, eps)``) keeps the norm."""
+    if not v.flags & (NORMV | INVNORM) or all(is_eps_guard(b) for b in bounds):
+        return v
+    return Value(v.taint, v.weight_ref, v.weight_derived, None, v.flags & ~(NORMV | INVNORM))
+
+
 def root_of(v: Value) -> Value:
     """``√x``: of a norm, a norm; of a gradient statistic (Adam's v), an elementwise root."""
     if v.flags & NORMV:

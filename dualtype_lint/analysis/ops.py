@@ -8,7 +8,7 @@ import libcst as cst
 
 from . import maps
 from .tables import COPY_METHODS, META_KWARGS
-from .values import PRIMAL_VALUE, Value, combine as _combine
+from .values import INVNORM, NORMV, PRIMAL_VALUE, Value, combine as _combine
 
 
 def is_copy(node: cst.BaseExpression) -> bool:
@@ -70,6 +70,8 @@ def method_map(mname: str, recv: Value, vals: list[Value], args) -> Value | None
         return maps.multiply(recv, vals[0])
     if mname in maps.SVDS:
         return maps.svd_of(recv)
+    if mname in maps.CLAMPS and recv.flags & (NORMV | INVNORM):
+        return maps.clamped(recv, [a.value for a in args])
     return None
 
 
@@ -92,6 +94,8 @@ def inplace_map(base: str, tv: Value, vals: list[Value], args) -> Value | None:
         return maps.multiply(tv, vals[0])
     if base == "copy_" and vals:
         return vals[0]
+    if base in ("clamp_", "clamp_min_", "clamp_max_", "clip_") and tv.flags & (NORMV | INVNORM):
+        return maps.clamped(tv, [a.value for a in args])
     if base in ("add_", "sub_", "clamp_", "clamp_min_", "clamp_max_") and not any(v.taint for v in vals):
         return tv if tv.flags else None
     return None

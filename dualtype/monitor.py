@@ -58,6 +58,7 @@ from torch import Tensor, nn
 from dualtype import norms as _norms
 from dualtype.errors import ConfigError, DualityError
 from dualtype.roles import owner_of, types_of
+from dualtype.trace import paused
 
 __all__ = ["Monitor", "plot", "load", "STATS"]
 
@@ -284,7 +285,7 @@ class Monitor:
         self._vectors: dict[str, Tensor] = {}  # Lanczos warm starts, by name
         self._generator = torch.Generator().manual_seed(0)  # never the user's RNG stream
         self._handles: list = []
-        self._layers: list[tuple[str, str, nn.Module]] = []
+        self._layers: list[tuple[str, str, nn.Module]] = []  # (name, its main parameter, module)
         self._act: dict[str, list] = {}
         self._capture: dict | None = None
         self._stepped = False
@@ -349,7 +350,8 @@ class Monitor:
     # --- hooks (attached for a measured step only) -----------------------------------------
 
     def _pre_step(self, opt: torch.optim.Optimizer, args: tuple, kwargs: dict) -> None:
-        """Before the step: weights, lr and wd as the step sees them; gradient statistics."""
+        """Before the step: the weights, lr and wd as the step sees them, and the momentum's
+        dot products with the new gradient (the buffer is overwritten by the step)."""
         # A subclass whose step calls super().step() may fire this twice: the last capture wins.
         entries = self._entries()
         world, rank = self._world()
@@ -361,20 +363,8 @@ class Monitor:
             g = e.grad()
             present.append(g is not None)
             before.append(e.param.detach().clone() if g is not None else None)
-            if g is None:
-                continue
-            mine = e.owner == rank
-            full_g = e.full(_plain(g))
-            if mine:
-                norm = e.norm
-                gd = float(norm.dual_value(full_g))
-                stats[k, _GD] = gd
-                if not e.adamw and gd > 0:
-                    d = norm.dualize(_plain(full_g).detach(), e.group.get("method"))
-                    stats[k, _PAIR] = float(_pairing(full_g, d))
-            state = opt.state.get(e.param, {})
-            buf = state.get("exp_avg" if e.adamw else "momentum_buffer")
-            if buf is not None and (mine or e.sharded):  # dot products: a sum over shards
+            buf = opt.state.get(e.param, {}).get("exp_avg" if e.adamw else "momentum_buffer")
+            if g is not None and buf is not None and (e.owner == rank or e.sharded):  # a sum over shards
                 m, gl = _acc(buf), _acc(g)
                 stats[k, _MG] = float(_pairing(m, gl))
                 stats[k, _MM] = float(_pairing(m, m))
@@ -383,7 +373,26 @@ class Monitor:
                          "lr": [(e.group["lr"], e.group.get("weight_decay", 0.0)) for e in entries]}
 
     def _post_step(self, opt: torch.optim.Optimizer, args: tuple, kwargs: dict) -> None:
-        self._stepped = self._capture is not None  # the step returned: its writes are done
+        """After the step returned (its writes are done): the gradient's dual norm and the
+        alignment, under the norms the step used (it re-reads the model's table first)."""
+        cap = self._capture
+        if cap is None or self._stepped:  # nothing captured, or the inner call of a nested step
+            return
+        self._stepped = True
+        _, rank = self._world()
+        for k, e in enumerate(cap["entries"]):
+            g = e.grad()
+            if g is None or not cap["present"][k]:
+                continue
+            full_g = e.full(_plain(g))
+            if e.owner != rank:
+                continue
+            norm = e.norm
+            gd = float(norm.dual_value(full_g))
+            cap["stats"][k, _GD] = gd
+            if not e.adamw and gd > 0:  # ⟨g, dualize(g)⟩ with the optimizer's kernel (§1)
+                d = norm.dualize(_plain(full_g).detach(), e.group.get("method"))
+                cap["stats"][k, _PAIR] = float(_pairing(full_g, d))
 
     def _forward_hook(self, name: str):
         acc = self._act
@@ -395,7 +404,7 @@ class Monitor:
             while isinstance(out, (tuple, list)) and out:
                 out = out[0]
             if isinstance(out, Tensor) and out.numel() and (out.is_floating_point() or out.is_complex()):
-                with torch.no_grad():
+                with torch.no_grad(), paused():  # the monitor's arithmetic is not the model's graph
                     sums = acc[name]
                     sums[0] = sums[0] + _acc(out).abs().pow(2).sum()
                     sums[1] += out.numel()
@@ -405,6 +414,12 @@ class Monitor:
     def _reset_activations(self) -> None:
         self._act.clear()
         self._act.update({name: [0.0, 0] for name, _, _ in self._layers})
+
+    def _layer_roles(self) -> list[tuple[str, str]]:
+        """(layer, role of its main parameter), read now: the table may have changed since the
+        hooks were attached (the first forward is recorded then)."""
+        roles = self._roles()
+        return [(name, roles.get(main, "other")) for name, main, _ in self._layers]
 
     # --- measuring -----------------------------------------------------------------------
 
@@ -423,7 +438,7 @@ class Monitor:
             delta = e.full(_plain(cap["before"][k]) * (1.0 - lr * wd) - _plain(e.param.detach()))  # §1: Δ without decay
             if e.owner == rank:
                 stats[k, _U] = float(e.norm.value(delta).max())
-        acts = [(name, role) for name, role, _ in self._layers] if self.activations else []
+        acts = self._layer_roles() if self.activations else []
         act = torch.tensor([[float(self._act[n][0]), float(self._act[n][1])] for n, _ in acts],
                            dtype=torch.float64).reshape(-1, 2)
         if world > 1:
@@ -569,8 +584,8 @@ class Monitor:
         return dist.get_world_size(self._group), dist.get_rank(self._group)
 
     def _find_layers(self) -> list[tuple[str, str, nn.Module]]:
-        """(name, role, module) of every module that directly owns an optimized parameter."""
-        roles = self._roles()
+        """(name, main parameter, module) of every module that directly owns an optimized
+        parameter (the main parameter, whose role the layer takes, is its weight)."""
         stepped = {name for g in self.optimizer.param_groups for name in g["names"]}
         layers = []
         for mname, module in self.model.named_modules():
@@ -578,7 +593,7 @@ class Monitor:
             own = [n for n in own if n in stepped]
             if own:
                 main = next((n for n in own if n.endswith("weight")), own[0])
-                layers.append((mname or "root", roles.get(main, "other"), module))
+                layers.append((mname or "root", main, module))
         return layers
 
     # --- output ---------------------------------------------------------------------------
@@ -730,8 +745,12 @@ def plot(source: "Monitor | list[dict] | str | os.PathLike", path: "str | os.Pat
             cmap = plt.get_cmap("viridis")
             for n, (name, (xs, ys)) in enumerate(series.items()):
                 ax.plot(xs, ys, lw=1.0, color=cmap(n / max(1, len(series) - 1)), label=name)
+            ax.ticklabel_format(axis="y", useOffset=False)
             if ref is not None and series:
                 ax.axhline(1.0, color="black", ls="--", lw=0.8, label=ref)
+                if stat != "rms":  # a ratio to 1: show at least ±3%, so rounding noise looks flat
+                    lo, hi = ax.get_ylim()
+                    ax.set_ylim(min(lo, 0.97), max(hi, 1.03))
             if i == 0:
                 ax.set_title(f"{role} ({len(series)})")
             if j == 0:

@@ -299,6 +299,22 @@ def test_every_one_measures_every_step_and_close_removes_the_hooks():
     assert not opt._optimizer_step_pre_hooks
 
 
+def test_the_first_step_is_measured_in_the_norms_the_step_used():
+    """Without example=, the table comes from the first forward and the optimizer re-reads it
+    inside its first step: the head is rms->linf (a row map: alignment exactly 1), not the
+    layer-type fallback rms->rms it had when the monitor was armed."""
+    torch.manual_seed(0)
+    model = Net()
+    opt = dualtype.ModularSGD(model)
+    mon = Monitor(opt, every=1, activations=True)
+    backward(model, 1)
+    opt.step()
+    record = mon.step()
+    assert record["params"]["head.weight"]["norm"] == "rms->linf"
+    assert record["params"]["head.weight"]["alignment"] == pytest.approx(1.0, abs=1e-6)
+    assert record["activations"]["head"]["role"] == "head"
+
+
 def test_a_step_that_raises_is_not_measured():
     model, opt = make(torch.float32)
     mon = Monitor(opt, every=1)

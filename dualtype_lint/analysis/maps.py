@@ -175,8 +175,8 @@ def multiply(a: Value, b: Value) -> Value:
         if x.taint and not x.flags & (NORMV | PRECOND):
             if y.flags & INVNORM and not y.taint:
                 return PRIMAL_VALUE  # g * (c / ‖g‖)
-            if y.taint and y.flags & INVROOT:
-                return Value(True, flags=PRECOND)  # g * v.rsqrt()
+            if y.taint and y.flags & (INVROOT | PRECOND):
+                return Value(True, flags=PRECOND)  # g * v.rsqrt(), m * (lr / √v)
     if a.flags & PRIMAL and not a.taint and not b.taint:
         return PRIMAL_VALUE if not b.weight_ref else combine((a, b))
     if b.flags & PRIMAL and not b.taint and not a.taint:

@@ -8,7 +8,7 @@ import libcst as cst
 
 from . import maps
 from .tables import COPY_METHODS, META_KWARGS
-from .values import INVNORM, NORMV, PRIMAL_VALUE, Value, combine as _combine
+from .values import INVNORM, NORMV, PRECOND, PRIMAL_VALUE, Value, combine as _combine
 
 
 def is_copy(node: cst.BaseExpression) -> bool:
@@ -90,8 +90,10 @@ def inplace_map(base: str, tv: Value, vals: list[Value], args) -> Value | None:
         return maps.divide(tv, vals[0])
     if base in ("atan2_", "arctan2_") and vals and not tv.weight_ref:
         return maps.atan2(tv, vals[0])
-    if base == "mul_" and vals and not tv.weight_ref and not vals[0].taint:
-        return maps.multiply(tv, vals[0])
+    if base == "mul_" and vals and not tv.weight_ref:
+        m = maps.multiply(tv, vals[0])
+        if not vals[0].taint or m.flags & PRECOND:  # steps.mul_(m), steps = lr / √v
+            return m
     if base == "copy_" and vals:
         return vals[0]
     if base in ("clamp_", "clamp_min_", "clamp_max_", "clip_") and tv.flags & (NORMV | INVNORM):

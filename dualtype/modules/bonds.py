@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from dualtype.errors import ConfigError, ShapeError
-from dualtype.modules.base import Bond
+from dualtype.modules.base import Bond, Identity
 
 __all__ = [
     "ReLU",

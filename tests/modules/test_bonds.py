@@ -258,3 +258,8 @@ def test_attention_pieces_match_torch_sdpa():
     ours = FunctionalAttention(4)((q, k, v))
     ref = torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True, scale=1 / 4)
     torch.testing.assert_close(ours, ref)
+
+
+def test_non_causal_attention_masks_nothing():
+    att = FunctionalAttention(4, causal=False)
+    assert isinstance(att.mask, Identity) and att.sensitivity == FunctionalAttention(4).sensitivity

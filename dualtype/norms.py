@@ -68,7 +68,7 @@ import torch
 from torch import Tensor
 
 from dualtype.errors import ConfigError, NonFiniteError, ShapeError
-from dualtype.kernels import orthogonalize
+from dualtype.kernels import accumulation_dtype, orthogonalize
 from dualtype.kernels.svd import scaled_for_svd
 
 __all__ = [
@@ -92,9 +92,7 @@ def _acc(t: Tensor) -> Tensor:
     tensor: norms are numbers."""
     if type(t) is not Tensor:
         t = t.as_subclass(Tensor)
-    if t.dtype in (torch.float64, torch.complex128, torch.complex64):
-        return t
-    return t.to(torch.complex64) if t.is_complex() else t.float()
+    return t.to(accumulation_dtype(t.dtype))
 
 
 def _tiny(x: Tensor) -> float:
@@ -275,7 +273,7 @@ class Norm:
         if t.layout != torch.strided:
             t = t.to_dense()
         if t.numel() == 0:
-            real = torch.float64 if t.dtype in (torch.float64, torch.complex128) else torch.float32
+            real = accumulation_dtype(t.dtype).to_real()
             return torch.zeros(t.shape[: t.ndim - self.min_ndim], dtype=real, device=t.device)
         try:
             return f(t)

@@ -60,6 +60,7 @@ __all__ = [
     "assume_primal",
     "role",
     "norm_of",
+    "plain",
     "register_weight",
     "unregister_weight",
     "refresh_weight",
@@ -568,7 +569,9 @@ def _alias(t: Tensor) -> Tensor:
         return t.as_subclass(Tensor) if t.layout == torch.strided else t.detach()
 
 
-def _plain(t: Tensor) -> Tensor:
+def plain(t: Tensor) -> Tensor:
+    """A typed tensor as a plain ``torch.Tensor`` sharing its data (the tag is dropped, no
+    copy); any other tensor unchanged. For reading values (norms, I/O), never for updates."""
     return _alias(t) if isinstance(t, TypedTensor) else t
 
 
@@ -646,7 +649,7 @@ def dualize(
         raise ConfigError(f"dualize scale must be a finite number ≥ 0, got {scale!r}")
     name = g._dt_name if isinstance(g, TypedTensor) else None
     try:
-        out = n.dualize(_plain(g), method=method)
+        out = n.dualize(plain(g), method=method)
     except NonFiniteError as e:
         raise NonFiniteError(f"gradient of '{name}': {e}" if name else str(e)) from None
     if scale != 1.0:

@@ -30,15 +30,11 @@ from torch import Tensor, nn
 
 from dualtype.errors import ConfigError
 from dualtype.distributed.optim import DistributedModularSGD, unwrap
+from dualtype.tensor import plain
 
 __all__ = ["get_state_dict", "set_state_dict", "save", "load"]
 
 _MOMENTUM = "momentum_buffer"  # ModularSGD's per-parameter state key
-
-
-def _plain(t: Tensor) -> Tensor:
-    # Checkpoint I/O only: storage, not arithmetic. The optimizer re-tags on load.
-    return t.as_subclass(Tensor) if type(t) is not Tensor and not _is_dtensor(t) else t
 
 
 def _is_dtensor(t: Any) -> bool:
@@ -77,9 +73,9 @@ def get_state_dict(model: nn.Module, optimizer: DistributedModularSGD, extra: di
     for name, p, dparam, group in _params(optimizer):
         st = dict(optimizer.state.get(p, {}))
         if templates_for is not None and name in templates_for and _MOMENTUM not in st:
-            st[_MOMENTUM] = torch.zeros_like(_plain(p))
+            st[_MOMENTUM] = torch.zeros_like(plain(p))
         if st:
-            state[name] = {k: _global(_plain(v), dparam) if isinstance(v, Tensor) else v
+            state[name] = {k: _global(plain(v), dparam) if isinstance(v, Tensor) else v
                            for k, v in st.items()}
     groups = [{k: v for k, v in g.items() if k != "params"} for g in optimizer.param_groups]
     return {

@@ -20,6 +20,7 @@ from dualtype.kernels.coefficients import (
     polar_express_schedule,
     scalar_trace,
 )
+from dualtype.kernels.dtypes import accumulation_dtype
 from dualtype.kernels.svd import orthogonalize_svd
 
 __all__ = [
@@ -28,6 +29,7 @@ __all__ = [
     "orthogonalize",
     "orthogonalize_svd",
     "fast_dtype",
+    "accumulation_dtype",
     "polar_express_schedule",
     "optimal_quintic",
     "scalar_trace",

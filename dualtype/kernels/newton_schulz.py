@@ -22,6 +22,8 @@ from __future__ import annotations
 import torch
 
 from dualtype.errors import NonFiniteError
+from dualtype.kernels.coefficients import CUBIC
+from dualtype.kernels.dtypes import accumulation_dtype
 
 Coeffs = tuple[float, float, float]
 
@@ -50,7 +52,7 @@ def prepare(G: torch.Tensor, work_dtype: torch.dtype, check_finite: bool):
     transposed = m > n
     if transposed:
         X = X.mT
-    acc = torch.float64 if G.dtype == torch.float64 else torch.float32
+    acc = accumulation_dtype(G.dtype)
     nrm = torch.linalg.vector_norm(X, dim=(-2, -1), keepdim=True, dtype=acc)
     if torch.compiler.is_compiling() or X.device.type == "meta":  # no host sync (meta: no values at all)
         if check_finite and X.device.type != "meta":
@@ -106,7 +108,7 @@ def _add_identity_(P: torch.Tensor, a) -> torch.Tensor:
 def _gram_bound(S2: torch.Tensor) -> torch.Tensor:
     """``s = ‖S²‖_F^{1/4} ≥ σ_max(X)`` per batch entry, as a float32 ``[B, 1, 1]`` tensor,
     clamped away from zero so a zero matrix stays zero."""
-    acc = torch.float64 if S2.dtype == torch.float64 else torch.float32
+    acc = accumulation_dtype(S2.dtype)
     f = torch.linalg.vector_norm(S2, dim=(-2, -1), keepdim=True, dtype=acc)
     return f.clamp_min(_floor(S2.dtype)).pow(0.25)
 
@@ -137,7 +139,7 @@ def first_polynomial_cubic(X: torch.Tensor, coeffs: Coeffs):
     """Cubic first step: only ``S`` is available, so the bound is ``‖S‖_F^{1/2} = (Σσ⁴)^{1/4}``."""
     a, b, _ = coeffs
     S = torch.bmm(X, X.mT)
-    acc = torch.float64 if S.dtype == torch.float64 else torch.float32
+    acc = accumulation_dtype(S.dtype)
     f = torch.linalg.vector_norm(S, dim=(-2, -1), keepdim=True, dtype=acc)
     s = f.clamp_min(_floor(S.dtype)).sqrt()
     P = _add_identity_(S * (b / (s * s)).to(S.dtype), a) * (1.0 / s).to(S.dtype)
@@ -204,21 +206,21 @@ def iterate_cubic(X: torch.Tensor, max_steps: int, tol: float | None) -> torch.T
     The stopping test costs one reduction and one host sync per step; under ``torch.compile``
     (no data-dependent control flow) it is skipped and exactly ``max_steps`` steps run.
     """
-    a, b = 1.5, -0.5
+    a, b, _ = CUBIC  # a + b = 1, so aX + b·SX = X + (−b)·(I − S)X
     check = tol is not None and not torch.compiler.is_compiling() and X.device.type != "meta"
     for t in range(max_steps):
         if t == 0:
-            P = first_polynomial_cubic(X, (a, b, 0.0))
+            P = first_polynomial_cubic(X, CUBIC)
             X = torch.bmm(P, X)
             continue
         S = torch.bmm(X, X.mT)
         D = torch.baddbmm(X, S, X, beta=1.0, alpha=-1.0)  # (I − S)X
-        X = X + 0.5 * D
+        X = X + -b * D
         if check:
-            acc = torch.float64 if X.dtype == torch.float64 else torch.float32
+            acc = accumulation_dtype(X.dtype)
             d = torch.linalg.vector_norm(D, dtype=acc)
             x = torch.linalg.vector_norm(X, dtype=acc)
-            if bool(0.5 * d <= tol * x):
+            if bool(-b * d <= tol * x):
                 break
     return X
 

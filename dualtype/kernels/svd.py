@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import torch
 
+from dualtype.kernels.dtypes import accumulation_dtype
+
 
 def scaled_for_svd(X: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """``(Y, scale)`` with ``X ≈ scale·Y`` per matrix, for LAPACK's SVD.
@@ -37,10 +39,7 @@ def orthogonalize_svd(G: torch.Tensor) -> torch.Tensor:
     are dropped, so zero maps to zero and the output of a rank-deficient ``G`` has singular
     values in {0, 1}.
     """
-    if G.dtype in (torch.float64, torch.complex128, torch.complex64):
-        work = G
-    else:
-        work = G.to(torch.complex64) if G.is_complex() else G.float()
+    work = G.to(accumulation_dtype(G.dtype))
     U, S, Vh = torch.linalg.svd(scaled_for_svd(work)[0], full_matrices=False)
     tol = S.amax(dim=-1, keepdim=True) * max(work.shape[-2:]) * torch.finfo(S.dtype).eps
     keep = (S > tol).to(U.dtype)

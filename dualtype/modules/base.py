@@ -36,7 +36,7 @@ from __future__ import annotations
 import copy
 import math
 from dataclasses import dataclass
-from typing import Mapping, Sequence, Union
+from typing import Callable, Mapping, Sequence, Union
 
 import torch
 from torch import Tensor, nn
@@ -44,7 +44,9 @@ from torch import Tensor, nn
 from dualtype import norms as _norms
 from dualtype import tensor as _tensor
 from dualtype.errors import ConfigError, ShapeError
+from dualtype.kernels import accumulation_dtype
 from dualtype.norms import Norm
+from dualtype.tensor import plain
 
 __all__ = [
     "Module",
@@ -125,22 +127,55 @@ def _door(g: Tensor, norm: Norm, scale: float, method: str | None = None) -> Ten
     return _tensor.dualize(g, norm, scale=float(scale), method=method)
 
 
+def _reduce(vals: list[Tensor], tensors: Sequence[Tensor], reduce: Callable[[Tensor], Tensor]) -> Tensor:
+    """``reduce`` of the per-term numbers; 0 (in the tensors' real accumulation dtype) when
+    every term is dropped."""
+    if not vals:
+        dt = accumulation_dtype(tensors[0].dtype).to_real() if tensors else torch.float32
+        return torch.zeros((), dtype=dt)
+    return reduce(torch.stack([v.to(vals[0].dtype) for v in vals]))
+
+
 def flat_norm(norms: Sequence[Norm], coefs: Sequence[float], weights: Sequence[Tensor]) -> Tensor:
     """max_p ‖w_p‖/c_p over c_p > 0 (0 if every term is dropped)."""
-    vals = [atom_value(n, _plain(w).detach()) / c for n, c, w in zip(norms, coefs, weights) if c > 0]
-    if not vals:
-        dt = weights[0].dtype if weights and weights[0].dtype == torch.float64 else torch.float32
-        return torch.zeros((), dtype=dt)
-    return torch.stack([v.to(vals[0].dtype) for v in vals]).amax()
+    vals = [atom_value(n, plain(w).detach()) / c for n, c, w in zip(norms, coefs, weights) if c > 0]
+    return _reduce(vals, weights, torch.amax)
 
 
 def flat_dual_norm(norms: Sequence[Norm], coefs: Sequence[float], grads: Sequence[Tensor]) -> Tensor:
     """Σ_p c_p·‖g_p‖† over c_p > 0."""
-    vals = [atom_dual_value(n, _plain(g).detach()) * c for n, c, g in zip(norms, coefs, grads) if c > 0]
-    if not vals:
-        dt = grads[0].dtype if grads and grads[0].dtype == torch.float64 else torch.float32
-        return torch.zeros((), dtype=dt)
-    return torch.stack([v.to(vals[0].dtype) for v in vals]).sum()
+    vals = [atom_dual_value(n, plain(g).detach()) * c for n, c, g in zip(norms, coefs, grads) if c > 0]
+    return _reduce(vals, grads, torch.sum)
+
+
+def own_weights(params: Sequence[tuple[str, Tensor]]) -> list[Tensor]:
+    """The parameters' own values (detached), for ``weights=None``."""
+    return [p.detach() for _, p in params]
+
+
+def own_grads(params: Sequence[tuple[str, Tensor]]) -> list[Tensor]:
+    """The parameters' own ``.grad`` (zeros where there is none), for ``grads=None``."""
+    return [p.grad if p.grad is not None else torch.zeros_like(p) for _, p in params]
+
+
+def match_tensors(tensors: Sequence[Tensor] | Mapping[str, Tensor], params: Sequence[tuple[str, Tensor]],
+                  what: str, owner: str) -> list[Tensor]:
+    """``tensors`` given for ``params`` ((name, parameter) pairs) as a list in their order or a
+    dict by name, in that order; :class:`ShapeError` names a missing, unknown or misshapen one."""
+    if isinstance(tensors, Mapping):
+        missing = [n for n, _ in params if n not in tensors]
+        extra = set(tensors) - {n for n, _ in params}
+        if missing or extra:
+            raise ShapeError(f"{what} dict: missing {missing}, unknown {sorted(extra)}")
+        out = [tensors[n] for n, _ in params]
+    else:
+        out = list(tensors)
+        if len(out) != len(params):
+            raise ShapeError(f"{owner} has {len(params)} parameters, got {len(out)} {what}")
+    for (n, p), t in zip(params, out):
+        if tuple(t.shape) != tuple(p.shape):
+            raise ShapeError(f"{what} for '{n}': shape {tuple(t.shape)} ≠ parameter {tuple(p.shape)}")
+    return out
 
 
 def flat_dualize(
@@ -148,10 +183,6 @@ def flat_dualize(
 ) -> list[Tensor]:
     """[c_p·dualize_p(g_p)]: each through the Dual→Primal door, zero for dropped terms."""
     return [_door(g, n, c, method) for n, c, g in zip(norms, coefs, grads)]
-
-
-def _plain(t: Tensor) -> Tensor:
-    return t.as_subclass(torch.Tensor) if type(t) is not torch.Tensor and isinstance(t, Tensor) else t
 
 
 # ---------------------------------------------------------------------------------------
@@ -199,39 +230,24 @@ class Module(nn.Module):
         return [t.coefficient * target for t in self.terms()]
 
     # -- weights and grads ----------------------------------------------------------
-    def _gather(self, tensors: Tensors, what: str) -> list[Tensor]:
+    def _weights(self, weights: Tensors) -> list[Tensor]:
         params = list(self.named_parameters())
-        if tensors is None:
-            if what == "weights":
-                return [p.detach() for _, p in params]
-            return [p.grad if p.grad is not None else torch.zeros_like(p) for _, p in params]
-        if isinstance(tensors, Mapping):
-            missing = [n for n, _ in params if n not in tensors]
-            extra = set(tensors) - {n for n, _ in params}
-            if missing or extra:
-                raise ShapeError(f"{what} dict: missing {missing}, unknown {sorted(extra)}")
-            out = [tensors[n] for n, _ in params]
-        else:
-            out = list(tensors)
-            if len(out) != len(params):
-                raise ShapeError(
-                    f"{type(self).__name__} has {len(params)} parameters, got {len(out)} {what}"
-                )
-        for (n, p), t in zip(params, out):
-            if tuple(t.shape) != tuple(p.shape):
-                raise ShapeError(f"{what} for '{n}': shape {tuple(t.shape)} ≠ parameter {tuple(p.shape)}")
-        return out
+        return own_weights(params) if weights is None else match_tensors(weights, params, "weights", type(self).__name__)
+
+    def _grads(self, grads: Tensors) -> list[Tensor]:
+        params = list(self.named_parameters())
+        return own_grads(params) if grads is None else match_tensors(grads, params, "grads", type(self).__name__)
 
     # -- the modular norm -----------------------------------------------------------
     def norm(self, weights: Tensors = None) -> Tensor:
         """The modular norm ‖w‖ (0-dim tensor)."""
         terms = self.terms()
-        return flat_norm([t.norm for t in terms], [t.coefficient for t in terms], self._gather(weights, "weights"))
+        return flat_norm([t.norm for t in terms], [t.coefficient for t in terms], self._weights(weights))
 
     def dual_norm(self, grads: Tensors = None) -> Tensor:
         """The dual modular norm ‖g‖† = max over ‖d‖ ≤ 1 of ⟨g, d⟩ (0-dim tensor)."""
         terms = self.terms()
-        return flat_dual_norm([t.norm for t in terms], [t.coefficient for t in terms], self._gather(grads, "grads"))
+        return flat_dual_norm([t.norm for t in terms], [t.coefficient for t in terms], self._grads(grads))
 
     def dualize(self, grads: Tensors = None, target: float = 1.0, method: str | None = None) -> list[Tensor]:
         """The modular duality map: a list of ``PrimalTensor`` (``parameters()`` order) of
@@ -240,7 +256,7 @@ class Module(nn.Module):
         target = check_mass(target, "target")
         terms = self.terms()
         coefs = [t.coefficient * target for t in terms]
-        return flat_dualize([t.norm for t in terms], coefs, self._gather(grads, "grads"), method)
+        return flat_dualize([t.norm for t in terms], coefs, self._grads(grads), method)
 
     # -- operators ------------------------------------------------------------------
     def __matmul__(self, other: "Module") -> "Composition":

@@ -17,21 +17,26 @@ from __future__ import annotations
 
 import fnmatch
 from dataclasses import dataclass, replace
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
-import torch
 from torch import Tensor, nn
 
-from dualtype.errors import ConfigError, ShapeError
-from dualtype.modules.base import Module, check_mass, check_sensitivity, flat_dual_norm, flat_dualize, flat_norm
+from dualtype.errors import ConfigError
+from dualtype.modules.base import (
+    Module,
+    check_mass,
+    check_sensitivity,
+    flat_dual_norm,
+    flat_dualize,
+    flat_norm,
+    match_tensors,
+    own_grads,
+    own_weights,
+)
 from dualtype.norms import Norm
-from dualtype.roles import ROLE_MASSES, ROLE_NORMS, check_patterns, format_table, infer, match, types_of
+from dualtype.roles import check_patterns, format_table, infer, match, types_of
 
-__all__ = ["modular", "ModularNorm", "ParamRecord", "DEFAULT_NORMS", "DEFAULT_MASSES"]
-
-#: role → norm and role → mass of graph inference (re-exported from :mod:`dualtype.roles`).
-DEFAULT_NORMS = ROLE_NORMS
-DEFAULT_MASSES = ROLE_MASSES
+__all__ = ["modular", "ModularNorm", "ParamRecord"]
 
 
 @dataclass(frozen=True)
@@ -70,17 +75,20 @@ class ModularNorm:
     name → ``PrimalTensor``.
     """
 
-    def __init__(self, model: nn.Module, build: Callable[[], list[ParamRecord]], target: float) -> None:
+    def __init__(self, model: nn.Module, records: list[ParamRecord], target: float) -> None:
         self.model = model
-        self._build = build
+        self._records = records
         self.target = target
         self._params = {name: p for name, _, _, p in _named_params(model)}
 
     @property
     def records(self) -> list[ParamRecord]:
-        """One :class:`ParamRecord` per parameter (recomputed: masses re-weighted on a
-        dualtype module are reflected)."""
-        return self._build()
+        """One :class:`ParamRecord` per parameter. For a :class:`dualtype.modules.Module`
+        mass and target are re-read from its terms, so parts re-weighted since show at once."""
+        if isinstance(self.model, Module):
+            return [replace(rec, target=self.target * t.coefficient, mass=t.atom.mass)
+                    for rec, t in zip(self._records, self.model.terms())]
+        return list(self._records)
 
     @property
     def norms(self) -> dict[str, Norm]:
@@ -112,29 +120,13 @@ class ModularNorm:
     def __len__(self) -> int:
         return len(self.records)
 
-    def _gather(self, tensors, records: list[ParamRecord], what: str) -> list[Tensor]:
-        if tensors is None:
-            if what == "weights":
-                return [self._params[r.name].detach() for r in records]
-            out = []
-            for r in records:
-                p = self._params[r.name]
-                out.append(p.grad if p.grad is not None else torch.zeros_like(p))
-            return out
-        if isinstance(tensors, Mapping):
-            missing = [r.name for r in records if r.name not in tensors]
-            extra = set(tensors) - {r.name for r in records}
-            if missing or extra:
-                raise ShapeError(f"{what} dict: missing {missing}, unknown {sorted(extra)}")
-            out = [tensors[r.name] for r in records]
-        else:
-            out = list(tensors)
-            if len(out) != len(records):
-                raise ShapeError(f"the model has {len(records)} parameters, got {len(out)} {what}")
-        for r, t in zip(records, out):
-            if tuple(t.shape) != r.shape:
-                raise ShapeError(f"{what} for '{r.name}': shape {tuple(t.shape)} ≠ parameter {r.shape}")
-        return out
+    def _weights(self, weights, records: list[ParamRecord]) -> list[Tensor]:
+        params = [(r.name, self._params[r.name]) for r in records]
+        return own_weights(params) if weights is None else match_tensors(weights, params, "weights", "the model")
+
+    def _grads(self, grads, records: list[ParamRecord]) -> list[Tensor]:
+        params = [(r.name, self._params[r.name]) for r in records]
+        return own_grads(params) if grads is None else match_tensors(grads, params, "grads", "the model")
 
     def _coefs(self, records: list[ParamRecord]) -> list[float]:
         # targets include the total target (> 0); the norm itself is taken at target 1
@@ -143,18 +135,18 @@ class ModularNorm:
     def norm(self, weights=None) -> Tensor:
         """max_p ‖w_p‖_p / c_p (c_p = target_p at total target 1; zero-mass terms dropped)."""
         rec = self.records
-        return flat_norm([r.norm for r in rec], self._coefs(rec), self._gather(weights, rec, "weights"))
+        return flat_norm([r.norm for r in rec], self._coefs(rec), self._weights(weights, rec))
 
     def dual_norm(self, grads=None) -> Tensor:
         """Σ_p c_p·‖g_p‖†_p."""
         rec = self.records
-        return flat_dual_norm([r.norm for r in rec], self._coefs(rec), self._gather(grads, rec, "grads"))
+        return flat_dual_norm([r.norm for r in rec], self._coefs(rec), self._grads(grads, rec))
 
     def dualize(self, grads=None, method: str | None = None) -> dict[str, Tensor]:
         """name → ``targets[name] · norms[name].dualize(g)`` (a ``PrimalTensor``): modular
         norm ``target``, pairing ⟨g, ·⟩ = target·‖g‖†."""
         rec = self.records
-        out = flat_dualize([r.norm for r in rec], [r.target for r in rec], self._gather(grads, rec, "grads"), method)
+        out = flat_dualize([r.norm for r in rec], [r.target for r in rec], self._grads(grads, rec), method)
         return {r.name: d for r, d in zip(rec, out)}
 
     def table(self) -> str:
@@ -217,24 +209,25 @@ def modular(
         raise ConfigError(f"{type(model).__name__} has no parameters")
     for what, pats in (("masses", masses), ("norms", norms), ("sensitivities", sensitivities)):
         check_patterns(names, pats, what, type(model).__name__)
-    roles = dict(types.roles)
-    if head not in (None, False, True):
-        roles.update(_head_patterns(model, names, head))
-    merged = lambda mine, extra: {**mine, **dict(extra or {})}  # noqa: E731
-    table = infer(model, types.graph, norms=merged(types.norms, norms), roles=roles,
-                  masses=merged(types.masses, masses), strict=types.strict, warn=False)
-    if head is False:
-        roles.update({r.name: "hidden" for r in table if r.role == "head"})
-        table = infer(model, types.graph, norms=merged(types.norms, norms), roles=roles,
-                      masses=merged(types.masses, masses), strict=types.strict, warn=False)
+    table = _table(model, types, names, masses, norms, head)
     sens = {r.name: check_sensitivity(s) for r in table
             if (s := match(r.name, sensitivities)) is not None}
     records = [ParamRecord(r.name, r.shape, r.role, r.norm, r.mass, r.sensitivity * sens.get(r.name, 1.0),
                            target * r.target / sens.get(r.name, 1.0), r.source) for r in table]
-    if isinstance(model, Module):
-        return ModularNorm(model, lambda: [replace(rec, target=target * t.coefficient, mass=t.atom.mass)
-                                           for rec, t in zip(records, model.terms())], target)
-    return ModularNorm(model, lambda: list(records), target)
+    return ModularNorm(model, records, target)
+
+
+def _table(model: nn.Module, types, names: list[str], masses, norms, head) -> list:
+    """The model's table with ``modular()``'s declarations added to the model's own."""
+    roles = dict(types.roles)
+    if head not in (None, False, True):
+        roles.update(_head_patterns(model, names, head))
+    declared = {"norms": {**types.norms, **dict(norms or {})}, "masses": {**types.masses, **dict(masses or {})}}
+    table = infer(model, types.graph, roles=roles, strict=types.strict, warn=False, **declared)
+    if head is False:  # the graph's head becomes a hidden layer: infer again with that role declared
+        roles.update({r.name: "hidden" for r in table if r.role == "head"})
+        table = infer(model, types.graph, roles=roles, strict=types.strict, warn=False, **declared)
+    return table
 
 
 def _head_patterns(model: nn.Module, names: list[str], head) -> dict[str, str]:

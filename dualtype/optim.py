@@ -34,7 +34,7 @@ from dualtype.errors import ConfigError, NonFiniteError, NormMismatchError, Shap
 from dualtype.guard import typed, typed_handle
 from dualtype.kernels import METHODS
 from dualtype.norms import Norm
-from dualtype.roles import ModelTypes, check_patterns, match, norm_by_shape, owner_of, types_of
+from dualtype.roles import ModelTypes, check_patterns, format_table, match, norm_by_shape, owner_of, types_of
 from dualtype.tensor import DualTensor, PrimalTensor, assume_primal, dual, dualize, norm_of, weight_info
 
 __all__ = ["ModularSGD", "DualizeItem"]
@@ -107,6 +107,17 @@ def _check_adam(group: Mapping[str, Any], where: str) -> None:
         _check_number(b, f"{where}: betas[{i}]", "Adam's betas are in [0, 1), e.g. (0.9, 0.95)", upper=1.0)
     if _check_number(group["eps"], f"{where}: eps", "eps is Adam's denominator floor, e.g. 1e-8") == 0:
         raise ConfigError(f"{where}: eps must be > 0, e.g. 1e-8")
+
+
+def _momentum(grads: list[DualTensor], bufs: list[DualTensor] | None, beta: float,
+              nesterov: bool) -> tuple[list[DualTensor], list[DualTensor | None]]:
+    """(updates, new buffers) of the EMA momentum, out of place (nothing is committed here):
+    ``buf ← β·buf + (1−β)·g``; the update is ``(1−β)·g + β·buf`` with Nesterov, else ``buf``.
+    Without momentum (``bufs`` None) the updates are the gradients."""
+    if bufs is None:
+        return grads, [None] * len(grads)
+    new_bufs = torch._foreach_lerp(bufs, grads, 1.0 - beta)
+    return (torch._foreach_lerp(grads, new_bufs, beta) if nesterov else new_bufs), new_bufs
 
 
 class ModularSGD(torch.optim.Optimizer):
@@ -447,7 +458,12 @@ class ModularSGD(torch.optim.Optimizer):
 
     @torch.no_grad()
     def step(self, closure: Callable[[], Any] | None = None) -> Any:
-        """One update of every parameter that has a gradient. Returns ``closure()``'s loss."""
+        """One update of every parameter that has a gradient. Returns ``closure()``'s loss.
+
+        Three phases: read the groups (gradients as ``Dual[N]``, momentum buffers), compute
+        every update without writing anything (:func:`_momentum`, then :meth:`_dualize`),
+        then write the buffers and the weights (:meth:`_apply`, torch's AdamW for its groups).
+        """
         loss = None
         if closure is not None:
             with torch.enable_grad():
@@ -455,53 +471,59 @@ class ModularSGD(torch.optim.Optimizer):
         self._sync()
         for i, group in enumerate(self.param_groups):  # settings changed after construction
             self._check_hyper(group, f"param group {i}")
+        adam = [(g, *self._adamw_grads(g)) for g in self.param_groups if g["algorithm"] == "adamw"]
         items: list[DualizeItem] = []
-        commits: list[tuple[Tensor, dict, Tensor | None, dict]] = []
-        adam_groups = [g for g in self.param_groups if g["algorithm"] == "adamw"]
-        adam_grads = [self._adamw_grads(g) for g in adam_groups]  # checks; writes nothing
+        commits: list[tuple[Tensor, Tensor | None, dict]] = []
         for group in self.param_groups:
             if group["algorithm"] == "adamw":
                 continue
-            beta, lr = group["momentum"], group["lr"]
-            entries = []
-            for p, name, norm_name, target in zip(group["params"], group["names"],
-                                                  group["norms"], group["targets"]):
-                if p.grad is None:
-                    continue
-                norm = _norms.get(norm_name)
-                entries.append((p, name, norm, target, self._dual_grad(p, name, norm)))
-            if not entries:
+            params, norms, targets, grads, bufs = self._init_group(group)
+            if not params:
                 continue
-            grads = [e[4] for e in entries]
-            if beta > 0:
-                bufs = []
-                for p, name, norm, _, g in entries:
-                    buf = self.state[p].get("momentum_buffer")
-                    if buf is None:
-                        buf = torch.zeros_like(g)  # Dual[norm]
-                    elif not isinstance(buf, DualTensor):
-                        buf = dual(buf, norm, name)  # e.g. a state_dict loaded without tags
-                    bufs.append(buf)
-                # Out of place: buffers are committed only once every update is computed.
-                new_bufs = torch._foreach_lerp(bufs, grads, 1.0 - beta)
-                updates = (torch._foreach_lerp(grads, new_bufs, beta) if group["nesterov"]
-                           else new_bufs)
-            else:
-                new_bufs, updates = [None] * len(entries), grads
-            for (p, name, norm, target, _), u, nb in zip(entries, updates, new_bufs):
-                items.append(DualizeItem(p, u, norm, lr * target))
-                commits.append((p, self.state[p], nb, group))
-
-        self._methods = {id(p): g["method"] for g in self.param_groups for p in g["params"]}
+            updates, new_bufs = _momentum(grads, bufs, group["momentum"], group["nesterov"])
+            items += [DualizeItem(p, u, n, group["lr"] * t) for p, u, n, t in zip(params, updates, norms, targets)]
+            commits += [(p, nb, group) for p, nb in zip(params, new_bufs)]
         primals = self._dualize(items)
         if len(primals) != len(items):
             raise RuntimeError(f"_dualize returned {len(primals)} updates for {len(items)} items")
+        self._apply(commits, primals)
+        for group, params, grads in adam:
+            if params:
+                self._adamw_step(group, params, grads)
+        return loss
 
-        # Apply: nothing above wrote to a weight or a buffer.
+    def _init_group(self, group: dict) -> tuple[list, list, list, list, list | None]:
+        """(params, norms, targets, Dual grads, momentum buffers or None) of the parameters
+        of ``group`` that have a gradient; new buffers are zero and ``Dual[norm]``. Writes
+        nothing."""
+        params, names, norms, targets, grads = [], [], [], [], []
+        for p, name, norm_name, target in zip(group["params"], group["names"], group["norms"], group["targets"]):
+            if p.grad is None:
+                continue
+            norm = _norms.get(norm_name)
+            params.append(p)
+            names.append(name)
+            norms.append(norm)
+            targets.append(target)
+            grads.append(self._dual_grad(p, name, norm))
+        if group["momentum"] == 0:
+            return params, norms, targets, grads, None
+        bufs = []
+        for p, name, norm, g in zip(params, names, norms, grads):
+            buf = self.state[p].get("momentum_buffer")
+            if buf is None:
+                buf = torch.zeros_like(g)  # Dual[norm]
+            elif not isinstance(buf, DualTensor):
+                buf = dual(buf, norm, name)  # e.g. a state_dict loaded without tags
+            bufs.append(buf)
+        return params, norms, targets, grads, bufs
+
+    def _apply(self, commits: list[tuple[Tensor, Tensor | None, dict]], primals: list[PrimalTensor]) -> None:
+        """Write the new momentum buffers, then each group's decay and update into its weights."""
         by_group: dict[int, tuple[list, list, dict]] = {}
-        for (p, state, nb, group), d in zip(commits, primals):
-            if nb is not None:
-                state["momentum_buffer"] = nb
+        for (p, new_buf, group), d in zip(commits, primals):
+            if new_buf is not None:
+                self.state[p]["momentum_buffer"] = new_buf
             ps, ds, _ = by_group.setdefault(id(group), ([], [], group))
             ps.append(p)
             ds.append(d)
@@ -510,13 +532,13 @@ class ModularSGD(torch.optim.Optimizer):
             if decay != 0:
                 torch._foreach_mul_(ps, 1.0 - decay)
             torch._foreach_sub_(ps, ds)  # Primal[N] into a weight of norm N: checked
-        for group, (params, grads) in zip(adam_groups, adam_grads):
-            if params:
-                torch_adam.adam(params, grads, *self._adamw_state(params), foreach=group["foreach"], has_complex=any(p.is_complex() for p in params),
-                           decoupled_weight_decay=True, amsgrad=False, beta1=group["betas"][0],
-                           beta2=group["betas"][1], lr=group["lr"], weight_decay=group["weight_decay"],
-                           eps=group["eps"], maximize=False)
-        return loss
+
+    def _adamw_step(self, group: dict, params: list[Tensor], grads: list[Tensor]) -> None:
+        """torch's functional AdamW on one group (bit-identical to ``torch.optim.AdamW``)."""
+        torch_adam.adam(params, grads, *self._adamw_state(params), foreach=group["foreach"],
+                        has_complex=any(p.is_complex() for p in params), decoupled_weight_decay=True,
+                        amsgrad=False, beta1=group["betas"][0], beta2=group["betas"][1], lr=group["lr"],
+                        weight_decay=group["weight_decay"], eps=group["eps"], maximize=False)
 
     def _adamw_grads(self, group: dict) -> tuple[list[Tensor], list[Tensor]]:
         """(params, plain grads) of an AdamW group; a non-finite gradient raises before any write.
@@ -595,16 +617,18 @@ class ModularSGD(torch.optim.Optimizer):
     def _dualize(self, items: list[DualizeItem]) -> list[PrimalTensor]:
         """``scale·dualize_N(update)`` for every item, in order; pure (touches no state).
 
-        Buckets items by (shape, dtype, device, norm) and dualizes each bucket of a
+        Buckets items by (shape, dtype, device, norm, method) and dualizes each bucket of a
         batch-aware norm in one stacked call (one orthogonalization kernel launch per shape).
         Override this (and only this) to distribute the work, e.g. give each rank a subset
         of the buckets and all-gather the results.
         """
         out: list[PrimalTensor | None] = [None] * len(items)
         buckets: dict[tuple, list[int]] = defaultdict(list)
+        methods = self._methods()
         for i, it in enumerate(items):
             if self.batched and it.norm.batchable:  # leading dims are a batch: one stacked call
-                key = (tuple(it.update.shape), it.update.dtype, it.update.device, it.norm)
+                method = methods.get(id(it.param), self.defaults["method"])
+                key = (tuple(it.update.shape), it.update.dtype, it.update.device, it.norm, method)
             else:
                 key = ("single", i)
             buckets[key].append(i)
@@ -615,8 +639,8 @@ class ModularSGD(torch.optim.Optimizer):
         return out  # type: ignore[return-value]
 
     def _dualize_batch(self, items: Sequence[DualizeItem]) -> list[PrimalTensor]:
-        """Dualize items of one norm and shape (one item, or a stackable bucket) in one call."""
-        method = self._method_for(items[0].param)
+        """Dualize items of one norm, shape and method (one item, or a stackable bucket) in one call."""
+        method = self._methods().get(id(items[0].param), self.defaults["method"])
         norm = self._norm_for_kernel(items[0].norm)
         try:
             if len(items) == 1:
@@ -647,19 +671,17 @@ class ModularSGD(torch.optim.Optimizer):
             self._compiled_norms[norm.name] = _CompiledNorm(norm, self._compile_options)
         return self._compiled_norms[norm.name]
 
-    def _method_for(self, param: Tensor) -> str | None:
-        methods = self.__dict__.get("_methods") or {}
-        return methods.get(id(param), self.defaults["method"])
+    def _methods(self) -> dict[int, str | None]:
+        """id(param) → its group's orthogonalization method (read live: groups may change)."""
+        return {id(p): g["method"] for g in self.param_groups for p in g["params"]}
 
     # --- introspection --------------------------------------------------------------------
 
-    def describe(self) -> str:
-        """A table of every parameter's group, shape, norm and target."""
-        rows = []
-        for gi, group in enumerate(self.param_groups):
-            for p, n, nm, t in zip(group["params"], group["names"], group["norms"], group["targets"]):
-                rows.append((str(gi), n, str(tuple(p.shape)), nm, f"{t:.4g}", f"{group['lr'] * t:.4g}"))
+    def __repr__(self) -> str:
+        """A table of every parameter's group, shape, norm, target and step (lr·target)."""
+        rows = [(str(gi), n, "×".join(map(str, p.shape)) or "scalar", nm, f"{t:.4g}", f"{group['lr'] * t:.4g}")
+                for gi, group in enumerate(self.param_groups)
+                for p, n, nm, t in zip(group["params"], group["names"], group["norms"], group["targets"])]
         head = ("group", "name", "shape", "norm", "target", "step (lr·target)")
-        widths = [max(len(r[i]) for r in [head, *rows]) for i in range(len(head))]
-        fmt = "  ".join(f"{{:<{w}}}" for w in widths)
-        return "\n".join(fmt.format(*r) for r in [head, *rows])
+        title = f"{type(self).__name__}: {len(rows)} parameter tensors in {len(self.param_groups)} group(s)"
+        return format_table(head, rows, numeric={4, 5}, title=title)

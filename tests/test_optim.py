@@ -427,3 +427,24 @@ def test_compiled_step_matches_eager():
 def test_compile_option_is_validated():
     with pytest.raises(ConfigError, match="compile must be"):
         ModularSGD(Tiny(), lr=0.01, modular=False, compile="yes")
+
+
+def test_repr_is_the_table_of_parameters():
+    model = nn.Sequential(nn.Linear(3, 4), nn.Linear(4, 2))
+    text = repr(ModularSGD(model, lr=0.1, modular=False))
+    assert text.startswith("ModularSGD: 4 parameter tensors in 1 group(s)")
+    assert "0.weight" in text and "rms->rms" in text and "1.weight" in text
+
+
+def test_groups_with_different_methods_are_dualized_apart(monkeypatch):
+    a, b = nn.Parameter(torch.randn(6, 6)), nn.Parameter(torch.randn(6, 6))
+    opt = ModularSGD([{"params": [("a", a)], "method": "svd"}, {"params": [("b", b)], "method": "quintic"}],
+                     norms={"a": "rms->rms", "b": "rms->rms"})
+    seen = []
+    real = ModularSGD._dualize_batch
+    monkeypatch.setattr(ModularSGD, "_dualize_batch",
+                        lambda self, items: seen.append([self._methods()[id(it.param)] for it in items])
+                        or real(self, items))
+    a.grad, b.grad = torch.randn(6, 6), torch.randn(6, 6)
+    opt.step()
+    assert sorted(seen) == [["quintic"], ["svd"]]

@@ -10,7 +10,7 @@ Every norm ``N`` offers three functions of one tensor (torch layout: a weight is
 ``value`` and ``dual_value`` return 0-dim tensors in float32 (float64 for float64 input) on
 the input's device, so they never force a host sync. ``dualize`` returns the input's dtype.
 
-Input that is not a dense real matrix (issue 13):
+Input that is not a dense real matrix:
 
 - *effectively zero*: a slice the map normalizes (the whole tensor for l2/rms, each matrix
   for rms->rms/conv2d, each row for the row maps) whose entries are all below the smallest
@@ -145,7 +145,7 @@ def _prescale(x: Tensor, norm: "Norm", dim: int | None = None) -> Tensor:
     """``x / max|x|`` (over all entries, or along ``dim``); NaN/Inf raise
     :class:`NonFiniteError`. The duality maps are scale invariant, so this only moves the
     entries into [-1, 1], where the norms that follow can neither underflow to 0 (a tiny
-    gradient used to come back unnormalized) nor overflow (a large finite one used to raise
+    gradient would come back unnormalized) nor overflow (a large finite one would raise
     NonFiniteError). A slice whose max|x| is below the smallest normal number (:func:`_tiny`)
     is effectively zero and becomes exactly zero: zero in, zero out, never NaN."""
     if x.numel() == 0:

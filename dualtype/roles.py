@@ -49,6 +49,7 @@ import torch
 from torch import Tensor, nn
 
 from dualtype import norms as _norms
+from dualtype.checks import is_real
 from dualtype.errors import ConfigError, NormMismatchError
 from dualtype.norms import Norm
 from dualtype.trace import CONV, LOOKUP, MATRIX, NORM, SCALE, SHIFT, Graph, Layer, Recorder, TraceError, finish, paused, record
@@ -382,7 +383,7 @@ def infer(
             norm = _norms.get(ROLE_NORMS[role] if role != "conv" or p.ndim == 4 else "l2")
         norm.check(p, f"parameter '{name}'")
         m = match(name, masses, p)
-        if m is not None and (isinstance(m, bool) or not isinstance(m, (int, float)) or not 0 <= m < float("inf")):
+        if m is not None and (not is_real(m) or not 0 <= m < float("inf")):
             raise ConfigError(f"mass of '{name}' must be a finite number ≥ 0, got {m!r}")
         rows[name] = dict(name=name, shape=tuple(p.shape), role=role, norm=norm, source=source, uses=uses,
                           mass=ROLE_MASSES[role] if m is None else float(m),

@@ -125,8 +125,8 @@ def refresh_weight(param: Tensor) -> None:
     """Move ``param``'s registrations to the storage it lives in now.
 
     ``model.double()``, ``.to(device)``, ``share_memory()`` ... replace ``param.data``, so the
-    registry still points at the old storage and ``p.data`` writes were no longer checked
-    (issue 13 item 1). A caller that sees the storage change (dualtype.guard) calls this;
+    registry would still point at the old storage and ``p.data`` writes would go unchecked.
+    A caller that sees the storage change (dualtype.guard) calls this;
     it scans the registry, so it is meant for such events, not for every step."""
     moved: list[_Entry] = []
     for key in list(_WEIGHTS):

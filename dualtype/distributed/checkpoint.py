@@ -29,20 +29,12 @@ import torch.distributed as dist
 from torch import Tensor, nn
 
 from dualtype.errors import ConfigError
-from dualtype.distributed.optim import DistributedModularSGD, unwrap
+from dualtype.distributed.optim import DistributedModularSGD, is_sharded_tensor, unwrap
 from dualtype.tensor import plain
 
 __all__ = ["get_state_dict", "set_state_dict", "save", "load"]
 
 _MOMENTUM = "momentum_buffer"  # ModularSGD's per-parameter state key
-
-
-def _is_dtensor(t: Any) -> bool:
-    try:
-        from torch.distributed.tensor import DTensor
-    except ImportError:  # pragma: no cover
-        return False
-    return isinstance(t, DTensor)
 
 
 def _params(optimizer: DistributedModularSGD):
@@ -55,7 +47,7 @@ def _params(optimizer: DistributedModularSGD):
 
 def _global(local: Tensor, dparam: Any) -> Tensor:
     """Wrap a local shard with the DTensor parameter's mesh/placement (no copy)."""
-    if dparam is None or not _is_dtensor(dparam) or local.ndim == 0:
+    if dparam is None or not is_sharded_tensor(dparam) or local.ndim == 0:
         return local
     from torch.distributed.tensor import DTensor
 
@@ -93,7 +85,7 @@ def set_state_dict(model: nn.Module, optimizer: DistributedModularSGD, sd: dict)
     by_name = {name: p for name, p, _, _ in _params(optimizer)}
     for name, st in saved["state"].items():
         p = by_name[name]
-        optimizer.state[p] = {k: (v.to_local() if _is_dtensor(v) else v).clone()
+        optimizer.state[p] = {k: (v.to_local() if is_sharded_tensor(v) else v).clone()
                               if isinstance(v, Tensor) else v for k, v in st.items()}
     if len(saved["param_groups"]) != len(optimizer.param_groups):
         raise ConfigError(f"checkpoint has {len(saved['param_groups'])} param groups, the "

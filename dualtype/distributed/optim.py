@@ -46,6 +46,7 @@ __all__ = ["DistributedModularSGD", "is_sharded"]
 
 
 def is_sharded_tensor(t: object) -> bool:
+    """True for a DTensor (False where torch is built without torch.distributed)."""
     try:
         from torch.distributed.tensor import DTensor
     except ImportError:  # pragma: no cover

@@ -11,6 +11,7 @@ from typing import Callable, NamedTuple
 
 import torch
 
+from dualtype.checks import is_int
 from dualtype.errors import ConfigError, NonFiniteError, ShapeError
 from dualtype.kernels import newton_schulz as _ns
 from dualtype.kernels.coefficients import (
@@ -85,7 +86,7 @@ def _check_arguments(method, steps, work, lower, tol) -> None:
     """Refuse arguments the kernels cannot honour, before any work (:class:`ConfigError`)."""
     if method not in METHODS:
         raise ConfigError(f"unknown orthogonalization method {method!r}; choose from {METHODS}")
-    if steps is not None and (isinstance(steps, bool) or not isinstance(steps, int) or steps < 1):
+    if steps is not None and (not is_int(steps) or steps < 1):
         raise ConfigError(f"orthogonalize: steps must be an integer ≥ 1, got {steps!r}")
     if not isinstance(work, torch.dtype) or not (work.is_floating_point or work.is_complex):
         raise ConfigError(f"orthogonalize works in a floating dtype, got {work}")

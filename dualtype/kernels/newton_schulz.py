@@ -35,7 +35,7 @@ _SMALL = {torch.float32: 1e-17, torch.float64: 1e-150}
 def _floor(work: torch.dtype) -> float:
     """Lower clamp of a Gram norm (a zero matrix stays zero): the smallest normal number of the
     working dtype, at least float32's. With float32's alone, 1/s² overflows float16 to Inf
-    and a zero float16 matrix came back NaN (0·Inf)."""
+    and a zero float16 matrix would come back NaN (0·Inf)."""
     return max(_TINY, torch.finfo(work).tiny)
 
 
@@ -74,7 +74,7 @@ def prepare(G: torch.Tensor, work_dtype: torch.dtype, check_finite: bool):
 def _prepare_careful(G, X, fine, nrm, acc, check_finite: bool) -> torch.Tensor:
     """``X/‖X‖_F`` where the plain norm may have under- or overflowed: ``Y = X/amax`` has
     entries in [-1, 1] and ``‖Y‖_F ∈ [1, √(rk)]``, so ``Y/‖Y‖_F`` is computed without a
-    reciprocal of a tiny number (1/denormal overflows: the old NaN). A matrix whose amax is
+    reciprocal of a tiny number (1/denormal overflows to Inf, and then NaN). A matrix whose amax is
     below the smallest normal number of ``acc`` is *effectively zero* and maps to zero."""
     amax = X.abs().amax(dim=(-2, -1), keepdim=True).to(acc)
     if check_finite and not bool(torch.isfinite(amax).all()):

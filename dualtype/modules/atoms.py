@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from dualtype.checks import is_int
 from dualtype.errors import ConfigError, ShapeError
 from dualtype.modules.base import Atom
 
@@ -25,7 +26,7 @@ __all__ = ["Linear", "HeadLinear", "Embed", "PositionEmbed", "Conv2D", "Head", "
 
 
 def _dim(x: int, what: str) -> int:
-    if isinstance(x, bool) or not isinstance(x, int) or x < 1:
+    if not is_int(x) or x < 1:
         raise ConfigError(f"{what} must be an int ≥ 1, got {x!r}")
     return x
 

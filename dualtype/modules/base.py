@@ -43,6 +43,7 @@ from torch import Tensor, nn
 
 from dualtype import norms as _norms
 from dualtype import tensor as _tensor
+from dualtype.checks import is_int, is_real
 from dualtype.errors import ConfigError, ShapeError
 from dualtype.kernels import accumulation_dtype
 from dualtype.norms import Norm
@@ -70,7 +71,7 @@ Tensors = Union[Sequence[Tensor], Mapping[str, Tensor], None]
 
 def check_mass(mass: float, what: str = "mass") -> float:
     """``mass`` as a float; :class:`ConfigError` unless it is a finite number ≥ 0."""
-    if isinstance(mass, bool) or not isinstance(mass, (int, float)):
+    if not is_real(mass):
         raise ConfigError(f"{what} must be a number ≥ 0, got {mass!r}")
     mass = float(mass)
     if not math.isfinite(mass) or mass < 0:
@@ -80,7 +81,7 @@ def check_mass(mass: float, what: str = "mass") -> float:
 
 def check_sensitivity(s: float) -> float:
     """``s`` as a float; :class:`ConfigError` unless it is a finite number > 0."""
-    if isinstance(s, bool) or not isinstance(s, (int, float)):
+    if not is_real(s):
         raise ConfigError(f"sensitivity must be a number > 0, got {s!r}")
     s = float(s)
     if not math.isfinite(s) or s <= 0:
@@ -364,7 +365,7 @@ class Mul(Bond):
 
     def __init__(self, alpha: float) -> None:
         super().__init__()
-        if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not math.isfinite(alpha):
+        if not is_real(alpha) or not math.isfinite(alpha):
             raise ConfigError(f"scale α must be a finite number, got {alpha!r}")
         if alpha == 0:
             raise ConfigError(
@@ -540,13 +541,13 @@ def _fresh_copy(module: Module) -> Module:
 def repeat(module: Module, depth: int) -> Composition:
     """M^L: L copies of ``module`` composed (the first is ``module`` itself, the rest are
     deep copies with freshly initialized weights)."""
-    if isinstance(depth, bool) or not isinstance(depth, int) or depth < 1:
+    if not is_int(depth) or depth < 1:
         raise ConfigError(f"repeat depth must be an int ≥ 1, got {depth!r}")
     return compose(module, *(_fresh_copy(module) for _ in range(depth - 1)))
 
 
 def residual(block: Module, depth: float) -> Sum:
     """(1 − 1/L)·Identity + (1/L)·block: mass of ``block``, s = (1 − 1/L) + s_block/L."""
-    if isinstance(depth, bool) or not isinstance(depth, (int, float)) or not depth > 1:
+    if not is_real(depth) or not depth > 1:
         raise ConfigError(f"residual depth L must be > 1, got {depth!r}")
     return Sum(Scale(Identity(), 1 - 1 / depth), Scale(block, 1 / depth), names=("skip", "branch"))

@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from dualtype.checks import is_int
 from dualtype.errors import ConfigError, ShapeError
 from dualtype.modules.base import Bond, Identity
 
@@ -98,7 +99,7 @@ class SplitHeads(Bond):
 
     def __init__(self, heads: int) -> None:
         super().__init__()
-        if isinstance(heads, bool) or not isinstance(heads, int) or heads < 1:
+        if not is_int(heads) or heads < 1:
             raise ConfigError(f"heads must be an int ≥ 1, got {heads!r}")
         self.heads = heads
 

@@ -6,6 +6,7 @@ norms are derived from their parts.
 
 from __future__ import annotations
 
+from dualtype.checks import is_int
 from dualtype.errors import ConfigError
 from dualtype.modules.atoms import Embed, Head, HeadLinear, Linear, PositionEmbed
 from dualtype.modules.base import Composition, Concatenation, Module, Scale, Sum, residual
@@ -23,7 +24,7 @@ class MLP(Composition):
     """
 
     def __init__(self, d_in: int, d_hidden: int, d_out: int, depth: int = 3, head: bool = False) -> None:
-        if isinstance(depth, bool) or not isinstance(depth, int) or depth < 1:
+        if not is_int(depth) or depth < 1:
             raise ConfigError(f"MLP depth must be an int ≥ 1, got {depth!r}")
         dims = [d_in] + [d_hidden] * (depth - 1) + [d_out]
         parts: list[Module] = []
@@ -84,7 +85,7 @@ class GPT(Composition):
         blocks_mass: float | None = None,
         head_mass: float = 1.0,
     ) -> None:
-        if isinstance(layers, bool) or not isinstance(layers, int) or layers < 1:
+        if not is_int(layers) or layers < 1:
             raise ConfigError(f"layers must be an int ≥ 1, got {layers!r}")
         embed = Scale(Sum(Embed(vocab, d_model), PositionEmbed(context, d_model), names=("token", "position")), 0.5)
         embed.mass = embed_mass

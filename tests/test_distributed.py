@@ -30,6 +30,7 @@ from dualtype.distributed.wire import pack, as_primal
 from dualtype.norms import Norm
 from dualtype.norms import get as norm
 from dualtype.optim import ModularSGD
+from helpers import plain, snapshot
 
 pytestmark = pytest.mark.skipif(not dist.is_available(), reason="torch.distributed is not available")
 
@@ -398,8 +399,8 @@ def test_a_norm_defined_in_a_test_steps_modular_sgd(batched):
     base = opt._dualize_batch
     opt._dualize_batch = lambda items: calls.append(len(items)) or base(items)
     model(torch.randn(3, 4)).square().sum().backward()
-    before = {n: p.detach().clone() for n, p in model.named_parameters()}
-    grads = {n: p.grad.as_subclass(torch.Tensor).clone() for n, p in model.named_parameters()}
+    before = snapshot(model)
+    grads = {n: plain(p.grad) for n, p in model.named_parameters()}
     opt.step()
     for n, p in model.named_parameters():
         if n in norms:

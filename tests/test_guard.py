@@ -14,19 +14,7 @@ import dualtype
 from dualtype import ConfigError, DualityError, DualTensor, NormMismatchError, dualize, norm_of, role
 from dualtype import norms as N
 from dualtype.roles import norm_by_shape, role_from_module
-
-
-def plain(t):
-    return t.detach().as_subclass(torch.Tensor).clone()
-
-
-def snapshot(model):
-    return {n: plain(p) for n, p in model.named_parameters()}
-
-
-def assert_unchanged(model, before):
-    for n, p in model.named_parameters():
-        assert torch.equal(plain(p), before[n]), f"{n} changed"
+from helpers import assert_unchanged, plain, snapshot
 
 
 def n_hooks(p) -> int:

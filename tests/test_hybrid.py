@@ -12,6 +12,7 @@ from torch import nn
 import dualtype
 from dualtype import ConfigError, NonFiniteError
 from dualtype.optim import ModularSGD
+from helpers import snapshot
 
 
 class Net(nn.Module):
@@ -114,7 +115,7 @@ def test_adamw_group_refuses_bad_settings_and_nan_before_writing():
     opt = ModularSGD([{"params": hidden}, {"params": rest, "algorithm": "adamw", "lr": 1e-3}])
     loss_of(model, 0).backward()
     model.norm.weight.grad[0] = float("nan")
-    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    before = snapshot(model)
     with pytest.raises(NonFiniteError, match="norm.weight"):
         opt.step()
     assert all(torch.equal(before[n], p) for n, p in model.named_parameters())

@@ -27,6 +27,7 @@ from dualtype import (
 )
 from dualtype import norms as N
 from dualtype.kernels import METHODS, orthogonalize, orthogonalize_svd
+from helpers import not_type_error, plain
 
 LR = 0.1
 
@@ -38,15 +39,6 @@ def setup():
     m(torch.randn(2, 4)).sum().backward()
     return m, m.weight, m.weight.grad
 
-
-def plain(t: torch.Tensor) -> torch.Tensor:
-    """A plain copy of ``t`` (dense or sparse), tag and graph dropped."""
-    with torch._C.DisableTorchFunctionSubclass():
-        return t.detach().clone()
-
-
-def not_type_error(info) -> None:
-    assert not isinstance(info.value, TypeError)
 
 
 # --- item 5: vector_to_parameters --------------------------------------------------------

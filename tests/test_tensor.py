@@ -9,7 +9,6 @@ tensors (bit-for-bit) and against ``w - lr * dualize(g)``.
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import io
 import math
@@ -35,33 +34,12 @@ from dualtype import (
     role,
 )
 from dualtype import norms as N
+from helpers import assert_unchanged, plain, refused, snapshot
 
 LR = 0.1
 
 
 # --- helpers -----------------------------------------------------------------------------
-
-
-@contextlib.contextmanager
-def refused(exc: type[Exception] = DualityError, match: str | None = None):
-    """``pytest.raises`` that also insists the error is not a TypeError (the operator trap)."""
-    with pytest.raises(exc, match=match) as info:
-        yield info
-    assert not isinstance(info.value, TypeError), "a TypeError becomes NotImplemented in operators"
-
-
-def plain(t: torch.Tensor) -> torch.Tensor:
-    """A plain-tensor copy of ``t``'s values (no tag, no shared storage)."""
-    return t.detach().as_subclass(torch.Tensor).clone()
-
-
-def snapshot(model: nn.Module) -> dict[str, torch.Tensor]:
-    return {n: plain(p) for n, p in model.named_parameters()}
-
-
-def assert_unchanged(model: nn.Module, before: dict[str, torch.Tensor]) -> None:
-    for n, p in model.named_parameters():
-        assert torch.equal(plain(p), before[n]), f"{n} changed by a refused update"
 
 
 def make_model(d_in: int = 5, d_hidden: int = 4, d_out: int = 3, seed: int = 0) -> nn.Module:

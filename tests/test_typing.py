@@ -14,6 +14,7 @@ import dualtype
 import dualtype.typing as dt_typing
 from dualtype import DualityError, NormMismatchError, ShapeError, dual, dualize
 from dualtype.typing import Dual, Primal, set_debug, set_shapes, typechecked
+from helpers import not_type_error, refused
 
 
 @pytest.fixture(autouse=True)
@@ -29,13 +30,6 @@ def _shapes_default():
 def g_(norm="rms->rms", shape=(3, 4), name=None):
     return dual(torch.randn(shape), norm, name=name)
 
-
-def refused(match=None):
-    return pytest.raises(DualityError, match=match)
-
-
-def not_type_error(info):
-    assert not isinstance(info.value, TypeError)
 
 
 # --- isinstance semantics ----------------------------------------------------------------

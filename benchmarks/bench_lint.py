@@ -85,20 +85,21 @@ def bench_cross_module(files: list[str], settings: Settings, repeat: int) -> dic
     from dualtype_lint.analysis import project
     from dualtype_lint.engine import lint_path
 
-    real = project.find_function
+    real = (project.find_function, project.find_class)  # functions, and base classes' methods
+    off = (lambda a, o: None, lambda a, o: None)
     out: dict[str, tuple[float, int]] = {}
     for _ in range(repeat):
-        for label, fn in (("summaries in the file only", lambda a, o: None), ("summaries across files (default)", real)):
+        for label, fns in (("summaries in the file only", off), ("summaries across files (default)", real)):
             project._FILES.clear()
             project._LOOKUPS.clear()
-            project.find_function = fn
+            project.find_function, project.find_class = fns
             try:
                 t = time.process_time()
                 for f in files:
                     lint_path(f, settings)
                 cpu = time.process_time() - t
             finally:
-                project.find_function = real
+                project.find_function, project.find_class = real
             if label not in out or cpu < out[label][0]:
                 out[label] = (cpu, sum(1 for v in project._FILES.values() if v is not None))
     return out

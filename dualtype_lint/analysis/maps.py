@@ -12,13 +12,15 @@ Written out in user code they look like this, and their result is primal (clean)
   ε)``) and only multiplies clean matrices afterwards, so its function summary returns a primal.
 
 A division by an elementwise square root of a gradient statistic (``m / (√v + ε)``,
-``g * v.rsqrt()``, ``addcdiv_(m, √v)``, Adam-atan2's ``atan2(m, √v)``) is *not* a duality map: it is an elementwise
-preconditioner (Adam, Adagrad, RMSprop) and is marked ``PRECOND`` (rule DTL006).
+``g * v.rsqrt()``, ``addcdiv_(m, √v)``, Adam-atan2's ``atan2(m, √v)``) is *not* a duality
+map: it is an elementwise preconditioner (Adam, Adagrad, RMSprop) and is marked ``PRECOND``
+(rule DTL006). Neither is a norm clamped against a bound (clipping, see :func:`clamped`).
 """
 
 from __future__ import annotations
 
 from ..names import GRAD_WORDS
+from .paths import string_index
 from .values import (
     CLEAN,
     INVNORM,
@@ -88,7 +90,8 @@ def reduce_of(v: Value, has_dim: bool) -> Value:
     return Value(True, flags=NORMV | (v.flags & PRECOND))
 
 
-CLAMPS = frozenset(("clamp", "clamp_min", "clamp_max", "clip", "maximum", "minimum", "min", "max"))
+# torch's clamps (the builtins min/max are handled with the calls of builtins)
+CLAMPS = frozenset(("clamp", "clamp_min", "clamp_max", "clip", "maximum", "minimum"))
 
 
 def is_eps_guard(node) -> bool:
@@ -105,12 +108,9 @@ def is_eps_guard(node) -> bool:
     if t is cst.Attribute:
         return "eps" in node.attr.value.lower()
     if t is cst.Subscript:
-        return any(type(n) is cst.SimpleString and "eps" in n.value.lower() for n in _index_nodes(node))
+        key = string_index(node)
+        return key is not None and "eps" in key.lower()
     return False
-
-
-def _index_nodes(node):
-    return [s.slice.value for s in node.slice if hasattr(s.slice, "value")]
 
 
 def clamped(v: Value, bounds) -> Value:

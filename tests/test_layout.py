@@ -140,3 +140,13 @@ def test_the_cycle_check_catches_a_deferred_import(monkeypatch):
     monkeypatch.setitem(MODULES, "dualtype.errors", ast.parse("def f():\n    from dualtype import norms\n"))
     with pytest.raises(AssertionError, match="dualtype.errors -> dualtype.norms"):
         test_no_import_cycles_between_dualtype_modules()
+
+
+@pytest.mark.parametrize("package", ["dualtype", "dualtype.kernels", "dualtype.modules", "dualtype.distributed"])
+def test_each_package_exports_public_names_that_exist(package):
+    import importlib
+
+    mod = importlib.import_module(package)
+    assert not [n for n in mod.__all__ if n.startswith("_")]
+    assert not [n for n in mod.__all__ if not hasattr(mod, n)]
+    assert len(mod.__all__) == len(set(mod.__all__))

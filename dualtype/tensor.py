@@ -257,9 +257,9 @@ def _typed_in(obj: Any, out: list) -> None:
 
 def _describe(t: "TypedTensor") -> str:
     if not t._dt_name:
-        return t._tag()
+        return t.type_label
     what = "gradient of" if t._role == _DUAL else "update for"
-    return f"{t._tag()} ({what} '{t._dt_name}')"
+    return f"{t.type_label} ({what} '{t._dt_name}')"
 
 
 def _require_one_role(op: str, values: list["TypedTensor"]) -> None:
@@ -418,7 +418,9 @@ class TypedTensor(Tensor):
         """``Dual["rms->rms"]``: an annotation matching dual values of that norm (see typing)."""
         return _spec(cls, _norms.get(norm))
 
-    def _tag(self) -> str:
+    @property
+    def type_label(self) -> str:
+        """``Dual[norm]`` or ``Primal[norm]`` (``?`` for an unknown norm), as errors print it."""
         n = self._dt_norm
         return f"{'Dual' if self._role == _DUAL else 'Primal'}[{n if n is not None else '?'}]"
 
@@ -537,7 +539,7 @@ def _repr(t: "TypedTensor") -> str:
     with DisableTorchFunctionSubclass():
         body = Tensor.__repr__(_alias(t))
     name = t._dt_name
-    return f"{t._tag()}{f' {name!r}' if name else ''} {body}"
+    return f"{t.type_label}{f' {name!r}' if name else ''} {body}"
 
 
 class DualTensor(TypedTensor):

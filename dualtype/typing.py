@@ -98,7 +98,7 @@ def _expected(annotation: Any) -> str:
 def _actual(value: Any) -> str:
     if isinstance(value, torch.Tensor):
         if isinstance(value, TypedTensor):
-            kind = value._tag()
+            kind = value.type_label
         else:
             kind = "plain Tensor"
         dtype = str(value.dtype).removeprefix("torch.")

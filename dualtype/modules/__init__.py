@@ -32,7 +32,7 @@ from dualtype.modules.base import (
 )
 from dualtype.modules.bonds import GELU, Add, Flatten, ReLU, RMSNorm
 from dualtype.modules.compounds import GPT, MLP, Attention
-from dualtype.modules.wrap import ModularNorm, ParamRecord, modular
+from dualtype.modules.modular_norm import ModularNorm, ParamRecord, modular
 
 __all__ = [
     "Module", "Atom", "Bond", "Composition", "Concatenation", "Sum", "Scale",

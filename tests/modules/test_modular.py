@@ -13,6 +13,7 @@ import dualtype
 from dualtype.errors import ConfigError, ShapeError
 from dualtype.modules import MLP, GPT, Linear, ReLU, modular
 from dualtype.norms import get as get_norm
+from dualtype.roles import types_of
 from dualtype.tensor import PrimalTensor
 
 from .helpers import F64, inner, ref_dual, ref_dualize_norm
@@ -219,7 +220,7 @@ def test_tied_head_is_one_parameter_with_both_uses():
     mn = modular(model, example=IDX)
     row = mn["wte.weight"]
     assert "lm_head.weight" not in roles(mn) and (row.role, str(row.norm)) == ("embedding", "l1->rms")
-    assert dualtype.modules.wrap.types_of(model).table["wte.weight"].uses == ("embedding", "head")
+    assert types_of(model).table["wte.weight"].uses == ("embedding", "head")
     assert len(mn) == len(list(model.parameters()))
 
 

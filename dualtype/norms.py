@@ -232,7 +232,8 @@ class Norm:
         """Raise :class:`ShapeError` if ``t`` cannot carry this norm (:class:`ConfigError` if it is
         not a tensor at all)."""
         if not isinstance(t, Tensor):
-            raise ConfigError(f"{self} needs a torch.Tensor, got {type(t).__name__}: convert it with torch.as_tensor(...)")
+            raise ConfigError(f"{self} needs a torch.Tensor, got {type(t).__name__}: "
+                              "convert it with torch.as_tensor(...)")
         if t.ndim < self.min_ndim:
             raise ShapeError(
                 f"{self} needs a {self.min_ndim}-D {what} or more ({self._layout()}), "

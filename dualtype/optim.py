@@ -522,8 +522,9 @@ class ModularSGD(torch.optim.Optimizer):
         """Write the new momentum buffers, then each group's decay and update into its weights."""
         by_group: dict[int, tuple[list, list, dict]] = {}
         for (p, new_buf, group), d in zip(commits, primals):
+            state = self.state[p]  # every stepped parameter has a state entry, buffer or not
             if new_buf is not None:
-                self.state[p]["momentum_buffer"] = new_buf
+                state["momentum_buffer"] = new_buf
             ps, ds, _ = by_group.setdefault(id(group), ([], [], group))
             ps.append(p)
             ds.append(d)

@@ -28,8 +28,8 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
-from dualtype.errors import ConfigError
 from dualtype.distributed.optim import DistributedModularSGD, is_sharded_tensor, unwrap
+from dualtype.errors import ConfigError
 from dualtype.tensor import plain
 
 __all__ = ["get_state_dict", "set_state_dict", "save", "load"]

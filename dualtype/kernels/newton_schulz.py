@@ -19,6 +19,8 @@ bound). The rescaling is folded into the first polynomial, so it costs no extra 
 
 from __future__ import annotations
 
+from typing import Callable
+
 import torch
 
 from dualtype.errors import NonFiniteError
@@ -166,20 +168,34 @@ def iterate(X: torch.Tensor, schedule: list[Coeffs], tighten: bool) -> torch.Ten
     return X
 
 
-def gram_steps(X: torch.Tensor, schedule: list[Coeffs], tighten: bool = False) -> torch.Tensor:
+def _fused_polynomial(R: torch.Tensor, coeffs: Coeffs) -> torch.Tensor:
+    """``aI + bR + cR²`` with the quintic part in one ``baddbmm`` (the Gram segments)."""
+    a, b, c = coeffs
+    P = torch.baddbmm(R, R, R, beta=b, alpha=c) if c != 0.0 else R * b
+    return _add_identity_(P, a)
+
+
+def _summed_polynomial(R: torch.Tensor, coeffs: Coeffs) -> torch.Tensor:
+    """``aI + bR + cR²`` as a sum of products (the full Gram iteration). It differs from
+    :func:`_fused_polynomial` only in rounding; each path keeps the form it was measured with."""
+    a, b, c = coeffs
+    return _add_identity_(R * b + torch.bmm(R, R) * c, a)
+
+
+def gram_steps(X: torch.Tensor, schedule: list[Coeffs], tighten: bool = False,
+               gram_polynomial: Callable[[torch.Tensor, Coeffs], torch.Tensor] = _fused_polynomial) -> torch.Tensor:
     """Steps of ``schedule`` from ``X`` in Gram space: ``S = XXᵀ``, ``P = aI + bR + cR²``,
     ``Q ← PQ``, ``R ← PRP``; returns ``Q X``. With ``tighten`` the first step also applies
     the ``‖S²‖_F^{1/4}`` normalization (folded into Q, as in :func:`first_polynomial`)."""
     R = torch.bmm(X, X.mT)
     Q = None
     T = len(schedule)
-    for t, (a, b, c) in enumerate(schedule):
+    for t, coeffs in enumerate(schedule):
         if t == 0 and tighten:
-            P, inv_s, R, _ = tightened_polynomial(R, torch.bmm(R, R), (a, b, c))
+            P, inv_s, R, _ = tightened_polynomial(R, torch.bmm(R, R), coeffs)
             Q = P * inv_s
         else:
-            P = torch.baddbmm(R, R, R, beta=b, alpha=c) if c != 0.0 else R * b
-            P = _add_identity_(P, a)
+            P = gram_polynomial(R, coeffs)
             Q = P if Q is None else torch.bmm(P, Q)
         if t < T - 1:
             R = torch.bmm(torch.bmm(P, R), P)
@@ -239,29 +255,11 @@ def iterate_gram(X: torch.Tensor, schedule: list[Coeffs], restart_every: int = 5
     In bf16 (|λ| ~ 4e-3·‖S‖) this was measured to diverge on ill-conditioned input, so the
     iteration always runs in float32 or wider, whatever ``X``'s dtype. In float32 the drift
     stays below 1e-2 for 5 steps; longer schedules re-form ``X = Q X₀`` and ``S`` every
-    ``restart_every`` steps (two extra big products each time).
+    ``restart_every`` steps (two extra big products each time): :func:`gram_steps` in segments
+    of ``restart_every``.
     """
     work = X.dtype
     X = X if X.dtype in (torch.float32, torch.float64) else X.float()
-    T = len(schedule)
-    Q = R = None
-    fresh = True  # R is the Gram matrix of the current X and Q = I
-    for t, (a, b, c) in enumerate(schedule):
-        if t == 0:
-            # X₁ = P·(X₀/s): Q₁ = P/s, and R₁ = X₁X₁ᵀ = P·R·P with R = (X₀/s)(X₀/s)ᵀ.
-            P, inv_s, R, _ = first_polynomial(X, (a, b, c))
-            Q = P * inv_s
-        else:
-            R2 = torch.bmm(R, R)
-            P = _add_identity_(R * b + R2 * c, a)
-            Q = P if fresh else torch.bmm(P, Q)
-        fresh = False
-        if t == T - 1:
-            break
-        if (t + 1) % restart_every == 0:
-            X = torch.bmm(Q, X)
-            R = torch.bmm(X, X.mT)
-            fresh = True
-        else:
-            R = torch.bmm(torch.bmm(P, R), P)
-    return torch.bmm(Q, X).to(work)
+    for t in range(0, len(schedule), restart_every):
+        X = gram_steps(X, schedule[t : t + restart_every], tighten=t == 0, gram_polynomial=_summed_polynomial)
+    return X.to(work)

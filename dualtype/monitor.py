@@ -56,8 +56,10 @@ import torch
 from torch import Tensor, nn
 
 from dualtype import norms as _norms
+from dualtype.checks import is_int, is_real
 from dualtype.errors import ConfigError, DualityError
 from dualtype.roles import owner_of, types_of
+from dualtype.tensor import plain
 from dualtype.trace import paused
 
 __all__ = ["Monitor", "plot", "load", "STATS"]
@@ -66,30 +68,31 @@ __all__ = ["Monitor", "plot", "load", "STATS"]
 STATS = ("weight", "update", "step_size", "update_ratio", "grad_dual", "alignment", "momentum_cos")
 _ROLE_ORDER = ("embedding", "hidden", "head", "conv", "gain", "bias", "other")
 _COLD_STEPS = 20  # Lanczos steps on the first measurement of a matrix (no warm start yet)
+_UPDATE_STEPS = 4  # Lanczos steps for an update's norm (see Monitor._norms_of)
 _SPECTRAL = ("rms->rms", "conv2d")
-# Columns of the per-rank statistics matrix that one all_reduce sums (see _Capture).
+# Columns of the per-rank statistics matrix [parameters, 7] that one all_reduce sums.
 _W, _U, _GD, _PAIR, _MG, _MM, _GG = range(7)
-
-
-def _plain(t: Tensor) -> Tensor:
-    """A plain-class view of a Dual/Primal tensor (statistics are numbers, §4)."""
-    return t if type(t) is Tensor else t.as_subclass(Tensor)
 
 
 def _acc(t: Tensor) -> Tensor:
     """``t`` in its accumulation dtype: float64 stays, other real dtypes go to float32."""
-    t = _plain(t).detach()
+    t = plain(t).detach()
     return t if t.dtype in (torch.float64, torch.complex128) else t.to(torch.complex64 if t.is_complex() else torch.float32)
 
 
-def _pairing(g: Tensor, d: Tensor) -> Tensor:
-    """⟨g, d⟩ = Re Σ conj(g)·d (§3), in the accumulation dtype."""
+def _pairing(g: Tensor, d: Tensor, n: int = 1) -> Tensor:
+    """⟨g, d⟩ = Re Σ conj(g)·d (§3) in the accumulation dtype, per item of a stack of ``n``."""
     a, b = _acc(g), _acc(d)
-    return (a.conj() * b).real.sum() if a.is_complex() else (a * b).sum()
+    density = (a.conj() * b).real if a.is_complex() else a * b
+    return density.reshape(n, -1).sum(dim=1) if n > 1 else density.sum()
 
 
 def _is_dtensor(t: Any) -> bool:
-    return hasattr(t, "full_tensor") and hasattr(t, "placements")
+    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+        return False  # no DTensor without a process group (and no import of the package)
+    from dualtype.distributed.optim import is_sharded_tensor
+
+    return is_sharded_tensor(t)
 
 
 def _unit(x: Tensor) -> tuple[Tensor, Tensor]:
@@ -121,10 +124,16 @@ def spectral_norm_estimate(w: Tensor, v: Tensor | None, steps: int = 12,
     def mv(a: Tensor, x: Tensor) -> Tensor:
         return (a @ x.unsqueeze(-1)).squeeze(-1)
 
-    def orth(x: Tensor, basis: list[Tensor]) -> Tensor:  # full reorthogonalization (k is small)
-        for b in basis:
-            x = x - (x * b).sum(-1, keepdim=True) * b
-        return x
+    def orth(x: Tensor, basis: list[Tensor]) -> Tensor:
+        # full reorthogonalization x − Q Qᵀx, twice ("twice is enough" for classical
+        # Gram-Schmidt); a remainder at rounding level is a breakdown (the Krylov space is
+        # exhausted) and becomes zero instead of a normalized rounding error
+        q = torch.stack(basis, dim=-1)  # [..., n, j]
+        size = torch.linalg.vector_norm(x, dim=-1, keepdim=True)
+        for _ in range(2):
+            x = x - mv(q, mv(q.mT, x))
+        small = torch.linalg.vector_norm(x, dim=-1, keepdim=True) <= 64 * torch.finfo(x.dtype).eps * size
+        return torch.where(small, torch.zeros_like(x), x)
 
     V, U, alpha, beta = [v], [], [], []
     u, a = _unit(mv(w, v))  # W v₁ = α₁u₁
@@ -147,6 +156,31 @@ def spectral_norm_estimate(w: Tensor, v: Tensor | None, steps: int = 12,
     nxt = _unit(sum(Vh[..., 0, j: j + 1] * V[j] for j in range(k)))[0]
     nxt = torch.where((torch.linalg.vector_norm(nxt, dim=-1) > 0).unsqueeze(-1), nxt, start)
     return S[..., 0], nxt
+
+
+def _buckets(items: list[tuple[int, "_Entry", Tensor]]) -> list[tuple[_norms.Norm, Any, list]]:
+    """(norm, kernel method, items) per group of same norm, shape, dtype, device and method
+    (what the optimizer batches), in a fixed order: every rank forms the same groups."""
+    groups: dict[tuple, list] = {}
+    for item in items:
+        _, e, t = item
+        norm = e.norm
+        key = ((norm.name, tuple(t.shape), t.dtype, t.device, e.group.get("method"), e.adamw)
+               if norm.batchable else ("single", item[0]))
+        groups.setdefault(key, []).append(item)
+    return [(items[0][1].norm, items[0][1].group.get("method"), items) for items in groups.values()]
+
+
+def _stack(tensors: list[Tensor], norm: _norms.Norm) -> Tensor:
+    """One tensor for a bucket: stacked along a new batch dim when the norm is batchable."""
+    return torch.stack(tensors) if norm.batchable else tensors[0]
+
+
+def _per_item(values: Tensor, n: int) -> Tensor:
+    """``[n]`` float64: the largest value per item (a parameter with batch dims of its own
+    has one norm per matrix; its norm is their max)."""
+    values = values.detach().to(torch.float64).cpu()
+    return values.reshape(n, -1).amax(dim=1) if values.numel() else torch.zeros(n, dtype=torch.float64)
 
 
 class _Entry:
@@ -222,16 +256,16 @@ class Monitor:
         writer: a TensorBoard ``SummaryWriter`` (anything with ``add_scalar(tag, value, step)``),
             or a log directory to create one in (needs the ``tensorboard`` package).
         spectral: ``"lanczos"`` (a warm-started Lanczos iteration for ``rms->rms``/``conv2d``
-            weights, :func:`spectral_norm_estimate`) or ``"exact"`` (SVD: 65× the time at
-            1024×1024, benchmarks/bench_overhead.py).
+            weights, :func:`spectral_norm_estimate`) or ``"exact"`` (SVD: ~44× the time at
+            1024×1024, BENCHMARKS.md).
         spectral_steps: matvec pairs per measurement (the first of a matrix runs 20). One
             pair per measurement, the plain warm-started power iteration, underestimated
-            σ_max by 5–20% on the example GPT every 25 steps: orthogonalized updates keep
+            σ_max by 6–21% on the example GPT every 25 steps: orthogonalized updates keep
             the spectrum flat.
         update_tol: raise :class:`~dualtype.errors.DualityError` when a parameter's measured
-            update differs from lr·target by more than this fraction (the kernel's accuracy
-            contract is within ±0.1; a larger gap means the weight changed outside the
-            optimizer's step). None: report only. Not checked for 16-bit weights, whose
+            update differs from lr·target by more than this fraction (the default kernel's
+            output singular values stay within [0.85, 1.09] by its contract; a larger gap
+            means the weight changed outside the optimizer's step). None: report only. Not checked for 16-bit weights, whose
             rounding changes the step.
         process_group: the group to reduce over (default: the optimizer's, else the default
             group when ``torch.distributed`` is initialized with more than one rank).
@@ -262,13 +296,13 @@ class Monitor:
                 f"Monitor needs a dualtype optimizer (ModularSGD or DistributedModularSGD), got "
                 f"{type(optimizer).__name__}: its param groups must name each parameter's norm and target; "
                 "use dualtype.ModularSGD(model)")
-        if isinstance(every, bool) or not isinstance(every, int) or every < 1:
+        if not is_int(every) or every < 1:
             raise ConfigError(f"Monitor: every must be an integer ≥ 1 (measure every N optimizer steps), got {every!r}")
         if spectral not in ("lanczos", "exact"):
             raise ConfigError(f"Monitor: spectral must be 'lanczos' or 'exact', got {spectral!r}")
-        if isinstance(spectral_steps, bool) or not isinstance(spectral_steps, int) or spectral_steps < 1:
+        if not is_int(spectral_steps) or spectral_steps < 1:
             raise ConfigError(f"Monitor: spectral_steps must be an integer ≥ 1, got {spectral_steps!r}")
-        if update_tol is not None and not (isinstance(update_tol, (int, float)) and update_tol > 0):
+        if update_tol is not None and not (is_real(update_tol) and update_tol > 0):
             raise ConfigError(f"Monitor: update_tol must be a number > 0 or None, got {update_tol!r}")
         self.optimizer = optimizer
         self.every = every
@@ -282,7 +316,7 @@ class Monitor:
         self.records: list[dict] = []
         self.steps = 0  # optimizer steps seen by step()
         self._group = process_group
-        self._vectors: dict[str, Tensor] = {}  # Lanczos warm starts, by name
+        self._vectors: dict[tuple, Tensor] = {}  # Lanczos warm starts, by (column, names of a bucket)
         self._generator = torch.Generator().manual_seed(0)  # never the user's RNG stream
         self._handles: list = []
         self._layers: list[tuple[str, str, nn.Module]] = []  # (name, its main parameter, module)
@@ -380,19 +414,21 @@ class Monitor:
             return
         self._stepped = True
         _, rank = self._world()
+        grads = []
         for k, e in enumerate(cap["entries"]):
             g = e.grad()
-            if g is None or not cap["present"][k]:
-                continue
-            full_g = e.full(_plain(g))
-            if e.owner != rank:
-                continue
-            norm = e.norm
-            gd = float(norm.dual_value(full_g))
-            cap["stats"][k, _GD] = gd
-            if not e.adamw and gd > 0:  # ⟨g, dualize(g)⟩ with the optimizer's kernel (§1)
-                d = norm.dualize(_plain(full_g).detach(), e.group.get("method"))
-                cap["stats"][k, _PAIR] = float(_pairing(full_g, d))
+            if g is not None and cap["present"][k]:
+                full_g = e.full(plain(g))
+                if e.owner == rank:
+                    grads.append((k, e, full_g))
+        stats = cap["stats"]
+        for norm, method, items in _buckets(grads):
+            ks, stack = [k for k, _, _ in items], _stack([t for _, _, t in items], norm)
+            gd = _per_item(norm.dual_value(stack), len(items))
+            stats[ks, _GD] = gd
+            if not items[0][1].adamw:  # ⟨g, dualize(g)⟩ with the optimizer's kernel (§1)
+                pair = _per_item(_pairing(stack, norm.dualize(stack, method), len(items)), len(items))
+                stats[ks, _PAIR] = torch.where(gd > 0, pair, float("nan"))
 
     def _forward_hook(self, name: str):
         acc = self._act
@@ -428,16 +464,19 @@ class Monitor:
         cap, self._capture, self._stepped = self._capture, None, False
         entries, stats = cap["entries"], cap["stats"]
         world, rank = self._world()
+        weights, deltas = [], []
         for k, e in enumerate(entries):
-            w = e.full(_plain(e.param.detach()))
+            w = e.full(plain(e.param.detach()))
             if e.owner == rank:
-                stats[k, _W] = self._weight_norm(e, w)
-            if not cap["present"][k]:
-                continue
-            lr, wd = cap["lr"][k]
-            delta = e.full(_plain(cap["before"][k]) * (1.0 - lr * wd) - _plain(e.param.detach()))  # §1: Δ without decay
-            if e.owner == rank:
-                stats[k, _U] = float(e.norm.value(delta).max())
+                weights.append((k, e, w))
+            if cap["present"][k]:
+                lr, wd = cap["lr"][k]
+                delta = e.full(plain(cap["before"][k]) * (1.0 - lr * wd) - plain(e.param.detach()))  # §1: Δ without decay
+                if e.owner == rank:
+                    deltas.append((k, e, delta))
+        for column, found in ((_W, weights), (_U, deltas)):
+            for norm, _, items in _buckets(found):
+                stats[[k for k, _, _ in items], column] = self._norms_of(norm, items, column)
         acts = self._layer_roles() if self.activations else []
         act = torch.tensor([[float(self._act[n][0]), float(self._act[n][1])] for n, _ in acts],
                            dtype=torch.float64).reshape(-1, 2)
@@ -462,19 +501,24 @@ class Monitor:
         self._check(record, entries)
         return record
 
-    def _weight_norm(self, e: _Entry, w: Tensor) -> float:
-        norm = e.norm
-        if self.spectral == "exact" or norm.name not in _SPECTRAL or w.is_complex() or w.numel() == 0:
-            return float(norm.value(w).max())
-        if norm.name == "conv2d":  # [o, i, kh, kw] → K slices [K, o, i]; ‖W‖ = K·max_ij ‖W_ij‖ (§3)
-            K = w.shape[-1] * w.shape[-2]
-            mats, scale = w.flatten(-2).movedim(-1, -3), K
+    def _norms_of(self, norm: _norms.Norm, items: list[tuple[int, _Entry, Tensor]], column: int) -> Tensor:
+        """‖x‖ of same-shape weights or updates (``column``) ``[B]``: the spectral norms by
+        Lanczos (warm-started per bucket and column), the others exactly."""
+        stack = _stack([w for _, _, w in items], norm)
+        if self.spectral == "exact" or norm.name not in _SPECTRAL or stack.is_complex() or stack.numel() == 0:
+            return _per_item(norm.value(stack), len(items))
+        if norm.name == "conv2d":  # [..., o, i, kh, kw] → K slices [..., K, o, i]; ‖W‖ = K·max_ij ‖W_ij‖ (§3)
+            K = stack.shape[-1] * stack.shape[-2]
+            mats, scale = stack.flatten(-2).movedim(-1, -3), K
         else:
-            mats, scale = w, 1.0
+            mats, scale = stack, 1.0
         out, inp = mats.shape[-2:]
-        sigma, self._vectors[e.name] = spectral_norm_estimate(mats, self._vectors.get(e.name), self.spectral_steps,
-                                                              self._generator)
-        return float(scale * math.sqrt(inp / out) * sigma.max())  # √(in/out)·σ_max (§3)
+        key = (column, *(e.name for _, e, _ in items))
+        # an update is lr·target·√(out/in)·(kernel's polar factor): its spectrum is flat by
+        # construction, so 4 steps find its top (a weight's needs the full spectral_steps)
+        steps = self.spectral_steps if column == _W else min(self.spectral_steps, _UPDATE_STEPS)
+        sigma, self._vectors[key] = spectral_norm_estimate(mats, self._vectors.get(key), steps, self._generator)
+        return _per_item(scale * math.sqrt(inp / out) * sigma, len(items))  # √(in/out)·σ_max (§3)
 
     def _record(self, step: int, entries: list[_Entry], stats: Tensor, cap: dict,
                 acts: list[tuple[str, str]], act: Tensor) -> dict:

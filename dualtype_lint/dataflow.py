@@ -91,6 +91,7 @@ class Analyzer(Reporting, Expressions, Calls, Binding, Statements):
         self.imports: dict[str, str] = {}  # local name -> dotted origin
         self.findings: dict[tuple[int, str], Finding] = {}
         self.quiet = False
+        self.splits = 0  # correlated-branch splits in progress (analysis.branches)
         self.st = State()
         self._h_inplace = [r for r in rules if r.handles("on_inplace")]
         self._h_aug = [r for r in rules if r.handles("on_augassign")]

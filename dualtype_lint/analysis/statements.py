@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Sequence
 import libcst as cst
 
 from ..names import is_grad_name
+from . import branches
 from .ops import binop
 from .sites import AugAssignSite
 from .tables import AUG_OPS
@@ -61,10 +62,64 @@ class Statements:
                 self.st = saved
 
     def block(self, stmts: Sequence[cst.CSTNode]) -> None:
-        for s in stmts:
+        i = 0
+        while i < len(stmts):
+            s = stmts[i]
+            # locals only (a call cannot rebind them); nested splits double the walk: bounded
+            if type(s) is cst.If and self.fn_stack and self.splits < branches.MAX_NESTED:
+                found = branches.correlated(stmts, i)
+                if found is not None:
+                    self._split_walk(stmts, i, *found)
+                    i = found[0] + 1
+                    continue
             f = STMT_HANDLERS.get(type(s))
             if f is not None:
                 f(self, s)
+            i += 1
+
+    def _split_walk(self, stmts: Sequence[cst.CSTNode], i: int, j: int, first: branches.Test) -> None:
+        """``stmts[i]`` and ``stmts[j]`` test the same local (see :mod:`.branches`): walk
+        ``stmts[i..j]`` once per branch of the first test, the second ``if`` only where feasible."""
+        pre = self.st
+        ends = []
+        self.splits += 1
+        try:
+            for taken in (True, False):
+                self.st = pre.copy()
+                self._if_branches(stmts[i], taken, not taken)
+                self.block(stmts[i + 1 : j])
+                second = branches.simple_test(stmts[j].test)
+                assert second is not None
+                self._if_branches(stmts[j], *branches.feasible(first, taken, second))
+                ends.append(self.st)
+        finally:
+            self.splits -= 1
+        self.st = ends[0]
+        self.st.join(ends[1])
+
+    def _if_branches(self, node: cst.If, body: bool, orelse: bool) -> None:
+        """An ``if`` of which only the named branches can run."""
+        self.expr(node.test)
+        if body and orelse:
+            pre = self.st
+            self.st = pre.copy()
+            self.suite(node.body)
+            after_body, self.st = self.st, pre
+            self._orelse(node)
+            self.st.join(after_body)
+        elif body:
+            self.suite(node.body)
+        elif orelse:
+            self._orelse(node)
+
+    def _orelse(self, node: cst.If) -> None:
+        orelse = node.orelse
+        if orelse is None:
+            return
+        if type(orelse) is cst.If:
+            self._s_if(orelse)
+        else:
+            self.suite(orelse.body)
 
     def suite(self, body) -> None:
         # IndentedBlock or SimpleStatementSuite: both have .body
@@ -126,19 +181,7 @@ class Statements:
         self.record_import(node)
 
     def _s_if(self, node: cst.If) -> None:
-        self.expr(node.test)
-        pre = self.st
-        self.st = pre.copy()
-        self.suite(node.body)
-        after_body = self.st
-        self.st = pre
-        orelse = node.orelse
-        if orelse is not None:
-            if type(orelse) is cst.If:
-                self._s_if(orelse)
-            else:
-                self.suite(orelse.body)
-        self.st.join(after_body)
+        self._if_branches(node, True, True)
 
     def _loop(self, node, is_for: bool) -> None:
         if is_for:

@@ -1,0 +1,149 @@
+"""Correlated branches: two ``if`` statements of one block that test the same local variable.
+
+The analysis joins the states of an ``if``'s branches, so in::
+
+    if n == 0:
+        v = grad                  # raw
+    else:
+        v = orthogonalize(grad)
+    ...
+    if n > 0:
+        p.add_(v, alpha=-lr)      # only reached when n != 0: v is orthogonalized
+
+the raw ``v`` of the first branch would reach the update. When the second test decides the
+first (``n > 0`` is false whenever ``n == 0`` is true) and nothing between them rebinds ``n``,
+the walk is split instead: the block from the first ``if`` to the second is walked once per
+branch of the first, and the second ``if`` walks only the branches feasible on that path.
+
+Decided means: the tests compare the same name with number literals (``==``, ``!=``, ``<``,
+``<=``, ``>``, ``>=``) or with ``None`` (``is``, ``is not``); feasibility is checked on every
+region of the number line the literals cut, so it holds for ints and floats alike.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+import libcst as cst
+
+from .maps import float_literal
+
+MAX_NESTED = 3  # splits inside splits (each doubles the walk of its span)
+
+# a test ``name <op> literal`` as (name, op, literal); None stands for the literal None
+Test = tuple[str, str, "float | None"]
+
+_OPS: dict[type, str] = {
+    cst.Equal: "==", cst.NotEqual: "!=", cst.LessThan: "<", cst.LessThanEqual: "<=",
+    cst.GreaterThan: ">", cst.GreaterThanEqual: ">=", cst.Is: "is", cst.IsNot: "is not",
+}
+_FLIP = {"<": ">", "<=": ">=", ">": "<", ">=": "<=", "==": "==", "!=": "!="}
+_HOLDS: dict[str, Callable[[float, float], bool]] = {
+    "==": lambda a, b: a == b, "!=": lambda a, b: a != b, "<": lambda a, b: a < b,
+    "<=": lambda a, b: a <= b, ">": lambda a, b: a > b, ">=": lambda a, b: a >= b,
+}
+
+
+def simple_test(node: cst.BaseExpression) -> Test | None:
+    """``n == 0``, ``0 < n``, ``buf is None``: the name, the operator and the literal."""
+    if type(node) is not cst.Comparison or len(node.comparisons) != 1:
+        return None
+    left, comp = node.left, node.comparisons[0]
+    op = _OPS.get(type(comp.operator))
+    right = comp.comparator
+    if op is None:
+        return None
+    if op in ("is", "is not"):
+        if type(left) is cst.Name and type(right) is cst.Name and right.value == "None":
+            return left.value, op, None
+        return None
+    if type(left) is cst.Name:
+        k = float_literal(right)
+        return None if k is None else (left.value, op, k)
+    if type(right) is cst.Name:
+        k = float_literal(left)
+        return None if k is None else (right.value, _FLIP[op], k)
+    return None
+
+
+def _holds(t: Test, x: "float | None") -> bool:
+    _, op, k = t
+    if k is None or x is None:
+        same = (k is None) == (x is None)
+        return same if op in ("is", "==") else not same if op in ("is not", "!=") else False
+    return _HOLDS.get(op, lambda a, b: False)(x, k)
+
+
+def _points(a: Test, b: Test) -> list["float | None"]:
+    """One value from every region the literals of ``a`` and ``b`` cut the line into, and None."""
+    ks = sorted({k for k in (a[2], b[2]) if k is not None}) or [0.0]  # 0.0: some value not None
+    pts: list[float | None] = [None, ks[0] - 1.0, ks[-1] + 1.0, *ks]
+    return pts + [(x + y) / 2 for x, y in zip(ks, ks[1:])]
+
+
+def feasible(first: Test, first_true: bool, second: Test) -> tuple[bool, bool]:
+    """Given ``first`` evaluated to ``first_true``, can ``second`` be true, and can it be false?"""
+    can_true = can_false = False
+    for x in _points(first, second):
+        if _holds(first, x) == first_true:
+            if _holds(second, x):
+                can_true = True
+            else:
+                can_false = True
+    return can_true, can_false
+
+
+def correlated(stmts: Sequence[cst.CSTNode], i: int) -> tuple[int, Test] | None:
+    """The index of a later sibling ``if`` whose test decides, on some branch of ``stmts[i]``,
+    which of its own branches runs; with the first test. None if there is none, or if the
+    tested name may be rebound in between."""
+    first = simple_test(stmts[i].test)  # type: ignore[attr-defined]
+    if first is None:
+        return None
+    name = first[0]
+    for j in range(i + 1, len(stmts)):  # the syntax first: rebinding is checked only for a match
+        s = stmts[j]
+        second = simple_test(s.test) if type(s) is cst.If else None
+        if second is not None and second[0] == name:
+            if all(all(feasible(first, b, second)) for b in (True, False)):
+                return None  # the first test does not decide the second
+            if any(assigns(x, name) for x in stmts[i:j]):
+                return None
+            return j, first
+    return None
+
+
+def assigns(node: cst.CSTNode, name: str) -> bool:
+    """Might ``node`` rebind the local ``name``? (Any binding form, ``del``, or a
+    ``global``/``nonlocal`` declaration of it, nested functions included.)"""
+    stack = [node]
+    while stack:
+        n = stack.pop()
+        t = type(n)
+        targets: list[cst.CSTNode] = []
+        if t is cst.AssignTarget or t is cst.AugAssign or t is cst.AnnAssign or t is cst.Del:
+            targets = [n.target]
+        elif t is cst.For or t is cst.CompFor or t is cst.NamedExpr:
+            targets = [n.target]
+        elif t is cst.AsName:
+            targets = [n.name]
+        elif t is cst.Global or t is cst.Nonlocal:
+            targets = [x.name for x in n.names]
+        elif (t is cst.FunctionDef or t is cst.ClassDef) and n.name.value == name:
+            return True
+        for tg in targets:
+            if _mentions(tg, name):
+                return True
+        stack.extend(n.children)
+    return False
+
+
+def _mentions(node: cst.CSTNode, name: str) -> bool:
+    stack = [node]
+    while stack:
+        n = stack.pop()
+        if type(n) is cst.Name and n.value == name:
+            return True
+        if type(n) is not cst.Attribute and type(n) is not cst.Subscript:  # `x.a = `, `x[0] = `
+            stack.extend(n.children)
+    return False

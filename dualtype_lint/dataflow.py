@@ -92,6 +92,7 @@ class Analyzer(Reporting, Expressions, Calls, Binding, Statements):
         self.findings: dict[tuple[int, str], Finding] = {}
         self.quiet = False
         self.splits = 0  # correlated-branch splits in progress (analysis.branches)
+        self.fn_nodes: list[cst.FunctionDef] = []  # the functions the main walk is inside
         self.st = State()
         self._h_inplace = [r for r in rules if r.handles("on_inplace")]
         self._h_aug = [r for r in rules if r.handles("on_augassign")]

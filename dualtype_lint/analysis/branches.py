@@ -113,6 +113,19 @@ def correlated(stmts: Sequence[cst.CSTNode], i: int) -> tuple[int, Test] | None:
     return None
 
 
+def declared_outside(function: cst.FunctionDef, name: str) -> bool:
+    """Is ``name`` declared ``global`` or ``nonlocal`` anywhere in ``function`` (nested
+    functions included)? Then a call may rebind it, and its tests cannot be correlated."""
+    stack: list[cst.CSTNode] = [function.body]
+    while stack:
+        n = stack.pop()
+        if type(n) is cst.Global or type(n) is cst.Nonlocal:
+            if any(type(x.name) is cst.Name and x.name.value == name for x in n.names):
+                return True
+        stack.extend(n.children)
+    return False
+
+
 def assigns(node: cst.CSTNode, name: str) -> bool:
     """Might ``node`` rebind the local ``name``? (Any binding form, ``del``, or a
     ``global``/``nonlocal`` declaration of it, nested functions included.)"""

@@ -65,10 +65,11 @@ class Statements:
         i = 0
         while i < len(stmts):
             s = stmts[i]
-            # locals only (a call cannot rebind them); nested splits double the walk: bounded
-            if type(s) is cst.If and self.fn_stack and self.splits < branches.MAX_NESTED:
+            # in the main walk of a function (locals: a call cannot rebind them); nested splits
+            # double the walk, so they are bounded
+            if type(s) is cst.If and self.fn_nodes and not self.quiet and self.splits < branches.MAX_NESTED:
                 found = branches.correlated(stmts, i)
-                if found is not None:
+                if found is not None and not branches.declared_outside(self.fn_nodes[-1], found[1][0]):
                     self._split_walk(stmts, i, *found)
                     i = found[0] + 1
                     continue
@@ -270,10 +271,12 @@ class Statements:
         self.st = saved.copy()
         self.summaries.barrier()
         self.fn_stack.append(id(node))
+        self.fn_nodes.append(node)
         try:
             self._bind_params(params)
             self.suite(node.body)
         finally:
+            self.fn_nodes.pop()
             self.fn_stack.pop()
             if not self.quiet:
                 self.walked_fns.add(id(node))

@@ -93,6 +93,7 @@ class Analyzer(Reporting, Expressions, Calls, Binding, Statements):
         self.quiet = False
         self.splits = 0  # correlated-branch splits in progress (analysis.branches)
         self.fn_nodes: list[cst.FunctionDef] = []  # the functions the main walk is inside
+        self.declared: dict[int, frozenset[str]] = {}  # function -> its global/nonlocal names
         self.st = State()
         self._h_inplace = [r for r in rules if r.handles("on_inplace")]
         self._h_aug = [r for r in rules if r.handles("on_augassign")]

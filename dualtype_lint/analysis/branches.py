@@ -29,6 +29,7 @@ import libcst as cst
 from .maps import float_literal
 
 MAX_NESTED = 3  # splits inside splits (each doubles the walk of its span)
+MAX_AHEAD = 64  # statements searched for the second test (linear time in long blocks)
 
 # a test ``name <op> literal`` as (name, op, literal); None stands for the literal None
 Test = tuple[str, str, "float | None"]
@@ -101,7 +102,7 @@ def correlated(stmts: Sequence[cst.CSTNode], i: int) -> tuple[int, Test] | None:
     if first is None:
         return None
     name = first[0]
-    for j in range(i + 1, len(stmts)):  # the syntax first: rebinding is checked only for a match
+    for j in range(i + 1, min(len(stmts), i + 1 + MAX_AHEAD)):  # rebinding: checked on a match
         s = stmts[j]
         second = simple_test(s.test) if type(s) is cst.If else None
         if second is not None and second[0] == name:
@@ -113,17 +114,17 @@ def correlated(stmts: Sequence[cst.CSTNode], i: int) -> tuple[int, Test] | None:
     return None
 
 
-def declared_outside(function: cst.FunctionDef, name: str) -> bool:
-    """Is ``name`` declared ``global`` or ``nonlocal`` anywhere in ``function`` (nested
-    functions included)? Then a call may rebind it, and its tests cannot be correlated."""
+def declared_outside(function: cst.FunctionDef) -> frozenset[str]:
+    """The names declared ``global`` or ``nonlocal`` anywhere in ``function`` (nested functions
+    included): a call may rebind them, so their tests are not correlated."""
+    out: set[str] = set()
     stack: list[cst.CSTNode] = [function.body]
     while stack:
         n = stack.pop()
         if type(n) is cst.Global or type(n) is cst.Nonlocal:
-            if any(type(x.name) is cst.Name and x.name.value == name for x in n.names):
-                return True
+            out.update(x.name.value for x in n.names if type(x.name) is cst.Name)
         stack.extend(n.children)
-    return False
+    return frozenset(out)
 
 
 def assigns(node: cst.CSTNode, name: str) -> bool:

@@ -69,7 +69,7 @@ class Statements:
             # double the walk, so they are bounded
             if type(s) is cst.If and self.fn_nodes and not self.quiet and self.splits < branches.MAX_NESTED:
                 found = branches.correlated(stmts, i)
-                if found is not None and not branches.declared_outside(self.fn_nodes[-1], found[1][0]):
+                if found is not None and found[1][0] not in self._declared_outside():
                     self._split_walk(stmts, i, *found)
                     i = found[0] + 1
                     continue
@@ -77,6 +77,13 @@ class Statements:
             if f is not None:
                 f(self, s)
             i += 1
+
+    def _declared_outside(self) -> frozenset[str]:
+        fn = self.fn_nodes[-1]
+        names = self.declared.get(id(fn))
+        if names is None:
+            names = self.declared[id(fn)] = branches.declared_outside(fn)
+        return names
 
     def _split_walk(self, stmts: Sequence[cst.CSTNode], i: int, j: int, first: branches.Test) -> None:
         """``stmts[i]`` and ``stmts[j]`` test the same local (see :mod:`.branches`): walk

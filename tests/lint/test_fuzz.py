@@ -213,6 +213,9 @@ LADDERS = {
     "branches": (lambda n: "def step(p, lr, c):\n    g = p.grad\n" + "".join(
         f"    if c == {i}:\n        g = g * 2\n    else:\n        g = g + 1\n" for i in range(n // 40))
         + "    p.data -= g\n", 1000),
+    # tests of distinct names: none correlates, and looking for a partner stays bounded
+    "distinct_tests": (lambda n: "def step(p, lr):\n    g = p.grad\n" + "".join(
+        f"    if c{i} == {i}:\n        g = g * 2\n" for i in range(n // 40)) + "    p.data -= g\n", 1000),
 }
 
 

@@ -134,8 +134,9 @@ def test_statistics_match_float64_references(spectral):
             assert row["grad_dual"] == pytest.approx(ref_dual(norm, grads[n]), rel=1e-9), n
             # the update is the weight change without the decoupled decay: lr·target exactly (svd)
             delta = (1 - lr * wd) * before[n] - plain(p)
-            assert row["update"] == pytest.approx(ref_norm(norm, delta), rel=1e-9), n
-            assert row["step_size"] == pytest.approx(lr * row["target"]) and row["update_ratio"] == pytest.approx(1, abs=1e-9)
+            tol = 1e-9 if spectral == "exact" else 1e-6
+            assert row["update"] == pytest.approx(ref_norm(norm, delta), rel=tol), n
+            assert row["step_size"] == pytest.approx(lr * row["target"]) and row["update_ratio"] == pytest.approx(1, abs=tol)
             assert row["alignment"] == pytest.approx(1.0, abs=1e-9), n  # method="svd": the exact map
             m, g = bufs[n].flatten(), grads[n].flatten()
             assert row["momentum_cos"] == pytest.approx((m @ g / (m.norm() * g.norm())).item(), abs=1e-9), n
@@ -143,7 +144,7 @@ def test_statistics_match_float64_references(spectral):
         rows = record["params"].values()
         model_row = record["model"]
         assert model_row["weight"] == pytest.approx(max(r["weight"] / r["target"] for r in rows))
-        assert model_row["update"] == pytest.approx(lr, rel=1e-9)  # max ‖Δ_p‖/t_p = lr
+        assert model_row["update"] == pytest.approx(lr, rel=1e-6)  # max ‖Δ_p‖/t_p = lr
         assert model_row["grad_dual"] == pytest.approx(sum(r["target"] * r["grad_dual"] for r in rows))
         assert model_row["alignment"] == pytest.approx(1.0, abs=1e-9)
         hidden = record["roles"]["hidden"]
@@ -282,7 +283,8 @@ def test_nothing_of_the_monitor_runs_between_intervals(monkeypatch):
         else:
             assert used["pre"] == used["post"] == used["finish"] == 1
             assert used["forward"] == 2 * (n_layers + 1)  # the step's and the evaluation's forward
-            assert used["spectral"] == 3 and used["value"] > 0 and used["dual_value"] == 9
+            # weights and updates: the two same-shape buckets of rms->rms are lin2's and lin1's, plus conv
+            assert used["spectral"] == 6 and used["value"] > 0 and used["dual_value"] == 9
     assert not opt._optimizer_step_pre_hooks and not opt._optimizer_step_post_hooks
     assert not any(m._forward_hooks for m in model.modules())
 

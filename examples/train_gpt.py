@@ -2,6 +2,7 @@
 
     python examples/train_gpt.py                 # dualtype's ModularSGD, ~1.5-3 min on 2 cores
     python examples/train_gpt.py --compare       # + AdamW and the Muon+AdamW hybrid, plot (~5-8 min)
+    python examples/train_gpt.py --diagnostics   # + every layer in its own norm: runs/gpt_layer_norms.png
 
 The data is every machine's stdlib (``.py`` files, held-out validation split by file; see
 ``examples/_data.py``). The three optimizers see the same seed, initial weights, batches and
@@ -79,6 +80,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--distributed", action="store_true",
                    help="DDP/FSDP2 live in examples/train_gpt_distributed.py (prints the torchrun command)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--diagnostics", action="store_true",
+                   help="dualtype.Monitor on the dualtype/hybrid run (~50 measurements): writes "
+                        "runs/gpt_stats.jsonl (+ .csv) and runs/gpt_layer_norms.png")
     return p.parse_args(argv)
 
 
@@ -228,6 +232,10 @@ def train_one(name: str, args: argparse.Namespace, corpus: Corpus, lr: float | N
         from tqdm import tqdm
 
         bar = tqdm(total=args.steps, desc=f"{name:>8}", dynamic_ncols=True)
+    monitor = None
+    if args.diagnostics and name in ("dualtype", "hybrid"):
+        monitor = dualtype.Monitor(opt.opts[0], every=max(1, args.steps // 50), path="runs/gpt_stats.jsonl",
+                                   activations=True)
     hist.steps.append(0)
     hist.val_loss.append(evaluate(model, val, device, args.amp))
     for step in range(1, args.steps + 1):
@@ -239,6 +247,8 @@ def train_one(name: str, args: argparse.Namespace, corpus: Corpus, lr: float | N
         opt.zero_grad()
         loss.backward()
         opt.step()
+        if monitor is not None:
+            monitor.step()
         if device.type == "cuda":
             torch.cuda.synchronize()
         hist.step_time.append(time.perf_counter() - t0)
@@ -254,6 +264,10 @@ def train_one(name: str, args: argparse.Namespace, corpus: Corpus, lr: float | N
             bar.set_postfix(loss=f"{loss_value:.3f}", val=f"{hist.val_loss[-1]:.3f}")
     if bar is not None:
         bar.close()
+    if monitor is not None:
+        monitor.close()
+        dualtype.monitor.plot(monitor, "runs/gpt_layer_norms.png", title=f"{LABELS[name]}: each layer in its own norm")
+        print("diagnostics: runs/gpt_stats.jsonl, runs/gpt_layer_norms.png")
     return hist
 
 

@@ -62,7 +62,7 @@ from dualtype.roles import owner_of, types_of
 from dualtype.tensor import plain
 from dualtype.trace import paused
 
-__all__ = ["Monitor", "plot", "load", "STATS"]
+__all__ = ["Monitor", "plot", "load", "spectral_norm_estimate", "STATS"]
 
 #: per-parameter statistics, in record and CSV order
 STATS = ("weight", "update", "step_size", "update_ratio", "grad_dual", "alignment", "momentum_cos")
@@ -803,6 +803,8 @@ def plot(source: "Monitor | list[dict] | str | os.PathLike", path: "str | os.Pat
                 ax.set_xlabel("step")
             if 0 < len(series) <= 4:
                 ax.legend(fontsize=6)
+            if not series:  # AdamW groups have no lr·target step and no duality map
+                ax.text(0.5, 0.5, "not measured", transform=ax.transAxes, ha="center", color="gray")
             ax.grid(alpha=0.3)
             ax.tick_params(labelsize=7)
     fig.suptitle(title or "per-layer statistics in each layer's own norm (colour: order in the model)", fontsize=10)

@@ -179,7 +179,7 @@ def _stack(tensors: list[Tensor], norm: _norms.Norm) -> Tensor:
 def _per_item(values: Tensor, n: int) -> Tensor:
     """``[n]`` float64: the largest value per item (a parameter with batch dims of its own
     has one norm per matrix; its norm is their max)."""
-    values = values.detach().to(torch.float64).cpu()
+    values = values.detach().cpu().to(torch.float64)  # to the host first: not every device has float64
     return values.reshape(n, -1).amax(dim=1) if values.numel() else torch.zeros(n, dtype=torch.float64)
 
 

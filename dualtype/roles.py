@@ -32,14 +32,16 @@ body's share back, and a layer inside a branch gets
 
     target = (BODY_MASS / M_body) · m / M_branch
 
-with ``M_branch`` its largest path mass inside the branch. Neither depends on L or on the
-width: this is what makes one lr transfer across model sizes (measured in
+with ``M_branch`` its largest path mass inside the branch. A hidden matrix that narrows
+(out < in) takes √(in/out)× its target (:func:`_narrowing_factor`). None of this depends on L
+or on the width: this is what makes one lr transfer across model sizes (measured in
 ``benchmarks/bench_defaults.py``).
 """
 
 from __future__ import annotations
 
 import fnmatch
+import math
 import warnings
 import weakref
 from dataclasses import dataclass
@@ -390,6 +392,7 @@ def infer(
                           excluded=any(x == role or x == name or fnmatch.fnmatchcase(name, x) for x in exclude))
     _report(problems, unused, strict, warn)
     _assign_targets(rows, graph, masses)
+    _narrowing_factor(rows)
     return Table(ParamInfo(**r) for r in rows.values())
 
 
@@ -443,6 +446,20 @@ def _assign_targets(rows: dict[str, dict], graph: Graph | None, masses: Mapping[
         ids = [i for i in graph.uses.get(name, ()) if i in factor]
         # a weight used in several places moves as its first use (its norm's) allows
         r["target"] = r["mass"] * (factor[ids[0]] if ids else worst)
+
+
+def _narrowing_factor(rows: dict[str, dict]) -> None:
+    """A hidden matrix that narrows (out < in) takes √(in/out)× its share.
+
+    Its update √(out/in)·U Vᵀ (the RMS→RMS map) has rank ≤ out, so an input of unit RMS in a
+    random direction keeps only out/in of its energy in the update's row space and sees a
+    change √(out/in)× the norm's worst case. The factor makes the typical input see the full
+    step, as for a widening matrix; it is Muon's max(1, out/in)^½ convention on such layers
+    (the MLP's down-projection). docs/design.md §3 "Narrowing matrices"."""
+    for r in rows.values():
+        out, inp = r["shape"][-2:] if len(r["shape"]) >= 2 else (1, 1)
+        if r["role"] == "hidden" and r["norm"].name == "rms->rms" and 0 < out < inp:
+            r["target"] *= math.sqrt(inp / out)
 
 
 # --- the table of one model, kept current ------------------------------------------------------

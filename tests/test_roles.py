@@ -3,7 +3,8 @@ answers computed by hand from the modular norm's composition rule (docs/design.m
 
 Masses (dualtype.roles): hidden, conv and head 1; embeddings, gains and biases 0.1; a
 residual body 2. A layer's target is m / M with M the largest path mass through it; a
-layer inside a residual branch gets (2 / M_body) · m / M_branch.
+layer inside a residual branch gets (2 / M_body) · m / M_branch; a hidden matrix that
+narrows (out < in) takes √(in/out)× that.
 """
 
 from __future__ import annotations
@@ -148,10 +149,29 @@ def test_residual_mlp_targets_do_not_depend_on_depth():
         for i in range(depth):  # branch fc1 → fc2 (M_branch 2) gets the body's share
             assert t[f"fc1.{i}.weight"] == pytest.approx(BODY_MASS / M / 2)
             assert t[f"fc2.{i}.bias"] == pytest.approx(BODY_MASS / M * 0.1 / 2)
+            # fc2 narrows 2d → d: √(in/out) = √2 times its share (the narrowing factor)
+            assert t[f"fc2.{i}.weight"] == pytest.approx(BODY_MASS / M / 2 * 2 ** 0.5)
     model = ResidualMLP(depth=2)
     types = types_of(model)
     types.observe(X4)
     assert len(types.graph.residuals()) == 2
+
+
+@pytest.mark.parametrize("out, inp", [(8, 32), (16, 64), (3, 12), (4, 4), (12, 3)])
+def test_narrowing_factor_depends_on_the_shape_ratio_only(out, inp):
+    model = nn.Sequential(nn.Linear(4, inp), nn.ReLU(), nn.Linear(inp, out), nn.ReLU(), nn.Linear(out, 3))
+    _, t = rows(model, X4)
+    factor = max(1.0, inp / out) ** 0.5  # Muon's max(1, in/out)^½ on a narrowing matrix
+    assert t["2.weight"] == pytest.approx(factor / 3) and t["2.bias"] == pytest.approx(0.1 / 3)
+    assert t["4.weight"] == pytest.approx(1 / 3)  # the head narrows too, but is no hidden layer
+    # the step it gives: Primal of RMS→RMS norm lr·t, i.e. σ_max = lr·t·√(out/in) = lr/3 when narrowing
+    w = model[2].weight
+    opt = ModularSGD(model, lr=0.1, momentum=0.0)
+    before = w.detach().clone()
+    model(X4).square().sum().backward()
+    opt.step()
+    sigma = torch.linalg.matrix_norm((w.detach() - before).double(), ord=2).item()
+    assert sigma == pytest.approx(0.1 * t["2.weight"] * (out / inp) ** 0.5, rel=0.15)  # kernel accuracy
 
 
 def test_cnn_with_batchnorm():

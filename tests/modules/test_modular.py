@@ -191,8 +191,9 @@ def test_hand_written_gpt():
     t = mn.targets
     assert t["wte.weight"] == pytest.approx(0.1 / 3.2) and t["wpe"] == pytest.approx(0.1 / 3.2)
     assert t["lm_head.weight"] == pytest.approx(1 / 3.2) and t["ln_f.bias"] == pytest.approx(0.1 / 3.2)
-    for name in ("blocks.0.qkv.weight", "blocks.1.proj.weight", "blocks.1.fc.weight", "blocks.0.out.weight"):
+    for name in ("blocks.0.qkv.weight", "blocks.1.proj.weight", "blocks.1.fc.weight"):
         assert t[name] == pytest.approx(2 / 3.2 / 2.1)
+    assert t["blocks.0.out.weight"] == pytest.approx(2 / 3.2 / 2.1 * 2)  # narrows 4d → d: ×√4
     assert t["blocks.1.ln2.weight"] == pytest.approx(2 / 3.2 * 0.1 / 2.1)
     _check_duality(mn, model)
     # typed + real backward: tagged grads go through the door into PrimalTensors
@@ -283,6 +284,8 @@ def test_other_parameter_kinds_without_a_forward_fall_back_to_layer_types():
     assert r["lin.weight"] == ("hidden", "rms->rms")  # no forward seen: no head either
     assert {x.source for x in mn} == {"fallback"}
     # no structure: one chain of the three matrices (gains and biases beside them)
-    assert mn["mat"].target == pytest.approx(1 / 3) and mn["scale"].target == pytest.approx(0.1 / 3)
+    assert mn["scale"].target == pytest.approx(0.1 / 3)
+    # mat narrows 4 → 3 and lin 4 → 2: √(in/out) times their share
+    assert mn["mat"].target == pytest.approx((4 / 3) ** 0.5 / 3) and mn["lin.weight"].target == pytest.approx(2 ** 0.5 / 3)
     with pytest.raises(ConfigError):
         modular("not a module")  # type: ignore[arg-type]

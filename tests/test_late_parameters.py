@@ -25,7 +25,7 @@ def _refused(p):
     """A raw update of ``p`` with its own gradient raises and leaves it unchanged."""
     before = p.detach().clone()
     with torch.no_grad(), pytest.raises(DualityError):
-        p.data.sub_(0.1 * p.grad)
+        p.data.sub_(0.1 * p.grad)  # noqa: DTL002 - the raw update under test
     assert torch.equal(p.detach(), before)
 
 
@@ -94,7 +94,7 @@ def test_replaced_parameter_is_released():
     assert not old._post_accumulate_grad_hooks  # its hook went with it
     old.grad = torch.randn(3, 4)
     with torch.no_grad():
-        old.sub_(0.1 * old.grad)  # a tensor outside the model is no weight of it: plain math
+        old.sub_(0.1 * old.grad)  # noqa: DTL002 - outside the model it is no weight: plain math
 
 
 def test_untyped_model_does_not_adopt():

@@ -82,7 +82,6 @@ class Analyzer(Reporting, Expressions, Calls, Binding, Statements):
         self._fixable: bool | None = None
         self._call_origin: dict[str, str] = {}  # name -> unknown function its value came from
         self.summaries = Summaries()
-        self.fn_stack: list[int] = []
         self.walked_fns: set[int] = set()  # functions the main walk has been through
         self.grad_fns: set[int] = set()  # ... and those in which it met a gradient source
         # functions with parameters named like gradients: (node, enclosing class)
@@ -92,7 +91,7 @@ class Analyzer(Reporting, Expressions, Calls, Binding, Statements):
         self.findings: dict[tuple[int, str], Finding] = {}
         self.quiet = False
         self.splits = 0  # correlated-branch splits in progress (analysis.branches)
-        self.fn_nodes: list[cst.FunctionDef] = []  # the functions the main walk is inside
+        self.fn_nodes: list[cst.FunctionDef] = []  # the functions the walk is inside, innermost last
         self.declared: dict[int, frozenset[str]] = {}  # function -> its global/nonlocal names
         self.st = State()
         self._h_inplace = [r for r in rules if r.handles("on_inplace")]

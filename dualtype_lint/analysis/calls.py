@@ -125,7 +125,7 @@ class Calls:
             return _combine(())
         if resolved in GRAD_FUNCTIONS or (last == "grad" and not args):
             self._args(args)
-            self.grad_fns.update(self.fn_stack)
+            self.grad_fns.update(map(id, self.fn_nodes))
             return TAINT
         if last is None:
             return None

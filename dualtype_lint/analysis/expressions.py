@@ -41,7 +41,7 @@ class Expressions:
         taint = n in st.tainted
         if not taint and n not in st.bound and (is_grad_name(n) or self._hand_grad(n)):
             taint = True
-            self.grad_fns.update(self.fn_stack)
+            self.grad_fns.update(map(id, self.fn_nodes))
         ref = n in st.weights or is_weight_name(n)
         derived = n in st.derived
         fl = st.flags.get(n, 0) if st.flags else 0
@@ -63,7 +63,7 @@ class Expressions:
     def _e_attribute(self, node: cst.Attribute) -> Value:
         attr = node.attr.value
         if attr == "grad":
-            self.grad_fns.update(self.fn_stack)  # a source inside these functions
+            self.grad_fns.update(map(id, self.fn_nodes))  # a source inside these functions
             k = key_of(node.value)
             if k is not None:
                 self.st.weights.add(k)  # whatever has a .grad is a parameter

@@ -33,7 +33,7 @@ class Reporting:
             return
         key = (id(node), rule.code)
         if key not in self.findings:
-            self.findings[key] = Finding(rule.code, node, message, fix_leaves, tuple(self.fn_stack))
+            self.findings[key] = Finding(rule.code, node, message, fix_leaves, tuple(map(id, self.fn_nodes)))
 
     def code(self, node: cst.CSTNode, limit: int = 60) -> str:
         text = " ".join(self.module.code_for_node(node).split())

@@ -51,11 +51,11 @@ class Statements:
             if cls is not None:
                 self.summaries.classes.append(cls)
             self.summaries.barrier()
-            self.fn_stack.append(fid)
+            self.fn_nodes.append(node)
             try:
                 self.suite(node.body)
             finally:
-                self.fn_stack.pop()
+                self.fn_nodes.pop()
                 self.summaries.end_barrier()
                 if cls is not None:
                     self.summaries.classes.pop()
@@ -277,14 +277,12 @@ class Statements:
         saved = self.st
         self.st = saved.copy()
         self.summaries.barrier()
-        self.fn_stack.append(id(node))
         self.fn_nodes.append(node)
         try:
             self._bind_params(params)
             self.suite(node.body)
         finally:
             self.fn_nodes.pop()
-            self.fn_stack.pop()
             if not self.quiet:
                 self.walked_fns.add(id(node))
             self.summaries.end_barrier()

@@ -280,7 +280,7 @@ class Summaries:
         else:
             base = fi.owner.summaries.run(fi, ())
             if base is not None and (base.ret.taint or base.writes) and fi.owner is a:
-                a.grad_fns.update(a.fn_stack)  # a source reached through the call
+                a.grad_fns.update(map(id, a.fn_nodes))  # a source reached through the call
         parts = [base.ret if base is not None else CLEAN]
         clean_base = not parts[0].taint
         weighty = False

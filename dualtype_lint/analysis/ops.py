@@ -84,6 +84,8 @@ def inplace_map(base: str, tv: Value, vals: list[Value], args) -> Value | None:
         return maps.root_of(tv)
     if base == "rsqrt_":
         return maps.rsqrt_of(tv)
+    if vals and (base in maps.ROOTS or base in maps.INV_ROOTS):  # torch.rsqrt(v, out=u)
+        return maps.root_of(vals[0]) if base in maps.ROOTS else maps.rsqrt_of(vals[0])
     if base == "pow_" and args:
         return maps.power(tv, maps.float_literal(args[0].value))
     if base == "div_" and vals and not tv.weight_ref:

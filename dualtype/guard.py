@@ -23,7 +23,7 @@ from dualtype.errors import ConfigError, DualityError
 from dualtype.norms import Norm
 from dualtype.roles import ROLE_NORMS, Table, types_of
 from dualtype.trace import paused
-from dualtype.tensor import DualTensor, refresh_weight, register_weight, tag_gradient, unregister_weight
+from dualtype.tensor import DualTensor, norm_of, refresh_weight, register_weight, tag_gradient, unregister_weight
 
 __all__ = ["typed", "untyped", "TypedModel", "typed_handle", "refuse_foreign_step"]
 
@@ -280,10 +280,10 @@ def refuse_foreign_step(optimizer: torch.optim.Optimizer, args: tuple, kwargs: d
         for p in group["params"]:
             g = p.grad
             if isinstance(g, DualTensor):
-                name = g._dt_name or "a parameter"
+                name = g.param_name or "a parameter"
                 raise DualityError(
                     f"{type(optimizer).__name__} would step '{name}' with its raw gradient "
-                    f"(Dual[{g._dt_norm}]); nothing was changed. Ways out: (1) dualtype.ModularSGD(model); "
+                    f"(Dual[{norm_of(g)}]); nothing was changed. Ways out: (1) dualtype.ModularSGD(model); "
                     f"(2) keep {type(optimizer).__name__}'s part in a hybrid group: ModularSGD([{{'params': "
                     f"hidden}}, {{'params': rest, 'algorithm': 'adamw', 'lr': 3e-3}}]); (3) leave these "
                     f"parameters plain: dualtype.typed(model, exclude=['{name}']) or dualtype.untyped(model)")

@@ -28,7 +28,7 @@ from torch import nn
 
 import dualtype
 import dualtype.kernels
-from dualtype.guard import refuse_foreign_step
+from dualtype.typed_model import refuse_foreign_step
 
 
 class TinyGPT(nn.Module):

@@ -5,7 +5,7 @@
 
 from dualtype import modules, norms, optim, typing
 from dualtype.errors import ConfigError, DualityError, DualtypeError, NonFiniteError, NormMismatchError, ShapeError
-from dualtype.guard import TypedModel, typed, untyped
+from dualtype.typed_model import TypedModel, typed, untyped
 from dualtype.roles import check
 from dualtype.modules import ModularNorm, ParamRecord, modular
 from dualtype.optim import ModularSGD

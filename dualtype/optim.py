@@ -31,7 +31,7 @@ from torch._C import DisableTorchFunctionSubclass
 
 from dualtype import norms as _norms
 from dualtype.errors import ConfigError, NonFiniteError, NormMismatchError, ShapeError
-from dualtype.guard import typed, typed_handle
+from dualtype.typed_model import typed, typed_handle
 from dualtype.kernels import METHODS
 from dualtype.norms import Norm
 from dualtype.roles import ModelTypes, check_patterns, format_table, match, norm_by_shape, owner_of, types_of

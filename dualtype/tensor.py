@@ -126,7 +126,7 @@ def refresh_weight(param: Tensor) -> None:
 
     ``model.double()``, ``.to(device)``, ``share_memory()`` ... replace ``param.data``, so the
     registry would still point at the old storage and ``p.data`` writes would go unchecked.
-    A caller that sees the storage change (dualtype.guard) calls this;
+    A caller that sees the storage change (dualtype.typed_model) calls this;
     it scans the registry, so it is meant for such events, not for every step."""
     moved: list[_Entry] = []
     for key in list(_WEIGHTS):

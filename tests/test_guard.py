@@ -1,4 +1,4 @@
-"""Specification tests for dualtype.guard: ``typed(model)`` and torch's own optimizers on it."""
+"""Specification tests for dualtype.typed_model: ``typed(model)`` and torch's own optimizers on it."""
 
 from __future__ import annotations
 

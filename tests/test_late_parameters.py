@@ -45,7 +45,7 @@ def test_register_parameter_under_a_typed_model():
     m[0].register_parameter("scale", nn.Parameter(torch.ones(4)))
     m[0].scale.sum().backward()
     assert isinstance(m[0].scale.grad, DualTensor)
-    assert dualtype.guard.typed_handle(m).norms["0.scale"] == N.RMS()
+    assert dualtype.typed_model.typed_handle(m).norms["0.scale"] == N.RMS()
     _refused(m[0].scale)
 
 
@@ -123,7 +123,7 @@ def test_unfrozen_parameter_gets_dual_gradients():
     m[0].weight.requires_grad_(True)  # unfreeze for fine-tuning
     _backward(m)
     assert isinstance(m[0].weight.grad, DualTensor)
-    assert norm_of(m[0].weight.grad) == dualtype.guard.typed_handle(m).norms["0.weight"]
+    assert norm_of(m[0].weight.grad) == dualtype.typed_model.typed_handle(m).norms["0.weight"]
     _refused(m[0].weight)
 
 

@@ -55,7 +55,9 @@ canonical name            aliases                     used for
 ``rms->rms``              linear, spectral, hidden    Linear, hidden matrices
 ``l1->rms``               embedding, embed            nn.Embedding ``[vocab, d]``
 ``rms->linf``             head, output                output head ``[classes, d]``
+``conv1d``                                            nn.Conv1d ``[out, in, k]``
 ``conv2d``                conv                        nn.Conv2d ``[out, in, kh, kw]``
+``conv3d``                                            nn.Conv3d ``[out, in, kd, kh, kw]``
 ========================  ==========================  ============================
 """
 
@@ -80,7 +82,9 @@ __all__ = [
     "RMSToRMS",
     "L1ToRMS",
     "RMSToLInf",
+    "Conv1D",
     "Conv2D",
+    "Conv3D",
     "get",
     "names",
 ]
@@ -499,50 +503,77 @@ class RMSToLInf(_MatrixNorm):
         return (_safe_div(x, rows) / math.sqrt(g.shape[-1])).to(g.dtype)
 
 
-class Conv2D(Norm):
-    """Conv2D norm of W ``[..., out, in, kh, kw]``, with K = kh·kw kernel positions.
+class _Conv(Norm):
+    """Conv norm of W ``[..., out, in, *kernel]`` over ``spatial`` kernel dimensions, with
+    K = the number of kernel positions (taps).
 
-    ‖W‖ = K·max_ij ‖W[:, :, i, j]‖_RMS→RMS;  ‖G‖† = Σ_ij (1/K)·‖G_ij‖†_RMS→RMS;
-    dualize: each slice G_ij → (1/K)·√(out/in)·U_ij V_ijᵀ, all K slices in one batched call.
+    ‖W‖ = K·max_j ‖W_j‖_RMS→RMS;  ‖G‖† = Σ_j (1/K)·‖G_j‖†_RMS→RMS;
+    dualize: each tap's slice G_j → (1/K)·√(out/in)·U_j V_jᵀ, all K slices in one batched call.
     """
 
-    name = "conv2d"
+    spatial = 2
     min_ndim = 4
     batchable = True
 
     def cost(self, shape: tuple[int, ...]) -> int:
-        o, i = shape[-4:-2]
-        return math.prod(shape) * min(o, i)  # (B·kh·kw)·o·i·min(o, i): one polar factor per tap
+        o, i = shape[-2 - self.spatial:-self.spatial]
+        return math.prod(shape) * min(o, i)  # (B·K)·o·i·min(o, i): one polar factor per tap
 
     def _layout(self) -> str:
-        return "[..., out, in, kh, kw]"
+        return ("[..., out, in, k]", "[..., out, in, kh, kw]", "[..., out, in, kd, kh, kw]")[self.spatial - 1]
 
-    @staticmethod
-    def _slices(t: Tensor) -> Tensor:
-        """``[..., out, in, kh, kw]`` → ``[..., kh·kw, out, in]``."""
-        moved = t.movedim((-2, -1), (-4, -3))
-        return moved.reshape(*t.shape[:-4], -1, *t.shape[-4:-2])
+    def _slices(self, t: Tensor) -> Tensor:
+        """``[..., out, in, *kernel]`` → ``[..., K, out, in]``."""
+        k = self.spatial
+        moved = t.movedim(tuple(range(-k, 0)), tuple(range(-k - 2, -2)))
+        return moved.reshape(*t.shape[:-k - 2], -1, *t.shape[-k - 2:-k])
+
+    def _taps(self, t: Tensor) -> int:
+        return math.prod(t.shape[-self.spatial:])
 
     def _value(self, w: Tensor) -> Tensor:
-        K = w.shape[-1] * w.shape[-2]
-        return K * RMSToRMS()._value(self._slices(w)).amax(dim=-1)
+        return self._taps(w) * RMSToRMS()._value(self._slices(w)).amax(dim=-1)
 
     def _dual_value(self, g: Tensor) -> Tensor:
-        K = g.shape[-1] * g.shape[-2]
-        return RMSToRMS()._dual_value(self._slices(g)).sum(dim=-1) / K
+        return RMSToRMS()._dual_value(self._slices(g)).sum(dim=-1) / self._taps(g)
 
     def _dualize(self, g: Tensor, method: str | None = None) -> Tensor:
-        kh, kw = g.shape[-2:]
-        slices = RMSToRMS._polar(self._slices(g), method, self) / (kh * kw)
-        return slices.reshape(*g.shape[:-4], kh, kw, *g.shape[-4:-2]).movedim((-4, -3), (-2, -1))
+        k = self.spatial
+        slices = RMSToRMS._polar(self._slices(g), method, self) / self._taps(g)
+        back = slices.reshape(*g.shape[:-k - 2], *g.shape[-k:], *g.shape[-k - 2:-k])
+        return back.movedim(tuple(range(-k - 2, -2)), tuple(range(-k, 0)))
 
     def _dualize_rows(self, values: Tensor, shape: tuple[int, ...], method: str | None) -> Tensor:
-        if len(shape) > 4:  # stored values are whole kernels of a batch
+        if len(shape) > 2 + self.spatial:  # stored values are whole kernels of a batch
             return self._dualize(values, method)
         raise ShapeError(
-            "conv2d cannot dualize a sparse gradient that is sparse over output channels; "
+            f"{self.name} cannot dualize a sparse gradient that is sparse over output channels; "
             "convert it with g.to_dense() first"
         )
+
+
+class Conv1D(_Conv):
+    """The conv norm of nn.Conv1d, W ``[..., out, in, k]`` (see :class:`_Conv`)."""
+
+    name = "conv1d"
+    spatial = 1
+    min_ndim = 3
+
+
+class Conv2D(_Conv):
+    """The conv norm of nn.Conv2d, W ``[..., out, in, kh, kw]``, K = kh·kw (see :class:`_Conv`)."""
+
+    name = "conv2d"
+    spatial = 2
+    min_ndim = 4
+
+
+class Conv3D(_Conv):
+    """The conv norm of nn.Conv3d, W ``[..., out, in, kd, kh, kw]`` (see :class:`_Conv`)."""
+
+    name = "conv3d"
+    spatial = 3
+    min_ndim = 5
 
 
 def names() -> list[str]:

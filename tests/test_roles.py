@@ -159,19 +159,20 @@ def test_residual_mlp_targets_do_not_depend_on_depth():
 
 @pytest.mark.parametrize("out, inp", [(8, 32), (16, 64), (3, 12), (4, 4), (12, 3)])
 def test_narrowing_factor_depends_on_the_shape_ratio_only(out, inp):
-    model = nn.Sequential(nn.Linear(4, inp), nn.ReLU(), nn.Linear(inp, out), nn.ReLU(), nn.Linear(out, 3))
-    _, t = rows(model, X4)
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, inp), nn.Tanh(), nn.Linear(inp, out), nn.Tanh(), nn.Linear(out, 3))
+    _, t = rows(model, X4)  # (tanh: no dead units, so every layer has a gradient)
     factor = max(1.0, inp / out) ** 0.5  # Muon's max(1, in/out)^½ on a narrowing matrix
     assert t["2.weight"] == pytest.approx(factor / 3) and t["2.bias"] == pytest.approx(0.1 / 3)
     assert t["4.weight"] == pytest.approx(1 / 3)  # the head narrows too, but is no hidden layer
     # the step it gives: Primal of RMS→RMS norm lr·t, i.e. σ_max = lr·t·√(out/in) = lr/3 when narrowing
     w = model[2].weight
-    opt = ModularSGD(model, lr=0.1, momentum=0.0)
+    opt = ModularSGD(model, lr=0.1, momentum=0.0, method="svd")
     before = w.detach().clone()
     model(X4).square().sum().backward()
     opt.step()
     sigma = torch.linalg.matrix_norm((w.detach() - before).double(), ord=2).item()
-    assert sigma == pytest.approx(0.1 * t["2.weight"] * (out / inp) ** 0.5, rel=0.15)  # kernel accuracy
+    assert sigma == pytest.approx(0.1 * t["2.weight"] * (out / inp) ** 0.5, rel=1e-5)
 
 
 def test_cnn_with_batchnorm():
@@ -181,6 +182,23 @@ def test_cnn_with_batchnorm():
     M = 1 + 0.1 + 1 + 0.1 + 1
     assert t["0.weight"] == pytest.approx(1 / M) and t["4.weight"] == pytest.approx(0.1 / M)
     assert t["8.weight"] == pytest.approx(1 / M)
+
+
+def test_conv1d_and_conv3d_get_their_conv_norms_and_transposed_convs_l2():
+    audio = nn.Sequential(nn.Conv1d(2, 4, 3, padding=1), nn.ReLU(), nn.ConvTranspose1d(4, 2, 3, padding=1),
+                          nn.Flatten(), nn.Linear(16, 3))
+    r, _ = rows(audio, torch.randn(2, 2, 8))
+    assert r["0.weight"] == ("conv", "conv1d") and r["0.bias"] == ("bias", "rms")
+    assert r["2.weight"] == ("other", "l2")  # [in, out, k]: the conv norm's out/in would be swapped
+    volume = nn.Sequential(nn.Conv3d(1, 2, 3, padding=1), nn.Flatten(), nn.Linear(2 * 4 * 4 * 4, 3))
+    r, _ = rows(volume, torch.randn(2, 1, 4, 4, 4))
+    assert r["0.weight"] == ("conv", "conv3d")
+    assert dualtype.typed(nn.Conv1d(2, 4, 3)).norms["weight"] == N("conv1d")  # fallback agrees
+    opt = ModularSGD(audio)
+    audio(torch.randn(2, 2, 8)).sum().backward()
+    before = audio[0].weight.detach().clone()
+    opt.step()
+    assert not torch.equal(before, audio[0].weight.detach())
 
 
 def test_tied_gpt_with_the_head_registered_first():

@@ -279,7 +279,7 @@ def test_other_parameter_kinds_without_a_forward_fall_back_to_layer_types():
 
     mn = modular(Odd())
     r = roles(mn)
-    assert r["conv1d.weight"] == ("other", "l2") and r["conv1d.bias"] == ("bias", "rms")
+    assert r["conv1d.weight"] == ("conv", "conv1d") and r["conv1d.bias"] == ("bias", "rms")
     assert r["scale"] == ("gain", "rms") and r["mat"] == ("hidden", "rms->rms") and r["t"] == ("gain", "rms")
     assert r["lin.weight"] == ("hidden", "rms->rms")  # no forward seen: no head either
     assert {x.source for x in mn} == {"fallback"}

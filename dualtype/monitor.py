@@ -58,6 +58,7 @@ from torch import Tensor, nn
 from dualtype import norms as _norms
 from dualtype.checks import is_int, is_real
 from dualtype.errors import ConfigError, DualityError
+from dualtype.kernels.dtypes import accumulation_dtype
 from dualtype.roles import owner_of, types_of
 from dualtype.tensor import plain
 from dualtype.trace import paused
@@ -75,9 +76,9 @@ _W, _U, _GD, _PAIR, _MG, _MM, _GG = range(7)
 
 
 def _acc(t: Tensor) -> Tensor:
-    """``t`` in its accumulation dtype: float64 stays, other real dtypes go to float32."""
+    """``t``, plain and detached, in its accumulation dtype (float64 stays, bf16 → float32)."""
     t = plain(t).detach()
-    return t if t.dtype in (torch.float64, torch.complex128) else t.to(torch.complex64 if t.is_complex() else torch.float32)
+    return t.to(accumulation_dtype(t.dtype))
 
 
 def _pairing(g: Tensor, d: Tensor, n: int = 1) -> Tensor:

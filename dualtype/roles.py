@@ -183,7 +183,9 @@ def norm_by_shape(param: Tensor) -> Norm | None:
         return _norms.get("rms")
     if param.ndim == 2:
         return _norms.get("rms->rms")
-    return _CONV_NORMS.get(param.ndim)
+    if param.ndim == 4:  # a 3-D or 5-D bare tensor could as well be a stack: unknown
+        return _norms.get("conv2d")
+    return None
 
 
 def role_from_module(module: nn.Module, pname: str, param: Tensor) -> str:

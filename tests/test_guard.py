@@ -100,7 +100,9 @@ def test_fallback_roles_and_norms():
     assert role_from_module(conv, "weight", conv.weight) == "conv"
     assert role_from_module(conv, "bias", conv.bias) == "bias"
     assert role_from_module(nn.LayerNorm(3), "weight", nn.LayerNorm(3).weight) == "gain"
-    assert role_from_module(nn.Conv1d(1, 2, 3), "weight", nn.Conv1d(1, 2, 3).weight) == "other"
+    assert role_from_module(nn.Conv1d(1, 2, 3), "weight", nn.Conv1d(1, 2, 3).weight) == "conv"
+    tconv = nn.ConvTranspose2d(1, 2, 3)  # weight [in, out, kh, kw]: no conv norm fits
+    assert role_from_module(tconv, "weight", tconv.weight) == "other"
     assert norm_by_shape(torch.zeros(3, 4)) == N.RMSToRMS()
     assert norm_by_shape(torch.zeros(3)) == N.RMS()
     assert norm_by_shape(torch.zeros(2, 3, 4)) is None

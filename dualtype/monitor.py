@@ -5,7 +5,7 @@ A :class:`Monitor` measures, at a chosen interval, for every parameter ``p`` of 
 target ``t_p``:
 
 ==================  ===========================================================================
-``weight``          ‖w_p‖ in N_p. For ``rms->rms`` √(in/out)·σ_max(W) and for ``conv2d``
+``weight``          ‖w_p‖ in N_p. For ``rms->rms`` √(in/out)·σ_max(W) and for the conv norms
                     K·max_ij √(in/out)·σ_max(W_ij), σ_max by a warm-started Lanczos iteration
                     (12 matvec pairs W v, Wᵀu per measurement, :func:`spectral_norm_estimate`;
                     a lower bound, within 1% after warm-up on a drifting weight); the other
@@ -70,7 +70,6 @@ STATS = ("weight", "update", "step_size", "update_ratio", "grad_dual", "alignmen
 _ROLE_ORDER = ("embedding", "hidden", "head", "conv", "gain", "bias", "other")
 _COLD_STEPS = 20  # Lanczos steps on the first measurement of a matrix (no warm start yet)
 _UPDATE_STEPS = 4  # Lanczos steps for an update's norm (see Monitor._norms_of)
-_SPECTRAL = ("rms->rms", "conv2d")
 # Columns of the per-rank statistics matrix [parameters, 7] that one all_reduce sums.
 _W, _U, _GD, _PAIR, _MG, _MM, _GG = range(7)
 
@@ -256,7 +255,7 @@ class Monitor:
             without grad, such as evaluation, are not counted).
         writer: a TensorBoard ``SummaryWriter`` (anything with ``add_scalar(tag, value, step)``),
             or a log directory to create one in (needs the ``tensorboard`` package).
-        spectral: ``"lanczos"`` (a warm-started Lanczos iteration for ``rms->rms``/``conv2d``
+        spectral: ``"lanczos"`` (a warm-started Lanczos iteration for ``rms->rms`` and conv
             weights, :func:`spectral_norm_estimate`) or ``"exact"`` (SVD: ~44× the time at
             1024×1024, BENCHMARKS.md).
         spectral_steps: matvec pairs per measurement (the first of a matrix runs 20). One
@@ -506,11 +505,11 @@ class Monitor:
         """‖x‖ of same-shape weights or updates (``column``) ``[B]``: the spectral norms by
         Lanczos (warm-started per bucket and column), the others exactly."""
         stack = _stack([w for _, _, w in items], norm)
-        if self.spectral == "exact" or norm.name not in _SPECTRAL or stack.is_complex() or stack.numel() == 0:
+        spectral = isinstance(norm, (_norms.RMSToRMS, _norms.ConvNorm))
+        if self.spectral == "exact" or not spectral or stack.is_complex() or stack.numel() == 0:
             return _per_item(norm.value(stack), len(items))
-        if norm.name == "conv2d":  # [..., o, i, kh, kw] → K slices [..., K, o, i]; ‖W‖ = K·max_ij ‖W_ij‖ (§3)
-            K = stack.shape[-1] * stack.shape[-2]
-            mats, scale = stack.flatten(-2).movedim(-1, -3), K
+        if isinstance(norm, _norms.ConvNorm):  # K slices [..., K, o, i]; ‖W‖ = K·max_j ‖W_j‖ (§3)
+            mats, scale = norm.slices(stack), norm.taps(stack)
         else:
             mats, scale = stack, 1.0
         out, inp = mats.shape[-2:]

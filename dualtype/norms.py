@@ -82,6 +82,7 @@ __all__ = [
     "RMSToRMS",
     "L1ToRMS",
     "RMSToLInf",
+    "ConvNorm",
     "Conv1D",
     "Conv2D",
     "Conv3D",
@@ -503,7 +504,7 @@ class RMSToLInf(_MatrixNorm):
         return (_safe_div(x, rows) / math.sqrt(g.shape[-1])).to(g.dtype)
 
 
-class _Conv(Norm):
+class ConvNorm(Norm):
     """Conv norm of W ``[..., out, in, *kernel]`` over ``spatial`` kernel dimensions, with
     K = the number of kernel positions (taps).
 
@@ -522,24 +523,25 @@ class _Conv(Norm):
     def _layout(self) -> str:
         return ("[..., out, in, k]", "[..., out, in, kh, kw]", "[..., out, in, kd, kh, kw]")[self.spatial - 1]
 
-    def _slices(self, t: Tensor) -> Tensor:
+    def slices(self, t: Tensor) -> Tensor:
         """``[..., out, in, *kernel]`` → ``[..., K, out, in]``."""
         k = self.spatial
         moved = t.movedim(tuple(range(-k, 0)), tuple(range(-k - 2, -2)))
         return moved.reshape(*t.shape[:-k - 2], -1, *t.shape[-k - 2:-k])
 
-    def _taps(self, t: Tensor) -> int:
+    def taps(self, t: Tensor) -> int:
+        """K, the number of kernel positions of ``t``."""
         return math.prod(t.shape[-self.spatial:])
 
     def _value(self, w: Tensor) -> Tensor:
-        return self._taps(w) * RMSToRMS()._value(self._slices(w)).amax(dim=-1)
+        return self.taps(w) * RMSToRMS()._value(self.slices(w)).amax(dim=-1)
 
     def _dual_value(self, g: Tensor) -> Tensor:
-        return RMSToRMS()._dual_value(self._slices(g)).sum(dim=-1) / self._taps(g)
+        return RMSToRMS()._dual_value(self.slices(g)).sum(dim=-1) / self.taps(g)
 
     def _dualize(self, g: Tensor, method: str | None = None) -> Tensor:
         k = self.spatial
-        slices = RMSToRMS._polar(self._slices(g), method, self) / self._taps(g)
+        slices = RMSToRMS._polar(self.slices(g), method, self) / self.taps(g)
         back = slices.reshape(*g.shape[:-k - 2], *g.shape[-k:], *g.shape[-k - 2:-k])
         return back.movedim(tuple(range(-k - 2, -2)), tuple(range(-k, 0)))
 
@@ -552,24 +554,24 @@ class _Conv(Norm):
         )
 
 
-class Conv1D(_Conv):
-    """The conv norm of nn.Conv1d, W ``[..., out, in, k]`` (see :class:`_Conv`)."""
+class Conv1D(ConvNorm):
+    """The conv norm of nn.Conv1d, W ``[..., out, in, k]`` (see :class:`ConvNorm`)."""
 
     name = "conv1d"
     spatial = 1
     min_ndim = 3
 
 
-class Conv2D(_Conv):
-    """The conv norm of nn.Conv2d, W ``[..., out, in, kh, kw]``, K = kh·kw (see :class:`_Conv`)."""
+class Conv2D(ConvNorm):
+    """The conv norm of nn.Conv2d, W ``[..., out, in, kh, kw]``, K = kh·kw (see :class:`ConvNorm`)."""
 
     name = "conv2d"
     spatial = 2
     min_ndim = 4
 
 
-class Conv3D(_Conv):
-    """The conv norm of nn.Conv3d, W ``[..., out, in, kd, kh, kw]`` (see :class:`_Conv`)."""
+class Conv3D(ConvNorm):
+    """The conv norm of nn.Conv3d, W ``[..., out, in, kd, kh, kw]`` (see :class:`ConvNorm`)."""
 
     name = "conv3d"
     spatial = 3

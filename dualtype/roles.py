@@ -76,8 +76,10 @@ ROLE_NORMS: dict[str, str] = {
 #: the conv role's norm by the weight's rank: nn.Conv1d/2d/3d
 _CONV_NORMS: dict[int, Norm] = {3: _norms.Conv1D(), 4: _norms.Conv2D(), 5: _norms.Conv3D()}
 
+#: Masses by role, chosen by measurement (docs/design.md §3 "Masses"; the head's row map moves
+#: each weight ~√out times less than rms->rms at equal target, hence its larger share).
 ROLE_MASSES: dict[str, float] = {
-    "embedding": 0.1, "hidden": 1.0, "head": 1.0, "conv": 1.0, "gain": 0.1, "bias": 0.1, "other": 1.0,
+    "embedding": 0.1, "hidden": 1.0, "head": 2.0, "conv": 1.0, "gain": 0.1, "bias": 0.1, "other": 1.0,
 }
 #: Mass of a residual body (any depth), in units of one hidden layer.
 BODY_MASS = 2.0

@@ -1,6 +1,6 @@
 """Train an MLP on scikit-learn's bundled 8×8 digits with dualtype's ModularSGD (< 1 min on CPU).
 
-    python examples/train_mlp.py [--epochs 20] [--lr 0.1] [--optimizer {dualtype,adamw}]
+    python examples/train_mlp.py [--epochs 20] [--lr 0.13] [--optimizer {dualtype,adamw}]
 
 Linear weights take the ``rms->rms`` norm (their update is √(out/in)·UVᵀ), biases ``rms``.
 """

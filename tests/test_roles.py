@@ -1,8 +1,8 @@
 """The one table (dualtype.roles): structure read from a recorded forward, checked against
 answers computed by hand from the modular norm's composition rule (docs/design.md §3).
 
-Masses (dualtype.roles): hidden, conv and head 1; embeddings, gains and biases 0.1; a
-residual body 2. A layer's target is m / M with M the largest path mass through it; a
+Masses (dualtype.roles): hidden and conv 1, the head H = 2; embeddings, gains and biases
+0.1; a residual body 2. A layer's target is m / M with M the largest path mass through it; a
 layer inside a residual branch gets (2 / M_body) · m / M_branch; a hidden matrix that
 narrows (out < in) takes √(in/out)× that.
 """
@@ -22,6 +22,8 @@ from dualtype.norms import get as N
 from dualtype.optim import ModularSGD
 from dualtype.roles import BODY_MASS, ROLE_MASSES, types_of
 from helpers import snapshot
+
+H = ROLE_MASSES["head"]
 
 
 def rows(model, *example):
@@ -136,16 +138,18 @@ def test_mlp_is_a_chain():
     r, t = rows(mlp(), X4)
     assert r["0.weight"] == ("hidden", "rms->rms") and r["4.weight"] == ("head", "rms->linf")
     assert r["0.bias"] == ("bias", "rms")
-    for i in (0, 2, 4):  # three layers of mass 1 in a row: composition gives each 1/3
-        assert t[f"{i}.weight"] == pytest.approx(1 / 3) and t[f"{i}.bias"] == pytest.approx(0.1 / 3)
+    M = 1 + 1 + H  # three layers in a row (hidden, hidden, head): composition gives each m/M
+    for i in (0, 2):
+        assert t[f"{i}.weight"] == pytest.approx(1 / M) and t[f"{i}.bias"] == pytest.approx(0.1 / M)
+    assert t["4.weight"] == pytest.approx(H / M) and t["4.bias"] == pytest.approx(0.1 / M)
 
 
 def test_residual_mlp_targets_do_not_depend_on_depth():
     for depth in (1, 3, 6):
         r, t = rows(ResidualMLP(depth=depth), X4)
         assert r["inp.weight"] == ("hidden", "rms->rms") and r["out.weight"] == ("head", "rms->linf")
-        M = 1 + BODY_MASS + 1  # inp → body → out
-        assert t["inp.weight"] == pytest.approx(1 / M) and t["out.weight"] == pytest.approx(1 / M)
+        M = 1 + BODY_MASS + H  # inp → body → out
+        assert t["inp.weight"] == pytest.approx(1 / M) and t["out.weight"] == pytest.approx(H / M)
         for i in range(depth):  # branch fc1 → fc2 (M_branch 2) gets the body's share
             assert t[f"fc1.{i}.weight"] == pytest.approx(BODY_MASS / M / 2)
             assert t[f"fc2.{i}.bias"] == pytest.approx(BODY_MASS / M * 0.1 / 2)
@@ -163,8 +167,9 @@ def test_narrowing_factor_depends_on_the_shape_ratio_only(out, inp):
     model = nn.Sequential(nn.Linear(4, inp), nn.Tanh(), nn.Linear(inp, out), nn.Tanh(), nn.Linear(out, 3))
     _, t = rows(model, X4)  # (tanh: no dead units, so every layer has a gradient)
     factor = max(1.0, inp / out) ** 0.5  # Muon's max(1, in/out)^½ on a narrowing matrix
-    assert t["2.weight"] == pytest.approx(factor / 3) and t["2.bias"] == pytest.approx(0.1 / 3)
-    assert t["4.weight"] == pytest.approx(1 / 3)  # the head narrows too, but is no hidden layer
+    M = 1 + 1 + H
+    assert t["2.weight"] == pytest.approx(factor / M) and t["2.bias"] == pytest.approx(0.1 / M)
+    assert t["4.weight"] == pytest.approx(H / M)  # the head narrows too, but is no hidden layer
     # the step it gives: Primal of RMS→RMS norm lr·t, i.e. σ_max = lr·t·√(out/in) = lr/3 when narrowing
     w = model[2].weight
     opt = ModularSGD(model, lr=0.1, momentum=0.0, method="svd")
@@ -179,9 +184,9 @@ def test_cnn_with_batchnorm():
     r, t = rows(cnn(), torch.randn(2, 1, 8, 8))
     assert r["0.weight"] == ("conv", "conv2d") and r["1.weight"] == ("gain", "rms")
     assert r["1.bias"] == ("bias", "rms") and r["8.weight"] == ("head", "rms->linf")
-    M = 1 + 0.1 + 1 + 0.1 + 1
+    M = 1 + 0.1 + 1 + 0.1 + H
     assert t["0.weight"] == pytest.approx(1 / M) and t["4.weight"] == pytest.approx(0.1 / M)
-    assert t["8.weight"] == pytest.approx(1 / M)
+    assert t["8.weight"] == pytest.approx(H / M)
 
 
 def test_conv1d_and_conv3d_get_their_conv_norms_and_transposed_convs_l2():
@@ -223,8 +228,9 @@ def test_head_registered_before_the_blocks():
 def test_gated_mlp_branches_side_by_side():
     r, t = rows(Gated(), X4)
     assert {r[n][0] for n in ("w1.weight", "w2.weight", "w3.weight")} == {"hidden"}
-    for n in ("w1.weight", "w3.weight", "w2.weight", "head.weight"):  # (w1 ∥ w3) → w2 → head
-        assert t[n] == pytest.approx(1 / 3), n
+    for n in ("w1.weight", "w3.weight", "w2.weight"):  # (w1 ∥ w3) → w2 → head
+        assert t[n] == pytest.approx(1 / (2 + H)), n
+    assert t["head.weight"] == pytest.approx(H / (2 + H))
 
 
 def test_control_flow_is_recorded_as_it_ran():
@@ -233,12 +239,12 @@ def test_control_flow_is_recorded_as_it_ran():
         r, t = rows(model, X4)
     assert len([w for w in seen if "not used" in str(w.message)]) == 1  # one warning for c
     assert r["c.weight"] == ("hidden", "rms->rms") and types_of(model).table["c.weight"].source == "fallback"
-    assert t["b.weight"] == pytest.approx(1 / 4)  # a → b → b → head
+    assert t["b.weight"] == pytest.approx(1 / (3 + H))  # a → b → b → head
     model.use_c = True
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         r, t = rows(model, torch.ones(2, 4))
-    assert t["c.weight"] == pytest.approx(1 / 5) and types_of(model).table["c.weight"].source == "graph"
+    assert t["c.weight"] == pytest.approx(1 / (4 + H)) and types_of(model).table["c.weight"].source == "graph"
 
 
 def test_onehot_input_makes_a_linear_an_embedding():

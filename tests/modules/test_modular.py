@@ -13,10 +13,12 @@ import dualtype
 from dualtype.errors import ConfigError, ShapeError
 from dualtype.modules import MLP, GPT, Linear, ReLU, modular
 from dualtype.norms import get as get_norm
-from dualtype.roles import types_of
+from dualtype.roles import ROLE_MASSES, types_of
 from dualtype.tensor import PrimalTensor
 
 from .helpers import F64, inner, ref_dual, ref_dualize_norm
+
+H = ROLE_MASSES["head"]  # the head's mass in a plain torch model's table
 
 
 def seq_mlp(bias: bool = True) -> nn.Module:
@@ -102,8 +104,9 @@ def test_sequential_mlp_roles_norms_targets():
         "2.weight": ("hidden", "rms->rms"), "2.bias": ("bias", "rms"),
         "4.weight": ("head", "rms->linf"), "4.bias": ("bias", "rms"),
     }
-    # a chain of three layers of mass 1 (a bias sits beside its weight): M = 3
-    assert mn.targets == pytest.approx({n: (0.1 if n.endswith("bias") else 1) / 3 for n in mn.targets})
+    # a chain of three layers, masses 1, 1, H (a bias sits beside its weight): M = 2 + H
+    mass = {"0.weight": 1, "2.weight": 1, "4.weight": H}
+    assert mn.targets == pytest.approx({n: mass.get(n, 0.1) / (2 + H) for n in mn.targets})
     assert {r.source for r in mn} == {"graph"}
     _check_duality(mn, model)
 
@@ -112,7 +115,7 @@ def test_sequential_targets_match_the_dualtype_module():
     """Same architecture both ways: nn.Sequential (bias-free) vs dualtype MLP."""
     torch.manual_seed(0)
     model, ours = seq_mlp(bias=False).double(), MLP(5, 8, 3, depth=3, head=True).double()
-    mn = modular(model, example=X5)
+    mn = modular(model, masses={"4.weight": 1.0}, example=X5)  # dualtype's Head atom has mass 1
     assert list(mn.targets.values()) == pytest.approx(ours.coefficients())
     assert [str(r.norm) for r in mn] == [str(t.norm) for t in ours.terms()]
     grads = [torch.randn(p.shape, dtype=F64) for p in ours.parameters()]
@@ -131,9 +134,9 @@ def test_overrides_by_pattern():
                  example=X5)
     r = {x.name: x for x in mn}
     assert all(r[n].target == 0 for n in r if n.endswith("bias"))
-    # M = 2 + 1 + 1; target_p = 0.3·(m_p/M)/S_p
-    assert r["0.weight"].target == pytest.approx(0.3 * (2 / 4) / 4)
-    assert r["2.weight"].target == pytest.approx(0.3 * (1 / 4))
+    # M = 2 + 1 + H; target_p = 0.3·(m_p/M)/S_p
+    assert r["0.weight"].target == pytest.approx(0.3 * (2 / (3 + H)) / 4)
+    assert r["2.weight"].target == pytest.approx(0.3 * (1 / (3 + H)))
     assert r["0.weight"].source == "graph"
     _check_duality(mn, model, seed=1)
     assert roles(modular(model, head=False))["4.weight"] == ("hidden", "rms->rms")
@@ -186,15 +189,15 @@ def test_hand_written_gpt():
     assert r["lm_head.weight"] == ("head", "rms->linf")
     assert sum(1 for v in r.values() if v[0] == "head") == 1
     assert len(mn) == len(list(model.parameters()))
-    # main path: tables (0.1) → residual body (BODY_MASS 2) → ln_f (0.1) → head (1): M = 3.2;
-    # each branch (LayerNorm 0.1 → matrix 1 → matrix 1, M = 2.1) gets the body's share 2/3.2
-    t = mn.targets
-    assert t["wte.weight"] == pytest.approx(0.1 / 3.2) and t["wpe"] == pytest.approx(0.1 / 3.2)
-    assert t["lm_head.weight"] == pytest.approx(1 / 3.2) and t["ln_f.bias"] == pytest.approx(0.1 / 3.2)
+    # main path: tables (0.1) → residual body (BODY_MASS 2) → ln_f (0.1) → head (H): M = 2.2 + H;
+    # each branch (LayerNorm 0.1 → matrix 1 → matrix 1, M = 2.1) gets the body's share 2/M
+    t, M = mn.targets, 2.2 + H
+    assert t["wte.weight"] == pytest.approx(0.1 / M) and t["wpe"] == pytest.approx(0.1 / M)
+    assert t["lm_head.weight"] == pytest.approx(H / M) and t["ln_f.bias"] == pytest.approx(0.1 / M)
     for name in ("blocks.0.qkv.weight", "blocks.1.proj.weight", "blocks.1.fc.weight"):
-        assert t[name] == pytest.approx(2 / 3.2 / 2.1)
-    assert t["blocks.0.out.weight"] == pytest.approx(2 / 3.2 / 2.1 * 2)  # narrows 4d → d: ×√4
-    assert t["blocks.1.ln2.weight"] == pytest.approx(2 / 3.2 * 0.1 / 2.1)
+        assert t[name] == pytest.approx(2 / M / 2.1)
+    assert t["blocks.0.out.weight"] == pytest.approx(2 / M / 2.1 * 2)  # narrows 4d → d: ×√4
+    assert t["blocks.1.ln2.weight"] == pytest.approx(2 / M * 0.1 / 2.1)
     _check_duality(mn, model)
     # typed + real backward: tagged grads go through the door into PrimalTensors
     handle = dualtype.typed(model, norms=mn.norms)
@@ -232,7 +235,7 @@ def test_small_cnn():
     assert r["0.weight"] == ("conv", "conv2d") and r["3.weight"] == ("conv", "conv2d")
     assert r["0.bias"] == ("bias", "rms") and r["1.weight"] == ("gain", "rms") and r["1.bias"] == ("bias", "rms")
     assert r["7.weight"] == ("head", "rms->linf")
-    M = 1 + 0.1 + 1 + 1  # conv → BatchNorm → conv → head
+    M = 1 + 0.1 + 1 + H  # conv → BatchNorm → conv → head
     assert mn["0.weight"].target == pytest.approx(1 / M) and mn["1.weight"].target == pytest.approx(0.1 / M)
     _check_duality(mn, model)
     model(torch.randn(2, 3, 6, 6, dtype=F64)).sum().backward()  # the model still trains as usual

@@ -74,7 +74,7 @@ ROLE_NORMS: dict[str, str] = {
 #: role → mass: a layer's share of the step. Chosen by measurement (benchmarks/defaults.md):
 #: embeddings, gains and biases move a tenth as far as a hidden layer, the head as far.
 #: the conv role's norm by the weight's rank: nn.Conv1d/2d/3d
-_CONV_NORMS: dict[int, Norm] = {3: _norms.Conv1D(), 4: _norms.Conv2D(), 5: _norms.Conv3D()}
+_CONV_NORMS: dict[int, Norm] = {c.min_ndim: c() for c in (_norms.Conv1D, _norms.Conv2D, _norms.Conv3D)}
 
 #: Masses by role, chosen by measurement (docs/design.md §3 "Masses"; the head's row map moves
 #: each weight ~√out times less than rms->rms at equal target, hence its larger share).

@@ -122,7 +122,9 @@ def spectral_norm_estimate(w: Tensor, v: Tensor | None, steps: int = 12,
     start = v
 
     def mv(a: Tensor, x: Tensor) -> Tensor:
-        return (a @ x.unsqueeze(-1)).squeeze(-1)
+        # a x as the row vector xᵀaᵀ: for a stack of matrices torch's CPU bmm with one column
+        # took 15-40x longer than with one row (measured at [4, 256, 1024], one thread)
+        return (x.unsqueeze(-2) @ a.mT).squeeze(-2)
 
     def orth(x: Tensor, basis: list[Tensor]) -> Tensor:
         # full reorthogonalization x − Q Qᵀx, twice ("twice is enough" for classical

@@ -243,11 +243,109 @@ def test_alignment_is_one_for_svd_and_within_the_kernel_contract_by_default(seed
         assert lo - 2e-4 <= row["update_ratio"] <= hi + 2e-4
 
 
+@settings(max_examples=20)
+@given(seed=st.integers(0, 10_000), out=st.integers(1, 96), inp=st.integers(1, 96), rank=st.integers(1, 96),
+       exponent=st.integers(-30, 30), dtype=st.sampled_from([torch.float32, torch.bfloat16]))
+def test_gradient_spectrum_from_the_float64_gram_matrix_matches_the_svd(seed, out, inp, rank, exponent, dtype):
+    """The monitor's singular values of a float32/bf16 gradient (√ of the float64 Gram
+    matrix's eigenvalues) against the float64 SVD of the same values: σ_max to rounding and
+    the nuclear norm within r·1e-7·σ_max (the error class of the float32 SVD it replaced),
+    rank-deficient and tiny or huge scales included."""
+    gen = torch.Generator().manual_seed(seed)
+    rank = min(rank, out, inp)
+    g = torch.randn(out, rank, generator=gen, dtype=torch.float64) @ torch.randn(rank, inp, generator=gen,
+                                                                                  dtype=torch.float64)
+    g = (g * 2.0 ** exponent).to(dtype)
+    exact = torch.linalg.svdvals(g.double())
+    got = monitor_mod._spectrum(g)
+    assert got.dtype == torch.float64 and got.shape == exact.shape
+    assert got.max().item() == pytest.approx(exact.max().item(), rel=1e-10)
+    r = min(out, inp)
+    assert abs(got.sum().item() - exact.sum().item()) <= r * 1e-7 * exact.max().item()
+    assert torch.equal(monitor_mod._spectrum(torch.zeros(out, inp, dtype=dtype)), torch.zeros(r, dtype=torch.float64))
+
+
+@settings(max_examples=20)
+@given(seed=st.integers(0, 10_000), out=st.integers(1, 64), inp=st.integers(1, 64), batch=st.integers(1, 3),
+       method=st.sampled_from(["auto", "polar_express", "gram", "quintic", "svd"]), low_rank=st.booleans())
+def test_the_kernel_map_is_what_the_kernel_computes_in_float64(seed, out, inp, batch, method, low_rank):
+    """In float64 (rounding far below the kernels' own error) orthogonalize(G, method) has
+    singular values p(σ) (:func:`_kernel_map`) and ⟨G, orthogonalize(G)⟩ = Σσ·p(σ): the
+    monitor's alignment from the spectrum is the kernel's, not an approximation of it."""
+    gen = torch.Generator().manual_seed(seed)
+    g = torch.randn(batch, out, inp, generator=gen, dtype=torch.float64)
+    if low_rank:
+        g = g[..., :1] @ g[..., :1, :]  # rank 1 (and the kernels' ill-conditioned case)
+    sigma = torch.linalg.svdvals(g)
+    p = monitor_mod._kernel_map(sigma, (out, inp), method, torch.float64)
+    d = orthogonalize(g, method)
+    assert torch.allclose((g * d).sum(dim=(-2, -1)), (sigma * p).sum(dim=-1), rtol=1e-9, atol=1e-12 * sigma.sum())
+    got = torch.linalg.svdvals(d).sort(dim=-1).values
+    assert torch.allclose(got, p.abs().sort(dim=-1).values, atol=1e-9)
+
+
+@settings(max_examples=10)
+@given(seed=st.integers(0, 10_000), out=st.sampled_from([8, 40, 200]), inp=st.sampled_from([8, 40, 200]),
+       method=st.sampled_from([None, "polar_express", "gram", "quintic", "svd"]), low_rank=st.booleans())
+def test_float32_kernel_rounding_moves_the_alignment_by_less_than_1e_4(seed, out, inp, method, low_rank):
+    """The spectral alignment leaves out the kernel's float32 rounding; measured here against
+    the float32 kernel run (⟨G, orthogonalize(G)⟩/Σσ, accumulated in float64)."""
+    gen = torch.Generator().manual_seed(seed)
+    g = torch.randn(out, inp, generator=gen, dtype=torch.float64)
+    if low_rank:
+        g = g[:, :4] @ g[:4, :]
+    g = g.float()
+    sigma = torch.linalg.svdvals(g.double())
+    p = monitor_mod._kernel_map(sigma, (out, inp), method, torch.float32)
+    run = (g.double() * orthogonalize(g, method).double()).sum() / sigma.sum()
+    assert abs(((sigma * p).sum() / sigma.sum()).item() - run.item()) < 1e-4
+
+
+def test_the_kernel_map_is_unknown_for_cubic_and_16_bit_so_the_monitor_runs_the_kernel():
+    sigma = torch.rand(2, 5, dtype=torch.float64)
+    assert monitor_mod._kernel_map(sigma, (5, 7), "cubic", torch.float32) is None
+    assert monitor_mod._kernel_map(sigma, (5, 7), None, torch.bfloat16) is None
+    for method, dtype in (("cubic", torch.float32), (None, torch.bfloat16)):
+        torch.manual_seed(0)
+        model = Net().to(dtype)
+        opt = dualtype.ModularSGD(model, example=batch(0)[0], method=method)
+        mon = Monitor(opt, every=1)
+        backward(model, 1)
+        grads = {n: p.grad.detach().clone() for n, p in model.named_parameters()}
+        opt.step()
+        row = mon.step()["params"]["lin2.weight"]
+        g = grads["lin2.weight"]
+        pair = (g.double() * dualtype.norms.get("rms->rms").dualize(g, method).double()).sum().item()
+        assert row["grad_dual"] == pytest.approx(ref_dual("rms->rms", g), rel=1e-6)
+        assert row["alignment"] == pytest.approx(pair / row["grad_dual"], rel=1e-5), (method, dtype)
+
+
+def test_float32_statistics_of_the_gradient_match_float64_references():
+    """float32 model, default kernel: ‖g‖† against the float64 SVD, the alignment against the
+    float32 kernel run on the same gradient (rms->rms and conv2d, whose K taps each have
+    their own spectrum)."""
+    model, opt = make(torch.float32)
+    mon = Monitor(opt, every=2)
+    for step in range(1, 3):
+        backward(model, step)
+        grads = {n: plain(p.grad) for n, p in model.named_parameters()}
+        raw = {n: p.grad.detach().clone() for n, p in model.named_parameters()}
+        opt.step()
+        record = mon.step()
+        opt.zero_grad()
+    for n, p in model.named_parameters():
+        row = record["params"][n]
+        norm = dualtype.norms.get(row["norm"])
+        assert row["grad_dual"] == pytest.approx(ref_dual(row["norm"], grads[n]), rel=1e-6), n
+        pair = (grads[n] * norm.dualize(raw[n]).double()).sum().item()
+        assert row["alignment"] == pytest.approx(pair / ref_dual(row["norm"], grads[n]), abs=1e-4), n
+
+
 # --- zero cost between intervals -----------------------------------------------------------
 
 
 def test_nothing_of_the_monitor_runs_between_intervals(monkeypatch):
-    calls = {k: 0 for k in ("pre", "post", "forward", "finish", "spectral", "value", "dual_value")}
+    calls = {k: 0 for k in ("pre", "post", "forward", "finish", "spectral", "value", "dual_value", "grad_spectrum")}
 
     def counting(key, fn):
         def wrapper(*a, **k):
@@ -263,6 +361,7 @@ def test_nothing_of_the_monitor_runs_between_intervals(monkeypatch):
     monkeypatch.setattr(monitor_mod, "spectral_norm_estimate", counting("spectral", spectral_norm_estimate))
     monkeypatch.setattr(dualtype.norms.Norm, "value", counting("value", dualtype.norms.Norm.value))
     monkeypatch.setattr(dualtype.norms.Norm, "dual_value", counting("dual_value", dualtype.norms.Norm.dual_value))
+    monkeypatch.setattr(monitor_mod, "_spectral_duals", counting("grad_spectrum", monitor_mod._spectral_duals))
 
     model, opt = make(torch.float32)
     mon = Monitor(opt, every=4, activations=True)
@@ -284,7 +383,9 @@ def test_nothing_of_the_monitor_runs_between_intervals(monkeypatch):
             assert used["pre"] == used["post"] == used["finish"] == 1
             assert used["forward"] == 2 * (n_layers + 1)  # the step's and the evaluation's forward
             # weights and updates: the two same-shape buckets of rms->rms are lin2's and lin1's, plus conv
-            assert used["spectral"] == 6 and used["value"] > 0 and used["dual_value"] == 9
+            assert used["spectral"] == 6 and used["value"] > 0
+            # gradients: 9 buckets; the spectral ones (lin1, lin2, conv) from one spectrum each
+            assert used["grad_spectrum"] == 9 and used["dual_value"] == 6
     assert not opt._optimizer_step_pre_hooks and not opt._optimizer_step_post_hooks
     assert not any(m._forward_hooks for m in model.modules())
 

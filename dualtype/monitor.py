@@ -191,9 +191,14 @@ def _spectrum(mats: Tensor) -> Tensor:
         return _norms._singular_values(mats).to(torch.float64)
     g = plain(mats).detach().to(torch.float64)
     gram = g @ g.mT if g.shape[-2] <= g.shape[-1] else g.mT @ g
-    if not bool(torch.isfinite(gram).all()):  # NaN/Inf: no LAPACK call, NaN statistics
-        return torch.full(gram.shape[:-1], float("nan"), dtype=torch.float64, device=gram.device)
-    return torch.linalg.eigvalsh(gram).clamp_min(0).sqrt()
+    # every entry of g enters one diagonal entry Σ_k g_ik² of the Gram matrix (float32's and
+    # bf16's largest squares cannot overflow float64): a finite diagonal means a finite g
+    finite = torch.isfinite(gram.diagonal(dim1=-2, dim2=-1)).all(dim=-1, keepdim=True)
+    if bool(finite.all()):
+        return torch.linalg.eigvalsh(gram).clamp_min(0).sqrt()
+    # NaN/Inf in a matrix: its singular values are NaN (no LAPACK call on it), the others exact
+    gram = torch.where(finite.unsqueeze(-1), gram, torch.zeros_like(gram))
+    return torch.where(finite, torch.linalg.eigvalsh(gram).clamp_min(0).sqrt(), float("nan"))
 
 
 def _kernel_map(sigma: Tensor, shape: tuple[int, int], method: str | None, work: torch.dtype) -> Tensor | None:

@@ -265,6 +265,15 @@ def test_gradient_spectrum_from_the_float64_gram_matrix_matches_the_svd(seed, ou
     assert torch.equal(monitor_mod._spectrum(torch.zeros(out, inp, dtype=dtype)), torch.zeros(r, dtype=torch.float64))
 
 
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_gradient_spectrum_of_a_non_finite_matrix_is_nan_and_the_others_of_the_stack_are_exact(bad):
+    g = torch.randn(3, 5, 9)
+    g[1, 4, 8] = bad
+    got = monitor_mod._spectrum(g)
+    assert torch.isnan(got[1]).all()
+    assert torch.allclose(got[[0, 2]], torch.linalg.svdvals(g[[0, 2]].double()).flip(-1), rtol=1e-9)
+
+
 @settings(max_examples=20)
 @given(seed=st.integers(0, 10_000), out=st.integers(1, 64), inp=st.integers(1, 64), batch=st.integers(1, 3),
        method=st.sampled_from(["auto", "polar_express", "gram", "quintic", "svd"]), low_rank=st.booleans())

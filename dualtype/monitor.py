@@ -259,11 +259,15 @@ def _spectral_duals(norm: _norms.Norm, stack: Tensor, method: str | None, n: int
     gradients from one spectrum per matrix (:func:`_spectrum`): ‖G‖† = √(out/in)·Σσ and
     ⟨G, √(out/in)·U p(Σ) Vᵀ⟩ = √(out/in)·Σσ·p(σ) with the kernel's map p
     (:func:`_kernel_map`), both ÷K over a conv's K taps. The pairing is None where the map
-    is not known (the caller runs the kernel); the whole result is None for other norms and
-    for complex or empty gradients (the caller asks the norm)."""
-    if not isinstance(norm, (_norms.RMSToRMS, _norms.ConvNorm)) or stack.is_complex() or stack.numel() == 0:
+    is not known (the caller runs the kernel); the whole result is None for other norms (and
+    subclasses that change the dual norm or the map), for complex, sparse or empty gradients
+    (the caller asks the norm)."""
+    base = next((b for b in (_norms.RMSToRMS, _norms.ConvNorm) if isinstance(norm, b)), None)
+    if (base is None or any(getattr(type(norm), f) is not getattr(base, f) for f in ("_dual_value", "_dualize"))
+            or stack.layout != torch.strided or stack.is_complex() or stack.numel() == 0):
         return None
-    if isinstance(norm, _norms.ConvNorm):  # [..., K, o, i]: ‖G‖† = Σ_j ‖G_j‖†/K (§3)
+    norm.check(stack, "gradient")  # what Norm.dual_value would raise
+    if base is _norms.ConvNorm:  # [..., K, o, i]: ‖G‖† = Σ_j ‖G_j‖†/K (§3)
         mats, taps = norm.slices(stack), norm.taps(stack)
     else:
         mats, taps = stack, 0

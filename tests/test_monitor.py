@@ -329,6 +329,18 @@ def test_the_kernel_map_is_unknown_for_cubic_and_16_bit_so_the_monitor_runs_the_
         assert row["alignment"] == pytest.approx(pair / row["grad_dual"], rel=1e-5), (method, dtype)
 
 
+def test_a_norm_subclass_with_its_own_map_is_not_read_from_the_spectrum():
+    class Halved(dualtype.norms.RMSToRMS):  # unnamed: not registered
+        def _dualize(self, g, method=None):
+            return super()._dualize(g, method) / 2
+
+    g = torch.randn(2, 6, 4)
+    assert monitor_mod._spectral_duals(Halved(), g, None, 2, pairing=True) is None
+    gd, pair = monitor_mod._spectral_duals(dualtype.norms.get("rms->rms"), g, None, 2, pairing=True)
+    assert gd.shape == pair.shape == (2,)
+    assert monitor_mod._spectral_duals(dualtype.norms.get("rms->rms"), g.to_sparse(), None, 2, pairing=True) is None
+
+
 def test_float32_statistics_of_the_gradient_match_float64_references():
     """float32 model, default kernel: ‖g‖† against the float64 SVD, the alignment against the
     float32 kernel run on the same gradient (rms->rms and conv2d, whose K taps each have

@@ -73,6 +73,7 @@ from dualtype.checks import is_int, is_real
 from dualtype.errors import ConfigError, DualityError
 from dualtype import kernels as _kernels
 from dualtype.kernels.dtypes import accumulation_dtype
+from dualtype.kernels.svd import scaled_for_svd
 from dualtype.roles import owner_of, types_of
 from dualtype.tensor import plain
 from dualtype.trace import paused
@@ -185,10 +186,12 @@ def _spectrum(mats: Tensor) -> Tensor:
     the exact sum (float32's own SVD: r·1e-7·σ_max); tests/test_monitor.py checks it against
     the float64 SVD, rank-deficient gradients included. Rounding can make a zero eigenvalue
     slightly negative: clamped to 0. float64 and complex input (no wider dtype to square in)
-    and devices without float64 keep the SVD of :func:`dualtype.norms._singular_values`.
+    and devices without float64 keep the SVD (as ``Norm.dual_value``).
     """
     if mats.is_complex() or mats.dtype == torch.float64 or mats.device.type == "mps":
-        return _norms._singular_values(mats).to(torch.float64)
+        y, scale = scaled_for_svd(_acc(mats))  # as RMSToRMS's own norms: an exactly rescaled copy
+        sigma = torch.linalg.svdvals(y) * scale.squeeze(-1)
+        return sigma.to("cpu" if sigma.device.type == "mps" else sigma.device, torch.float64)
     g = plain(mats).detach().to(torch.float64)
     gram = g @ g.mT if g.shape[-2] <= g.shape[-1] else g.mT @ g
     # every entry of g enters one diagonal entry Σ_k g_ik² of the Gram matrix (float32's and
@@ -225,8 +228,8 @@ def _kernel_map(sigma: Tensor, shape: tuple[int, int], method: str | None, work:
     if method == "quintic":
         schedule, tighten = [_kernels.QUINTIC_MUON] * 5, False
     elif method in ("auto", "polar_express", "gram"):  # float32/float64: one schedule for all three
-        options = _kernels._Options(tuple(shape), work, None, None, None)
-        schedule, tighten = _kernels._polar_express_steps(options, _kernels.PE_SAFETY_DEFAULT), True
+        k = _kernels  # the kernel's defaults: steps, lower bound, safety of float32/64, cushion
+        schedule, tighten = k.polar_express_schedule(k.PE_LOWER, k.PE_STEPS, k.PE_SAFETY_DEFAULT, k.PE_CUSHION), True
     else:
         return None
     frobenius = sigma.pow(2).sum(dim=-1, keepdim=True).sqrt()

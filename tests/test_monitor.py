@@ -265,6 +265,15 @@ def test_gradient_spectrum_from_the_float64_gram_matrix_matches_the_svd(seed, ou
     assert torch.equal(monitor_mod._spectrum(torch.zeros(out, inp, dtype=dtype)), torch.zeros(r, dtype=torch.float64))
 
 
+@pytest.mark.parametrize("shape", [(5, 7), (64, 100), (3, 130, 90), (2, 4, 257, 300)])
+def test_the_lower_gram_matrix_is_the_lower_triangle_of_the_product(shape):
+    a = torch.randn(*shape, dtype=torch.float64)
+    full = a @ a.mT
+    got = monitor_mod._lower_gram(a)
+    assert torch.allclose(got.tril(), full.tril(), rtol=1e-12, atol=1e-12)
+    assert torch.allclose(torch.linalg.eigvalsh(got, UPLO="L"), torch.linalg.eigvalsh(full), rtol=1e-10, atol=1e-10)
+
+
 @pytest.mark.parametrize("bad", [float("nan"), float("inf")])
 def test_gradient_spectrum_of_a_non_finite_matrix_is_nan_and_the_others_of_the_stack_are_exact(bad):
     g = torch.randn(3, 5, 9)

@@ -24,6 +24,7 @@ from .limits import OverBudget, check_structure, is_heavy, run_bounded
 from .dataflow import Analyzer, Dualizers, Finding
 from .directives import file_directive, suppressed
 from .names import is_grad_name
+from .nesting import depth_bound
 from .positions import node_ranges
 from .rules import DECODE_ERROR, FLOW_CODES, INTERNAL_ERROR, RULES_BY_CODE, SYNTAX_ERROR
 from .textlines import physical_lines
@@ -267,16 +268,20 @@ def _prefiltered(text: str, codes: frozenset[str], prefilter: bool) -> bool:
 
 
 def _check_parsed(text: str, path: str, settings: Settings, codes: frozenset[str], display: str) -> _Outcome:
-    """Check the structure with CPython (it fails cleanly where libcst crashes), then parse
-    and analyze with libcst within the time budget."""
-    kind, loc, depth = check_structure(text)
-    if loc is not None:
-        out = _Outcome()
-        if SYNTAX_ERROR in codes:
-            ln, col, msg = loc
-            msg = msg if msg.startswith("could not") else f"syntax error: {msg}"
-            out.diagnostics.append(Diagnostic(display, SYNTAX_ERROR, msg, ln, col, ln, col))
-        return out
+    """Parse and analyze with libcst within the time budget. Unless the text alone bounds
+    the nesting depth low enough (:mod:`dualtype_lint.nesting`), check the structure with
+    CPython first: it fails cleanly where libcst crashes. (A syntax error found by libcst is
+    located by CPython either way.)"""
+    depth = depth_bound(text)
+    if depth is None or is_heavy(len(text), depth):
+        kind, loc, depth = check_structure(text)
+        if loc is not None:
+            out = _Outcome()
+            if SYNTAX_ERROR in codes:
+                ln, col, msg = loc
+                msg = msg if msg.startswith("could not") else f"syntax error: {msg}"
+                out.diagnostics.append(Diagnostic(display, SYNTAX_ERROR, msg, ln, col, ln, col))
+            return out
     heavy = is_heavy(len(text), depth)
     return run_bounded(lambda: _parse_and_analyze(text, path, settings, codes, display), settings.timeout, heavy)
 

@@ -69,10 +69,14 @@ def _safe_to_parse(data: bytes) -> bool:
     time budget, in its thread, where native code cannot be stopped."""
     from ..engine import decode_source
     from ..limits import HEAVY_DEPTH, check_structure
+    from ..nesting import depth_bound
 
     text = decode_source(data)[0]
     if text is None:
         return False
+    bound = depth_bound(text)
+    if bound is not None and bound <= HEAVY_DEPTH:
+        return True
     kind, _, depth = check_structure(text)
     return kind == "ok" and depth <= HEAVY_DEPTH  # MAX_BYTES bounds the size
 

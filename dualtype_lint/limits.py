@@ -8,9 +8,11 @@ a + ...``, ``a.x.x...``, ``a[0][0]...``, ``a()()...``, ``**``, ``lambda:``). So:
    deep with an exception instead of a crash) and measures the nesting depth of the tree,
    counting an ``and``/``or`` chain as the nested chain libcst makes of it. Deeper than
    :data:`MAX_DEPTH` is a DTL900 and never reaches libcst. Below it a chain costs at most
-   ``MAX_DEPTH`` times its length, so the parse is linear in the file size.
+   ``MAX_DEPTH`` times its length, so the parse is linear in the file size. The engine skips
+   this parse for a file whose text alone bounds its depth low (:mod:`dualtype_lint.nesting`).
 2. :func:`run_bounded` runs the libcst parse and the analysis in a thread with a large stack
-   (deep recursion stays off the main thread's 8 MB stack); for a file that is deep or big,
+   (deep recursion stays off the main thread's 8 MB stack; the thread is reused for the next
+   file unless it overran); for a file that is deep or big,
    that thread runs in a forked child that is killed at the time budget (native code cannot
    be interrupted otherwise). Over budget is :class:`OverBudget`; a child that dies is
    :class:`Crashed`. Elsewhere an over-budget thread is stopped at its next Python bytecode.
@@ -22,6 +24,7 @@ import ast
 import ctypes
 import os
 import pickle
+import queue
 import select
 import signal
 import sys
@@ -98,35 +101,64 @@ def run_bounded(fn: Callable[[], T], timeout: float, isolate: bool) -> T:
     """``fn()`` within ``timeout`` seconds (0: no limit); in a child process if ``isolate``
     and the platform can fork, else in a big-stack thread."""
     if isolate and hasattr(os, "fork"):  # the child's main thread has a small stack too
-        return _run_forked(lambda: _run_threaded(fn, 0), timeout)
+        return _run_forked(lambda: _run_threaded(fn, 0, pooled=False), timeout)
     return _run_threaded(fn, timeout)
 
 
-def _run_threaded(fn: Callable[[], T], timeout: float) -> T:
+def _run_threaded(fn: Callable[[], T], timeout: float, pooled: bool = True) -> T:
+    """``fn()`` in a big-stack thread. A thread that finished in time is kept for the next
+    call (``pooled``), so the stack pages it touched stay mapped instead of being faulted in
+    afresh for every file; a thread that overran is told to stop and never reused."""
+    worker = None
+    if pooled:
+        with _idle_lock:
+            worker = _idle.pop() if _idle else None
+    if worker is None or not worker.thread.is_alive():
+        worker = _Worker()
     box: dict[str, object] = {}
-
-    def target() -> None:
-        try:
-            try:
-                box["value"] = fn()
-            except BaseException as exc:  # re-raised in the caller's thread
-                box["error"] = exc
-        except OverBudget:  # the stop request came as fn() returned: nobody waits for it
-            pass
-
-    t = _start_thread(target)
-    t.join(timeout if timeout > 0 else None)
-    if t.is_alive():
+    done = threading.Event()
+    worker.jobs.put((fn, box, done))
+    if not done.wait(timeout if timeout > 0 else None):
         # stop the analysis at its next bytecode (native code finishes first); the thread is
-        # a daemon, so a stuck one never holds up the exit
+        # a daemon, so a stuck one never holds up the exit, and it ends after this job
+        worker.jobs.put(None)
         api = getattr(ctypes, "pythonapi", None)  # CPython only
         if api is not None:
-            api.PyThreadState_SetAsyncExc(ctypes.c_ulong(t.ident or 0), ctypes.py_object(OverBudget))
-            t.join(1.0)
+            api.PyThreadState_SetAsyncExc(ctypes.c_ulong(worker.thread.ident or 0), ctypes.py_object(OverBudget))
+            done.wait(1.0)
         raise OverBudget
+    if pooled:
+        with _idle_lock:
+            _idle.append(worker)
+    else:
+        worker.jobs.put(None)
     if "error" in box:
         raise box["error"]  # type: ignore[misc]
     return box["value"]  # type: ignore[return-value]
+
+
+class _Worker:
+    """A daemon thread with a big stack that runs jobs until it gets None."""
+
+    def __init__(self) -> None:
+        self.jobs: queue.SimpleQueue = queue.SimpleQueue()
+        self.thread = _start_thread(self._loop)
+
+    def _loop(self) -> None:
+        try:
+            while (job := self.jobs.get()) is not None:
+                fn, box, done = job
+                try:
+                    box["value"] = fn()
+                except BaseException as exc:  # re-raised in the caller's thread
+                    box["error"] = exc
+                done.set()
+        except OverBudget:  # the stop request came as fn() returned: nobody waits for it
+            pass
+
+
+_idle: list[_Worker] = []  # finished their last job in time
+_idle_lock = threading.Lock()
 
 
 def _start_thread(target: Callable[[], None]) -> threading.Thread:

@@ -271,6 +271,21 @@ def test_errors_in_the_thread_reach_the_caller():
     assert run_bounded(lambda: 42, 0, isolate=False) == 42
 
 
+def test_the_file_thread_is_reused_unless_it_overran():
+    import threading
+
+    from dualtype_lint.limits import OverBudget, run_bounded
+
+    first = run_bounded(threading.current_thread, 30, isolate=False)
+    assert first is not threading.main_thread()
+    assert run_bounded(threading.current_thread, 30, isolate=False) is first
+    with pytest.raises(OverBudget):  # runs in the same thread, endless, in Python
+        run_bounded(lambda: [0 for _ in iter(int, 1)], 0.2, isolate=False)
+    first.join(10)
+    assert not first.is_alive()  # told to stop, and it did
+    assert run_bounded(threading.current_thread, 30, isolate=False) is not first
+
+
 def test_depth_counts_and_chains_as_libcst_nests_them():
     from dualtype_lint.limits import MAX_DEPTH, check_structure
 

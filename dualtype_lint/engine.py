@@ -20,7 +20,7 @@ import libcst as cst
 from libcst.metadata import MetadataWrapper, PositionProvider
 
 from .config import Settings
-from .limits import OverBudget, check_structure, is_heavy, run_bounded
+from .limits import OverBudget, check_structure, is_heavy, light_depth, run_bounded
 from .dataflow import Analyzer, Dualizers, Finding
 from .directives import file_directive, suppressed
 from .names import is_grad_name
@@ -272,8 +272,8 @@ def _check_parsed(text: str, path: str, settings: Settings, codes: frozenset[str
     the nesting depth low enough (:mod:`dualtype_lint.nesting`), check the structure with
     CPython first: it fails cleanly where libcst crashes. (A syntax error found by libcst is
     located by CPython either way.)"""
-    depth = depth_bound(text)
-    if depth is None or is_heavy(len(text), depth):
+    depth = depth_bound(text, light_depth(len(text)))
+    if depth is None:
         kind, loc, depth = check_structure(text)
         if loc is not None:
             out = _Outcome()

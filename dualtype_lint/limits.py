@@ -53,15 +53,22 @@ class Crashed(Exception):
 def _weighted_depth(tree: ast.AST) -> int:
     best = 0
     stack: list[tuple[ast.AST, int]] = [(tree, 1)]
-    pop, push, children, BoolOp = stack.pop, stack.append, ast.iter_child_nodes, ast.BoolOp
+    pop, push, AST, BoolOp = stack.pop, stack.append, ast.AST, ast.BoolOp
     while stack:
         node, d = pop()
         if type(node) is BoolOp:  # libcst nests `a and b and c` as ((a and b) and c)
             d += len(node.values) - 2  # type: ignore[attr-defined]
         if d > best:
             best = d
-        for c in children(node):
-            push((c, d + 1))
+        d += 1
+        for name in node._fields:  # ast.iter_child_nodes, without its generators
+            c = getattr(node, name, None)
+            if isinstance(c, AST):
+                push((c, d))
+            elif type(c) is list:
+                for x in c:
+                    if isinstance(x, AST):
+                        push((x, d))
     return best
 
 
@@ -89,6 +96,11 @@ def _check_structure(text: str) -> tuple[str, tuple[int, int, str] | None, int]:
                "e.g. a very long operator chain)")
         return "deep", (1, 1, msg), depth
     return "ok", None, depth
+
+
+def light_depth(size: int) -> int:
+    """The largest depth at which a file of ``size`` characters is not :func:`is_heavy`."""
+    return min(HEAVY_DEPTH, HEAVY_COST // max(size, 1))
 
 
 def is_heavy(size: int, depth: int) -> bool:

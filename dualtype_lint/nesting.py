@@ -117,9 +117,12 @@ def _atom(m: re.Match[str]) -> str:
     return "$" * (widest + 2)
 
 
-def depth_bound(text: str) -> int | None:
-    """An upper bound on the weighted depth of ``ast.parse(text)``, or None."""
-    if "\0" in text:
+def depth_bound(text: str, limit: int | None = None) -> int | None:
+    """An upper bound on the weighted depth of ``ast.parse(text)``, or None (also when the
+    bound would exceed ``limit``: then the work stops early)."""
+    elifs = text.count("elif")
+    cap = 1 << 62 if limit is None else limit
+    if "\0" in text or 5 + elifs + PER_BRACKET > cap:
         return None
     if "\r" in text:
         text = text.replace("\r\n", "\n").replace("\r", "\n")
@@ -128,18 +131,21 @@ def depth_bound(text: str) -> int | None:
     except _Unread:
         return None
     blocks = len(set(_BLOCK_INDENT.findall(code)))  # at least the indentation stack's depth
+    outer = 1 + 2 * (blocks + 1) + elifs + PER_BRACKET
+    if outer > cap:
+        return None
     flat = _WORD.sub("x", code).translate(_BLANKS).replace("\\\n", "")
     for word, char in _SPELLED:
         flat = flat.replace(word, char)
-    inner = _deepest_line(flat)
-    if inner is None:
+    inner = _deepest_line(flat, cap - outer)
+    if inner is None or outer + inner > cap:
         return None
-    return 1 + 2 * (blocks + 1) + text.count("elif") + inner + PER_BRACKET
+    return outer + inner
 
 
-def _deepest_line(flat: str) -> int | None:
+def _deepest_line(flat: str, cap: int) -> int | None:
     """Over the logical lines of ``flat``, the largest depth bound of an expression, plus two
-    for each ``lambda`` of the line with the most."""
+    for each ``lambda`` of the line with the most; None if a line's is over ``cap``."""
     pieces = _EVENTS.split(flat)
     stack: list[tuple[str, int, int, int, int, int, int]] = []
     # own: characters of the current part outside nested pairs (their brackets included);
@@ -189,6 +195,8 @@ def _deepest_line(flat: str) -> int | None:
                 pair = seg + PER_BRACKET
         else:
             if seg > best:
+                if seg > cap:
+                    return None
                 best = seg
             if c == "\n" and count_lambdas:
                 lambdas = max(lambdas, flat.count(_LAMBDA, line_start, at))

@@ -150,6 +150,14 @@ def test_the_bound_is_never_below_the_depth_of_a_family(family, n):
     _assert_bounded(FAMILIES[family](n))
 
 
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+def test_a_limit_stops_the_work_only_above_it(family):
+    src = FAMILIES[family](20)
+    bound = depth_bound(src)
+    assert depth_bound(src, bound) == bound
+    assert depth_bound(src, bound - 1) is None
+
+
 def test_the_bound_is_never_below_the_depth_of_standard_library_modules():
     root = pathlib.Path(ast.__file__).parent
     checked = 0

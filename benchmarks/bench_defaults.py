@@ -2,7 +2,7 @@
 
 For each model, in one run: ``ModularSGD(model)`` at its default lr and at {¼, ½, 2, 4}× it,
 tuned AdamW (an lr grid) and the tuned ``torch.optim.Muon`` + AdamW hybrid (Muon on the
-hidden matrices, AdamW on the rest; an lr grid for Muon). Same seed, data and schedule
+hidden matrices, AdamW on the rest; a grid over Muon's lr and momentum). Same seed, data and schedule
 (linear warm-up over 5% of the steps, then cosine to 0) for every run.
 
     python benchmarks/bench_defaults.py                  # all models (record in benchmarks/defaults.md)
@@ -47,7 +47,8 @@ DEFAULT_LR = inspect.signature(ModularSGD).parameters["lr"].default
 MULTIPLIERS = (0.25, 0.5, 1.0, 2.0, 4.0)
 GPTS = ("gpt", "nanogpt", "usual")
 ADAMW = {"gpt": (1.5e-3, 3e-3, 6e-3), "digits": (1e-3, 3e-3, 1e-2)}
-MUON = (0.01, 0.02, 0.04)
+MUON = (0.02, 0.04, 0.08)
+MUON_MOMENTUM = (0.9, 0.95)  # torch's default 0.95, and 0.9 (better for every GPT here)
 AUX_ADAMW_LR = 3e-3  # the AdamW half of the hybrid
 
 
@@ -75,7 +76,7 @@ def hidden_matrices(model: str, net: torch.nn.Module) -> list[torch.nn.Parameter
     return linears[1:-1]
 
 
-def optimizer(kind: str, lr: float, model: str, net: torch.nn.Module) -> list[torch.optim.Optimizer]:
+def optimizer(kind: str, lr: float, model: str, net: torch.nn.Module, momentum: float = 0.95) -> list[torch.optim.Optimizer]:
     if kind == "dualtype":
         return [ModularSGD(net) if lr == DEFAULT_LR else ModularSGD(net, lr=lr)]
     if kind == "adamw":
@@ -83,7 +84,7 @@ def optimizer(kind: str, lr: float, model: str, net: torch.nn.Module) -> list[to
     hidden = hidden_matrices(model, net)
     ids = {id(p) for p in hidden}
     rest = [p for p in net.parameters() if id(p) not in ids]
-    return [torch.optim.Muon(hidden, lr=lr, momentum=0.95, nesterov=True),
+    return [torch.optim.Muon(hidden, lr=lr, momentum=momentum, nesterov=True),  # torch's weight_decay 0.1
             torch.optim.AdamW(rest, lr=AUX_ADAMW_LR, betas=(0.9, 0.95), weight_decay=0.0)]
 
 
@@ -108,12 +109,12 @@ def step_all(opts, scheds, loss: torch.Tensor) -> None:
         s.step()
 
 
-def run_gpt(model: str, kind: str, lr: float, args: argparse.Namespace) -> float:
+def run_gpt(model: str, kind: str, lr: float, momentum: float, args: argparse.Namespace) -> float:
     from _data import eval_batches, get_batch, stdlib_corpus
 
     corpus = stdlib_corpus(args.train_chars, args.train_chars // 10)
     net = build(model, corpus.vocab_size, args, seed=0)
-    opts = optimizer(kind, lr, model, net)
+    opts = optimizer(kind, lr, model, net, momentum)
     scheds = schedule(opts, args.steps)
     gen = torch.Generator().manual_seed(1)
     for _ in range(args.steps):
@@ -127,14 +128,14 @@ def run_gpt(model: str, kind: str, lr: float, args: argparse.Namespace) -> float
         return sum(net.loss(x, y).item() for x, y in val) / len(val)
 
 
-def run_digits(model: str, kind: str, lr: float, args: argparse.Namespace) -> float:
+def run_digits(model: str, kind: str, lr: float, momentum: float, args: argparse.Namespace) -> float:
     from _data import digits
 
     errors = []
     for seed in range(args.seeds):
         x_tr, y_tr, x_te, y_te = digits(seed=seed)
         net = build(model, 0, args, seed)
-        opts = optimizer(kind, lr, model, net)
+        opts = optimizer(kind, lr, model, net, momentum)
         per_epoch = math.ceil(len(y_tr) / 64)
         scheds = schedule(opts, args.epochs * per_epoch)
         gen = torch.Generator().manual_seed(seed)
@@ -149,23 +150,27 @@ def run_digits(model: str, kind: str, lr: float, args: argparse.Namespace) -> fl
     return sum(errors) / len(errors)
 
 
-def job(spec: tuple[str, str, float, argparse.Namespace]) -> tuple[str, str, float, float, float]:
-    model, kind, lr, args = spec
+def job(spec: tuple[str, str, float, float, argparse.Namespace]) -> tuple[str, str, tuple, float, float]:
+    model, kind, lr, momentum, args = spec
     torch.set_num_threads(1)
     t0 = time.perf_counter()
     with torch.random.fork_rng():
-        metric = (run_gpt if model in GPTS else run_digits)(model, kind, lr, args)
-    return model, kind, lr, metric, time.perf_counter() - t0
+        metric = (run_gpt if model in GPTS else run_digits)(model, kind, lr, momentum, args)
+    return model, kind, (lr, momentum) if kind == "hybrid" else lr, metric, time.perf_counter() - t0
 
 
 def jobs(models: list[str], args: argparse.Namespace) -> list[tuple]:
     out = []
     for model in models:
-        out += [(model, "dualtype", DEFAULT_LR * m, args) for m in MULTIPLIERS]
-        out += [(model, "adamw", lr, args) for lr in ADAMW["gpt" if model in GPTS else "digits"]]
+        out += [(model, "dualtype", DEFAULT_LR * m, 0.0, args) for m in MULTIPLIERS]
+        out += [(model, "adamw", lr, 0.0, args) for lr in ADAMW["gpt" if model in GPTS else "digits"]]
         if model != "cnn":  # torch.optim.Muon takes 2-D parameters only
-            out += [(model, "hybrid", lr, args) for lr in MUON]
+            out += [(model, "hybrid", lr, m, args) for lr in MUON for m in MUON_MOMENTUM]
     return out
+
+
+def _lr(lr) -> str:
+    return f"{lr[0]:g} m {lr[1]:g}" if isinstance(lr, tuple) else f"{lr:g}"
 
 
 def best(rows, model: str, kind: str):
@@ -174,7 +179,7 @@ def best(rows, model: str, kind: str):
 
 
 def report(rows: list[tuple], models: list[str]) -> None:
-    print("\n| model | metric | default lr | grid best (multiplier) | AdamW (best lr) | Muon+AdamW hybrid (best lr) |")
+    print("\n| model | metric | default lr | grid best (multiplier) | AdamW (best lr) | Muon+AdamW hybrid (best lr, momentum) |")
     print("|---|---|---|---|---|---|")
     for model in models:
         unit = "val loss" if model in GPTS else "test error %"
@@ -183,14 +188,14 @@ def report(rows: list[tuple], models: list[str]) -> None:
         b, blr = best(rows, model, "dualtype")
         a, alr = best(rows, model, "adamw")
         h, hlr = best(rows, model, "hybrid")
-        hybrid = f"{h:.4g} ({hlr:g})" if math.isfinite(h) else "n/a (2-D only)"
+        hybrid = f"{h:.4g} (lr {hlr[0]:g}, momentum {hlr[1]:g})" if math.isfinite(h) else "n/a (2-D only)"
         print(f"| {model} | {unit} | {d:.4g} | {b:.4g} ({blr / DEFAULT_LR:g}×) | {a:.4g} ({alr:g}) | {hybrid} |")
     print("\nall runs:")
     for model in models:
         for kind in ("dualtype", "adamw", "hybrid"):
             got = [(lr, m, t) for mo, k, lr, m, t in rows if mo == model and k == kind]
             if got:
-                print(f"  {model:<8} {kind:<9} " + "  ".join(f"lr {lr:g}: {m:.4f}" for lr, m, _ in got))
+                print(f"  {model:<8} {kind:<9} " + "  ".join(f"lr {_lr(lr)}: {m:.4f}" for lr, m, _ in got))
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -219,7 +224,7 @@ def main(argv: list[str] | None = None) -> None:
     with mp.get_context("spawn").Pool(args.workers) as pool:
         for row in pool.imap_unordered(job, jobs(models, args)):
             rows.append(row)
-            print(f"  {row[0]:<8} {row[1]:<9} lr {row[2]:<8g} {row[3]:.4f}  ({row[4]:.0f} s)", flush=True)
+            print(f"  {row[0]:<8} {row[1]:<9} lr {_lr(row[2]):<14} {row[3]:.4f}  ({row[4]:.0f} s)", flush=True)
     report(rows, models)
 
 

@@ -11,7 +11,7 @@ target ``t_p``:
                     a lower bound, within 1% after warm-up on a drifting weight); the other
                     norms exactly (``Norm.value``).
 ``update``          ‖Δ_p‖ in N_p, measured from the weight change itself with the decoupled
-                    decay taken out: Δ_p = (1 − lr·wd)·w_before − w_after (= lr·t_p·dualize(u)).
+                    decay taken out (where the norm decays): Δ_p = (1 − lr·wd)·w_before − w_after (= lr·t_p·dualize(u)).
 ``step_size``       lr·t_p, what ``update`` must be (§1: each parameter moves lr·target).
 ``update_ratio``    update / step_size; checked, not only reported (``update_tol``).
 ``grad_dual``       ‖g_p‖† (``Norm.dual_value``: for ``rms->rms`` √(out/in)·‖G‖_* = √(out/in)·Σσ_i).
@@ -540,7 +540,8 @@ class Monitor:
                 stats[k, _MM] = float(_pairing(m, m))
                 stats[k, _GG] = float(_pairing(gl, gl))
         self._capture = {"entries": entries, "stats": stats, "before": before, "present": present,
-                         "lr": [(e.group["lr"], e.group.get("weight_decay", 0.0)) for e in entries]}
+                         "lr": [(e.group["lr"], e.group.get("weight_decay", 0.0) if e.adamw or e.norm.decays else 0.0)
+                                for e in entries]}
 
     def _post_step(self, opt: torch.optim.Optimizer, args: tuple, kwargs: dict) -> None:
         """After the step returned (its writes are done): the gradient's dual norm and the

@@ -42,7 +42,10 @@ registered for :func:`get` by that name):
   of g), ``"rows"`` (its row, the last dimension), ``"vector"`` (all of g read as one vector,
   the map being c(numel)·g/‖g‖₂; :meth:`Norm.shard_factor` gives c's ratio) or ``"matrix"``
   (the whole tensor, or each whole matrix of a batch: the default);
-- ``cost(shape)``: the flops of one duality map up to a constant (numel by default).
+- ``cost(shape)``: the flops of one duality map up to a constant (numel by default);
+- ``decays``: weight decay applies (the hidden and conv maps). Decoupled decay λ with steps
+  of size lr·t bounds such a weight by t/λ in its norm (docs/design.md §1 "Weight decay");
+  embeddings, heads, gains and biases keep the scale of their initialization instead.
 
 Names accepted by :func:`get` (case and spaces ignored, ``→`` or ``_to_`` may replace ``->``):
 
@@ -206,6 +209,8 @@ class Norm:
     batchable: bool = False
     #: what one entry of dualize(g) depends on: one of LOCALITIES (see the module doc)
     locality: str = MATRIX
+    #: weight decay applies to weights of this norm (the hidden and conv maps; module doc)
+    decays: bool = False
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -423,6 +428,7 @@ class RMSToRMS(_MatrixNorm):
 
     name = "rms->rms"
     spaces = ("rms", "rms")
+    decays = True
 
     def cost(self, shape: tuple[int, ...]) -> int:
         *_, m, n = shape
@@ -515,6 +521,7 @@ class ConvNorm(Norm):
     spatial = 2
     min_ndim = 4
     batchable = True
+    decays = True
 
     def cost(self, shape: tuple[int, ...]) -> int:
         o, i = shape[-2 - self.spatial:-self.spatial]

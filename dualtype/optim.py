@@ -6,6 +6,9 @@ For every parameter ``p`` of norm ``N_p`` and target ``t_p`` the step is
     u_p   = (1−β)·g_p + β·buf_p  if nesterov else buf_p
     p     ← (1 − lr·wd)·p − lr·t_p·dualize_{N_p}(u_p)  (decoupled weight decay; Primal[N_p])
 
+where the decay applies to the hidden and conv matrices only (``Norm.decays``: their size is
+set by the steps, ‖p‖ ≤ t_p/wd, docs/design.md §1 "Weight decay"),
+
 so ``lr`` is the size of the step in the modular norm: each parameter moves by exactly
 ``lr·t_p`` in its own norm ``N_p``, and with the targets of :func:`dualtype.modules.modular`
 the whole update has modular norm ``lr`` (docs/design.md §3, "dualize(g, t)_p = t·c_p·dualize_p").
@@ -64,7 +67,7 @@ class _CompiledNorm(Norm):
         self.name = base.name
         self.min_ndim, self.spaces = base.min_ndim, base.spaces
         self.batchable, self.locality = base.batchable, base.locality
-        self.cost, self.shard_factor = base.cost, base.shard_factor
+        self.cost, self.shard_factor, self.decays = base.cost, base.shard_factor, base.decays
         self._compiled = torch.compile(base.dualize, **options)
 
     def check(self, t: Tensor, what: str = "tensor") -> None:
@@ -144,9 +147,15 @@ class ModularSGD(torch.optim.Optimizer):
             default fits models of any width and depth (0.13: benchmarks/defaults.md).
             Schedulers from ``torch.optim.lr_scheduler`` change it per group.
         momentum: β in [0, 1); the buffer is an EMA of the gradients (Muon's convention; the
-            duality maps are scale-free, so EMA and sum give the same direction).
+            duality maps are scale-free, so EMA and sum give the same direction). Default 0.9
+            (Muon's 0.95 trained every model of benchmarks/defaults.md worse).
         nesterov: use ``(1−β)·g + β·buf`` instead of ``buf``.
-        weight_decay: decoupled: ``p ← (1 − lr·wd)·p`` before the update (≥ 0).
+        weight_decay: decoupled: ``p ← (1 − lr·wd)·p`` before the update (≥ 0), on the
+            weights whose norm ``decays`` (``rms->rms`` and the conv norms: hidden matrices
+            and convolutions), which it keeps within ``target/wd`` in their norm.
+            Embeddings, heads, gains and biases are not decayed: their scale is their
+            initialization's. Default 0.05 (benchmarks/defaults.md; the usual hybrid's
+            ``torch.optim.Muon`` decays its matrices by default too).
         norms: parameter name / fnmatch glob / the tensor itself → norm (name or
             :class:`~dualtype.norms.Norm`); declared on the model's table, so ``typed()``
             tags gradients with them. Without it: the model's table (declared by
@@ -160,8 +169,8 @@ class ModularSGD(torch.optim.Optimizer):
             a ready ``ModularNorm`` (``dualtype.modular(model, ...)``): its norms and targets.
         example: an input (a tensor, or a tuple of positional inputs) to record the model's
             graph now instead of on its first forward.
-        no_decay: names, globs or roles (``"gain"``, ``"bias"``, ``"embedding"``) that get
-            no weight decay; they go to a second param group. Roles are the table's at
+        no_decay: names, globs or roles (e.g. ``"hidden"``) exempted from weight decay
+            besides the parameters whose norm does not decay; they go to a second param group. Roles are the table's at
             construction: pass ``example=`` so they come from the graph.
         method: orthogonalization kernel for the matrix norms (``None``: the kernels'
             default; see :func:`dualtype.kernels.orthogonalize`).
@@ -192,9 +201,9 @@ class ModularSGD(torch.optim.Optimizer):
         self,
         params: "nn.Module | Iterable[Tensor] | Iterable[tuple[str, Tensor]] | Iterable[dict]",
         lr: float = 0.13,
-        momentum: float = 0.95,
+        momentum: float = 0.9,
         nesterov: bool = True,
-        weight_decay: float = 0.0,
+        weight_decay: float = 0.05,
         *,
         norms: Mapping[Any, "str | Norm"] | None = None,
         targets: Mapping[Any, float] | None = None,
@@ -473,7 +482,7 @@ class ModularSGD(torch.optim.Optimizer):
             self._check_hyper(group, f"param group {i}")
         adam = [(g, *self._adamw_grads(g)) for g in self.param_groups if g["algorithm"] == "adamw"]
         items: list[DualizeItem] = []
-        commits: list[tuple[Tensor, Tensor | None, dict]] = []
+        commits: list[tuple[Tensor, Tensor | None, dict, bool]] = []
         for group in self.param_groups:
             if group["algorithm"] == "adamw":
                 continue
@@ -482,7 +491,7 @@ class ModularSGD(torch.optim.Optimizer):
                 continue
             updates, new_bufs = _momentum(grads, bufs, group["momentum"], group["nesterov"])
             items += [DualizeItem(p, u, n, group["lr"] * t) for p, u, n, t in zip(params, updates, norms, targets)]
-            commits += [(p, nb, group) for p, nb in zip(params, new_bufs)]
+            commits += [(p, nb, group, n.decays) for p, nb, n in zip(params, new_bufs, norms)]
         primals = self._dualize(items)
         if len(primals) != len(items):
             raise RuntimeError(f"_dualize returned {len(primals)} updates for {len(items)} items")
@@ -518,20 +527,23 @@ class ModularSGD(torch.optim.Optimizer):
             bufs.append(buf)
         return params, norms, targets, grads, bufs
 
-    def _apply(self, commits: list[tuple[Tensor, Tensor | None, dict]], primals: list[PrimalTensor]) -> None:
-        """Write the new momentum buffers, then each group's decay and update into its weights."""
-        by_group: dict[int, tuple[list, list, dict]] = {}
-        for (p, new_buf, group), d in zip(commits, primals):
+    def _apply(self, commits: list[tuple[Tensor, Tensor | None, dict, bool]], primals: list[PrimalTensor]) -> None:
+        """Write the new momentum buffers, then each group's decay (on the weights whose norm
+        decays) and update into its weights."""
+        by_group: dict[int, tuple[list, list, list, dict]] = {}
+        for (p, new_buf, group, decays), d in zip(commits, primals):
             state = self.state[p]  # every stepped parameter has a state entry, buffer or not
             if new_buf is not None:
                 state["momentum_buffer"] = new_buf
-            ps, ds, _ = by_group.setdefault(id(group), ([], [], group))
+            ps, ds, decayed, _ = by_group.setdefault(id(group), ([], [], [], group))
             ps.append(p)
             ds.append(d)
-        for ps, ds, group in by_group.values():
+            if decays:
+                decayed.append(p)
+        for ps, ds, decayed, group in by_group.values():
             decay = group["lr"] * group["weight_decay"]
-            if decay != 0:
-                torch._foreach_mul_(ps, 1.0 - decay)
+            if decay != 0 and decayed:
+                torch._foreach_mul_(decayed, 1.0 - decay)
             torch._foreach_sub_(ps, ds)  # Primal[N] into a weight of norm N: checked
 
     def _adamw_step(self, group: dict, params: list[Tensor], grads: list[Tensor]) -> None:

@@ -59,11 +59,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--heads", type=int, default=4)
     p.add_argument("--lr", type=float, default=None,
                    help="lr of the chosen optimizer (default per optimizer: %s)" % DEFAULT_LR)
-    p.add_argument("--momentum", type=float, default=0.95, help="dualtype momentum")
+    p.add_argument("--momentum", type=float, default=None,
+                   help="momentum of dualtype and Muon (default: each optimizer's own, 0.9 and 0.95)")
     p.add_argument("--muon-ns", choices=("auto", "bf16", "fp32"), default="auto",
                    help="Newton-Schulz dtype of torch.optim.Muon (auto: fp32 on CPU, where torch's "
                         "bf16 path is ~10x slower; bf16 elsewhere)")
-    p.add_argument("--weight-decay", type=float, default=0.0)
+    p.add_argument("--weight-decay", type=float, default=None,
+                   help="decoupled weight decay (default: each optimizer's own: dualtype 0.05 on hidden "
+                        "matrices, torch.optim.Muon 0.1, AdamW 0)")
     p.add_argument("--cooldown", type=float, default=0.4,
                    help="fraction of steps of linear lr decay to 0 at the end")
     p.add_argument("--warmup", type=int, default=0, help="steps of linear lr warm-up (all optimizers)")
@@ -130,7 +133,8 @@ class Optimizers:
 
 def build_optimizer(name: str, model: GPT, args: argparse.Namespace, lr: float | None = None) -> Optimizers:
     lr = DEFAULT_LR[name] if lr is None else lr
-    wd = args.weight_decay
+    wd = 0.0 if args.weight_decay is None else args.weight_decay  # AdamW
+    own = {k: v for k, v in (("momentum", args.momentum), ("weight_decay", args.weight_decay)) if v is not None}
     if name == "dualtype":
         opts = [dualtype_optimizer(model, args, lr)]
     elif name == "adamw":
@@ -139,7 +143,7 @@ def build_optimizer(name: str, model: GPT, args: argparse.Namespace, lr: float |
         hidden = model.hidden_matrices()
         ids = {id(p) for p in hidden}
         rest = [p for p in model.parameters() if id(p) not in ids]
-        opts = [torch.optim.Muon(hidden, lr=lr, momentum=0.95, nesterov=True, weight_decay=wd),
+        opts = [torch.optim.Muon(hidden, lr=lr, nesterov=True, **own),
                 torch.optim.AdamW(rest, lr=MUON_ADAMW_LR, betas=(0.9, 0.95), weight_decay=wd)]
     elif name == "hybrid":  # the same split in one dualtype optimizer: its AdamW group is torch's AdamW
         dualtype.typed(model)
@@ -148,7 +152,7 @@ def build_optimizer(name: str, model: GPT, args: argparse.Namespace, lr: float |
         rest = [p for p in model.parameters() if id(p) not in ids]
         opts = [ModularSGD([{"params": hidden},
                             {"params": rest, "algorithm": "adamw", "lr": MUON_ADAMW_LR, "betas": (0.9, 0.95)}],
-                           lr=lr, momentum=0.95, nesterov=True, weight_decay=wd)]
+                           lr=lr, **own)]
     else:
         raise ValueError(f"unknown optimizer {name!r}; choose from {OPTIMIZERS}")
     return Optimizers(opts, args.steps, args.cooldown, args.warmup)
@@ -157,7 +161,8 @@ def build_optimizer(name: str, model: GPT, args: argparse.Namespace, lr: float |
 def dualtype_optimizer(model: GPT, args: argparse.Namespace, lr: float) -> ModularSGD:
     """ModularSGD on the model as it is: roles, norms and step sizes are read from the graph of
     its first forward (embeddings l1->rms, hidden rms->rms, the head rms->linf, gains rms)."""
-    return ModularSGD(model, lr=lr, momentum=args.momentum, nesterov=True, weight_decay=args.weight_decay)
+    return ModularSGD(model, lr=lr, **{k: v for k, v in (("momentum", args.momentum),
+                                                          ("weight_decay", args.weight_decay)) if v is not None})
 
 
 _TORCH_NS = None  # torch's own (bf16) Newton-Schulz, kept for timing comparisons

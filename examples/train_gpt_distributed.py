@@ -94,8 +94,8 @@ def main(argv: list[str] | None = None) -> float:
     model = train_gpt.build_model(args, corpus.vocab_size, device)
     wrapped = wrap(model, ours.distributed, device)
     opt = DistributedModularSGD(wrapped, lr=args.lr or train_gpt.DEFAULT_LR["dualtype"],
-                                momentum=args.momentum, nesterov=True,
-                                weight_decay=args.weight_decay, strategy=ours.strategy)
+                                strategy=ours.strategy, **{k: v for k, v in (("momentum", args.momentum),
+                                ("weight_decay", args.weight_decay)) if v is not None})
     opts = train_gpt.Optimizers([opt], args.steps, args.cooldown)
     gen = torch.Generator().manual_seed(args.seed + 1 + 1000 * rank)  # each rank its own batches
     start = 0

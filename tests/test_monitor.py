@@ -133,7 +133,7 @@ def test_statistics_match_float64_references(spectral):
             assert row["weight"] == pytest.approx(exact_w, rel=1e-9 if spectral == "exact" else 1e-6), n
             assert row["grad_dual"] == pytest.approx(ref_dual(norm, grads[n]), rel=1e-9), n
             # the update is the weight change without the decoupled decay: lr·target exactly (svd)
-            delta = (1 - lr * wd) * before[n] - plain(p)
+            delta = (1 - lr * wd * dualtype.norms.get(norm).decays) * before[n] - plain(p)
             tol = 1e-9 if spectral == "exact" else 1e-6
             assert row["update"] == pytest.approx(ref_norm(norm, delta), rel=tol), n
             assert row["step_size"] == pytest.approx(lr * row["target"]) and row["update_ratio"] == pytest.approx(1, abs=tol)

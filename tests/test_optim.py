@@ -139,14 +139,15 @@ def test_update_equals_hand_computed_dualize(nesterov):
             norm_name = opt.param_groups[0]["norms"][opt.param_groups[0]["names"].index(n)]
             t = targets.get(n, 1.0)
             d = dualtype.dualize(u, norm_name, scale=lr * t)
-            expected = (1 - lr * wd) * before[n] - d.as_subclass(torch.Tensor)
+            decay = lr * wd if N.get(norm_name).decays else 0.0  # hidden and conv maps only
+            expected = (1 - decay) * before[n] - d.as_subclass(torch.Tensor)
             torch.testing.assert_close(p.detach(), expected, rtol=1e-6, atol=1e-6, msg=n)
 
 
 def test_step_size_is_lr_times_target_in_each_norm():
     torch.manual_seed(2)
     model = Tiny()
-    opt = ModularSGD(model, lr=0.01, momentum=0.0, modular=False, method="svd",
+    opt = ModularSGD(model, lr=0.01, momentum=0.0, weight_decay=0.0, modular=False, method="svd",
                      targets={"head.weight": 3.0})
     before = _snapshot(model)
     _backward(model)
@@ -163,6 +164,40 @@ def test_decoupled_weight_decay_with_zero_gradient():
     p.grad = torch.zeros_like(p)
     opt.step()
     torch.testing.assert_close(p.detach(), before * (1 - 0.05), rtol=0, atol=0)
+
+
+def test_weight_decay_shrinks_hidden_and_conv_weights_only():
+    """Decay applies where the norm decays (rms->rms, conv): embeddings, head, gains and biases
+    keep their initialization's scale (docs/design.md §1 "Weight decay")."""
+    torch.manual_seed(4)
+    model = nn.Sequential(nn.Embedding(10, 8), nn.Linear(8, 8), nn.LayerNorm(8), nn.Conv1d(8, 8, 3, padding=1))
+    model.append(nn.Linear(8, 10))
+    lr, wd = 0.1, 0.5
+    norms = {"0.weight": "l1->rms", "1.weight": "rms->rms", "1.bias": "rms", "2.weight": "rms", "2.bias": "rms",
+             "3.weight": "conv1d", "3.bias": "rms", "4.weight": "rms->linf", "4.bias": "rms"}
+    opt = ModularSGD(model, lr=lr, weight_decay=wd, norms=norms)
+    before = _snapshot(model)
+    for p in model.parameters():
+        p.grad = torch.zeros_like(p)
+    opt.step()
+    for name, p in model.named_parameters():
+        factor = 1 - lr * wd if norms[name] in ("rms->rms", "conv1d") else 1.0
+        torch.testing.assert_close(p.detach(), before[name] * factor, rtol=0, atol=0, msg=name)
+
+
+def test_weight_decay_bounds_a_hidden_weight_by_target_over_wd():
+    """p ← (1 − lr·wd)·p − lr·t·u with ‖u‖ = 1 keeps ‖p‖ ≤ max(‖p₀‖, t/wd): the fixed point."""
+    torch.manual_seed(5)
+    p = nn.Parameter(torch.randn(6, 4) * 0.01)
+    lr, wd, t = 0.2, 0.5, 0.3
+    opt = ModularSGD([p], lr=lr, momentum=0.0, weight_decay=wd, targets=t, method="svd")
+    fixed = torch.randn(6, 4)
+    for _ in range(200):  # the same gradient every step: the weight runs to the bound
+        p.grad = fixed.clone()
+        opt.step()
+    size = N.get("rms->rms").value(p.detach()).item()
+    assert size <= t / wd * (1 + 1e-5)
+    assert size == pytest.approx(t / wd, rel=1e-3)  # reached: the bound is tight
 
 
 def test_batched_dualize_equals_per_parameter():
@@ -268,7 +303,7 @@ def _update_norm(model, opt, name: str, seed: int) -> float:
 def test_scheduler_changes_the_measured_step_size():
     torch.manual_seed(6)
     model = Tiny()
-    opt = ModularSGD(model, lr=0.02, momentum=0.5, modular=False, method="svd")
+    opt = ModularSGD(model, lr=0.02, momentum=0.5, weight_decay=0.0, modular=False, method="svd")
     sched = torch.optim.lr_scheduler.StepLR(opt, step_size=2, gamma=0.1)
     sizes = []
     for i in range(5):
@@ -285,7 +320,7 @@ def test_param_groups_with_different_lr():
     opt = ModularSGD([{"params": list(model.a.parameters()), "lr": 0.1},
                       {"params": list(model.b.parameters()), "lr": 0.01, "targets": 0.5},
                       {"params": [model.emb.weight, model.head.weight, *model.norm.parameters()]}],
-                     lr=0.001, momentum=0.0, method="svd")
+                     lr=0.001, momentum=0.0, weight_decay=0.0, method="svd")
     assert [g["lr"] for g in opt.param_groups] == [0.1, 0.01, 0.001]
     assert opt.param_groups[2]["norms"][0] == "rms->rms"  # untyped 2-D without names
     assert math.isclose(_update_norm(model, opt, "a.weight", 0), 0.1, rel_tol=1e-4)

@@ -172,7 +172,7 @@ def test_narrowing_factor_depends_on_the_shape_ratio_only(out, inp):
     assert t["4.weight"] == pytest.approx(H / M)  # the head narrows too, but is no hidden layer
     # the step it gives: Primal of RMS→RMS norm lr·t, i.e. σ_max = lr·t·√(out/in) = lr/3 when narrowing
     w = model[2].weight
-    opt = ModularSGD(model, lr=0.1, momentum=0.0, method="svd")
+    opt = ModularSGD(model, lr=0.1, momentum=0.0, weight_decay=0.0, method="svd")
     before = w.detach().clone()
     model(X4).square().sum().backward()
     opt.step()

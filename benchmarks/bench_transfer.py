@@ -37,7 +37,7 @@ def job(spec):
     width, depth, mult, args = spec
     a = copy.copy(args)
     a.d_model, a.layers = width, depth
-    _, _, _, loss, secs = B.job(("gpt", "dualtype", B.DEFAULT_LR * mult, a))
+    _, _, _, loss, secs = B.job(("gpt", "dualtype", B.DEFAULT_LR * mult, 0.0, a))
     return width, depth, mult, loss, secs
 
 

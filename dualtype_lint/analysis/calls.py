@@ -178,7 +178,7 @@ class Calls:
             if len(vals) < 2:
                 return _combine(vals)
             if last == "pow":
-                return maps.power(vals[0], maps.float_literal(args[1].value))
+                return maps.power(vals[0], maps.exponent(args[1].value))
             f = maps.divide if last in maps.DIVIDES else maps.multiply
             return f(vals[0], vals[1])
         return None

@@ -141,9 +141,17 @@ def rsqrt_of(v: Value) -> Value:
 
 
 def power(v: Value, exponent: float | None) -> Value:
-    if exponent == 0.5:
+    """``x ** e``. A power between 0 and 1 of a gradient statistic is a root (√v, MADGRAD's
+    cube root, Padam's partial power), between -1 and 0 an inverse root. An exponent that is
+    no constant (``v.pow(group['p'])``) may be either: a gradient divided or multiplied by
+    that power of a statistic is preconditioned elementwise all the same."""
+    if exponent is None:
+        if v.taint and not v.flags & NORMV:
+            return Value(True, flags=ROOT | INVROOT)
+        return combine((v,))
+    if 0 < exponent < 1:
         return root_of(v)
-    if exponent == -0.5:
+    if -1 < exponent < 0:
         return rsqrt_of(v)
     if exponent == 2.0 and v.taint:
         return Value(True)  # g² is a gradient statistic, not a norm
@@ -197,6 +205,29 @@ def qr_of(v: Value) -> Value:
 
 def eigh_of(v: Value) -> Value:
     return Value(v.taint, False, False, (Value(v.taint, flags=NORMV if v.taint else 0), PRIMAL_VALUE), 0)
+
+
+def exponent(node) -> float | None:
+    """A constant exponent: a number, or numbers joined by + - * / (``1 / 3``, ``-1.0 / 4``)."""
+    import libcst as cst
+
+    if type(node) is cst.BinaryOperation:
+        a, b, op = exponent(node.left), exponent(node.right), type(node.operator)
+        if a is None or b is None:
+            return None
+        if op is cst.Add:
+            return a + b
+        if op is cst.Subtract:
+            return a - b
+        if op is cst.Multiply:
+            return a * b
+        if op is cst.Divide and b != 0:
+            return a / b
+        return None
+    if type(node) is cst.UnaryOperation and type(node.operator) is cst.Minus:
+        x = exponent(node.expression)
+        return None if x is None else -x
+    return float_literal(node)
 
 
 def float_literal(node) -> float | None:

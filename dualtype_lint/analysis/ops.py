@@ -46,7 +46,7 @@ def binop(op: type, left: Value, right: Value, right_node: cst.BaseExpression) -
     if op is cst.Multiply or op is cst.MatrixMultiply:
         return maps.multiply(left, right)
     if op is cst.Power:
-        return maps.power(left, maps.float_literal(right_node))
+        return maps.power(left, maps.exponent(right_node))
     return _combine((left, right))
 
 
@@ -61,7 +61,7 @@ def method_map(mname: str, recv: Value, vals: list[Value], args) -> Value | None
     if mname in maps.INV_ROOTS:
         return maps.rsqrt_of(recv)
     if mname == "pow" and args:
-        return maps.power(recv, maps.float_literal(args[0].value))
+        return maps.power(recv, maps.exponent(args[0].value))
     if vals and mname in maps.DIVIDES:
         return maps.divide(recv, vals[0])
     if vals and mname in maps.ATAN2:
@@ -70,6 +70,8 @@ def method_map(mname: str, recv: Value, vals: list[Value], args) -> Value | None
         return maps.multiply(recv, vals[0])
     if mname in maps.SVDS:
         return maps.svd_of(recv)
+    if mname in ("addcdiv", "addcmul") and len(vals) >= 2:  # x0.addcdiv(s, rms): x0 + s/rms
+        return _combine((recv, written_value(mname + "_", vals)))
     if mname in maps.CLAMPS and recv.flags & (NORMV | INVNORM):
         return maps.clamped(recv, [a.value for a in args])
     return None
@@ -87,7 +89,7 @@ def inplace_map(base: str, tv: Value, vals: list[Value], args) -> Value | None:
     if vals and (base in maps.ROOTS or base in maps.INV_ROOTS):  # torch.rsqrt(v, out=u)
         return maps.root_of(vals[0]) if base in maps.ROOTS else maps.rsqrt_of(vals[0])
     if base == "pow_" and args:
-        return maps.power(tv, maps.float_literal(args[0].value))
+        return maps.power(tv, maps.exponent(args[0].value))
     if base == "div_" and vals and not tv.weight_ref:
         return maps.divide(tv, vals[0])
     if base in ("atan2_", "arctan2_") and vals and not tv.weight_ref:

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import ast
 import ctypes
+import gc
 import os
 import pickle
 import queue
@@ -216,7 +217,13 @@ def _child(fn: Callable[[], object], w: int, timeout: float) -> None:
 
 def _run_forked(fn: Callable[[], T], timeout: float) -> T:
     r, w = os.pipe()
-    pid = os.fork()
+    gc.freeze()  # the child's collections then skip the parent's objects: fewer pages copied
+    pid = -1
+    try:
+        pid = os.fork()
+    finally:
+        if pid != 0:
+            gc.unfreeze()
     if pid == 0:  # pragma: no cover - the child reports through the pipe
         os.close(r)
         _child(fn, w, timeout)

@@ -439,18 +439,40 @@ def _assign_targets(rows: dict[str, dict], graph: Graph | None, masses: Mapping[
             r["target"] = r["mass"] / total
         return
     node_mass: dict[int, float] = {}
+    use_of: dict[tuple[str, int], tuple[str, float]] = {}  # (name, node) → (role of that use, its mass)
     for name, r in rows.items():
         for i in graph.uses.get(name, ()):
             layer = graph.nodes[i]
             use = _use_role(graph, layer, next(s for s, pn in layer.params.items() if pn == name), r["shape"])
             m = r["mass"] if r["source"] == "declared" or match(name, masses) is not None else ROLE_MASSES[use]
+            use_of[name, i] = use, m
             node_mass[i] = max(node_mass.get(i, 0.0), m)
     factor = _node_targets(graph, node_mass, BODY_MASS)
     worst = max(factor.values(), default=1.0)
     for name, r in rows.items():
         ids = [i for i in graph.uses.get(name, ()) if i in factor]
-        # a weight used in several places moves as its first use (its norm's) allows
-        r["target"] = r["mass"] * (factor[ids[0]] if ids else worst)
+        if len(ids) < 2:
+            r["target"] = r["mass"] * (factor[ids[0]] if ids else worst)
+            continue
+        # a tied weight: its step must fit every use's budget, each in that use's norm
+        budgets = []
+        for i in ids:
+            use, m = use_of[name, i]
+            ratio = 1.0 if use == r["role"] else _norm_ratio(r["norm"], _norms.get(ROLE_NORMS[use]), r["shape"])
+            budgets.append(m * factor[i] * ratio)
+        r["target"] = min(budgets)
+
+
+def _norm_ratio(norm: Norm, other: Norm, shape: tuple[int, ...]) -> float:
+    """N(Δ)/N_other(Δ) for a step Δ = dualize_N(g): converts a budget in ``other`` into ``norm``.
+
+    Exact for norms with the same duality map (l1->rms and rms->linf on ``[vocab, d]``: 1/d);
+    otherwise the ratio on a fixed random direction."""
+    if other.min_ndim > len(shape):
+        return 1.0
+    g = torch.randn(shape, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    step = norm.dualize(g)
+    return float(norm.value(step) / other.value(step))
 
 
 def _narrowing_factor(rows: dict[str, dict]) -> None:

@@ -219,6 +219,26 @@ def test_tied_gpt_with_the_head_registered_first():
     assert t["h.1.c_fc.weight"] == pytest.approx(BODY_MASS / M / 2.1)  # ln (0.1) → c_fc → proj
 
 
+@pytest.mark.parametrize("d", [8, 32])
+def test_tied_weight_steps_within_both_uses_budgets(d):
+    """A tied embedding/head moves lr·min(t_emb, t_head/d) in l1->rms: l1->rms and rms->linf
+    are the same row map and differ by d, so that step is within both uses' budgets."""
+    model = TiedGPT(d=d)
+    _, t = rows(model, IDX)
+    M = ROLE_MASSES["embedding"] + BODY_MASS + 0.1 + H
+    t_emb, t_head = ROLE_MASSES["embedding"] / M, H / M
+    assert t["lm_head.weight"] == pytest.approx(min(t_emb, t_head / d))  # d=8: t_emb binds, d=32: t_head
+    lr = 0.1
+    opt = ModularSGD(model, lr=lr, momentum=0.0, weight_decay=0.0)
+    before = model.lm_head.weight.detach().clone()
+    model(IDX, IDX)[1].backward()
+    opt.step()
+    delta = before - model.lm_head.weight.detach()
+    assert N("l1->rms").value(delta).item() == pytest.approx(lr * t["lm_head.weight"], rel=1e-5)
+    assert N("l1->rms").value(delta).item() <= lr * t_emb * (1 + 1e-5)
+    assert N("rms->linf").value(delta).item() <= lr * t_head * (1 + 1e-5)
+
+
 def test_head_registered_before_the_blocks():
     r, _ = rows(HeadFirst(), X4)
     assert r["head.weight"] == ("head", "rms->linf")

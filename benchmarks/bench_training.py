@@ -32,7 +32,7 @@ from _data import eval_batches, get_batch, stdlib_corpus  # noqa: E402
 GRIDS = {
     "adamw": [7.5e-4, 1.5e-3, 3e-3],
     "muon": [0.005, 0.01, 0.02],
-    "dualtype": [0.065, 0.13, 0.26],  # ModularSGD's lr is in the modular norm (default 0.13)
+    "dualtype": [0.13, 0.26, 0.52],  # ModularSGD's lr is in the modular norm (default 0.26)
     "hybrid": [0.05, 0.1, 0.2],  # ModularSGD on the hidden matrices + its AdamW group on the rest
 }
 QUICK = {"adamw": [1.5e-3], "muon": [0.01], "dualtype": [0.1], "hybrid": [0.1]}

@@ -144,7 +144,7 @@ class ModularSGD(torch.optim.Optimizer):
             :func:`~dualtype.assume_primal` (m/√v is not a duality map).
         lr: the size of the whole update in the modular norm (≥ 0). Each parameter moves
             ``lr·target`` in its own norm; with the targets read from the model's graph one
-            default fits models of any width and depth (0.13: benchmarks/defaults.md).
+            default fits models of any width and depth (0.26: benchmarks/defaults.md).
             Schedulers from ``torch.optim.lr_scheduler`` change it per group.
         momentum: β in [0, 1); the buffer is an EMA of the gradients (Muon's convention; the
             duality maps are scale-free, so EMA and sum give the same direction). Default 0.9
@@ -200,7 +200,7 @@ class ModularSGD(torch.optim.Optimizer):
     def __init__(
         self,
         params: "nn.Module | Iterable[Tensor] | Iterable[tuple[str, Tensor]] | Iterable[dict]",
-        lr: float = 0.13,
+        lr: float = 0.26,
         momentum: float = 0.9,
         nesterov: bool = True,
         weight_decay: float = 0.05,

@@ -1,6 +1,6 @@
 """Train a small CNN on scikit-learn's bundled 8×8 digits with dualtype's ModularSGD (< 1 min).
 
-    python examples/train_cnn.py [--epochs 20] [--lr 0.13] [--optimizer {dualtype,adamw}]
+    python examples/train_cnn.py [--epochs 20] [--lr 0.26] [--optimizer {dualtype,adamw}]
 
 Conv2d weights ``[out, in, 3, 3]`` take the ``conv2d`` norm: each of the 9 kernel slices is
 orthogonalized (all in one batched call) and scaled by (1/9)·√(out/in); the classifier

@@ -1,6 +1,6 @@
 """Train an MLP on scikit-learn's bundled 8×8 digits with dualtype's ModularSGD (< 1 min on CPU).
 
-    python examples/train_mlp.py [--epochs 20] [--lr 0.13] [--optimizer {dualtype,adamw}]
+    python examples/train_mlp.py [--epochs 20] [--lr 0.26] [--optimizer {dualtype,adamw}]
 
 Linear weights take the ``rms->rms`` norm (their update is √(out/in)·UVᵀ), biases ``rms``.
 """
@@ -42,7 +42,7 @@ def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
 def train(args: argparse.Namespace, model: nn.Module) -> float:
     x_tr, y_tr, x_te, y_te = digits(seed=args.seed)
     if args.optimizer == "dualtype":
-        opt = ModularSGD(model, lr=args.lr, momentum=0.9, nesterov=True)
+        opt = ModularSGD(model, lr=args.lr)
     else:
         opt = torch.optim.AdamW(model.parameters(), lr=args.lr)
     steps = args.epochs * ((len(y_tr) + args.batch - 1) // args.batch)

@@ -138,7 +138,7 @@ class ModularSGD(torch.optim.Optimizer):
             ``"norms"``/``"targets"`` (a single value for the whole group, or a mapping as
             below). Parameters of a typed model keep their names, norms and targets in groups.
             A group with ``"algorithm": "adamw"`` (and its own ``"lr"``; ``"betas"``,
-            ``"eps"``, ``"weight_decay"``, ``"foreach"`` as in ``torch.optim.AdamW``) is
+            ``"eps"``, ``"weight_decay"`` (default 0), ``"foreach"`` as in ``torch.optim.AdamW``) is
             stepped by torch's AdamW, bit-identically: the usual Muon + AdamW hybrid in one
             optimizer with one ``state_dict``. Its gradients leave the algebra visibly, through
             :func:`~dualtype.assume_primal` (m/√v is not a duality map).
@@ -339,6 +339,7 @@ class ModularSGD(torch.optim.Optimizer):
                                   "not the modular-norm lr of the other groups")
             group.setdefault("betas", (0.9, 0.999))
             group.setdefault("eps", 1e-8)
+            group.setdefault("weight_decay", 0.0)  # its own, not the matrices' default: see weight_decay
             group.setdefault("foreach", None)
             _check_adam(group, where)
         self._check_hyper(group, where)

@@ -191,3 +191,14 @@ def test_settings_changed_after_construction_are_checked_at_step():
     loss_of(model, 1).backward()
     with pytest.raises(ConfigError, match="momentum"):
         opt.step()
+
+
+def test_adamw_group_does_not_inherit_the_matrices_weight_decay():
+    """The default decay is for hidden matrices; an AdamW group (embeddings, head, gains in the
+    usual hybrid) decays only with a weight_decay of its own."""
+    model = Net()
+    dualtype.typed(model)
+    hidden, rest = split(model)
+    opt = ModularSGD([{"params": hidden}, {"params": rest[1:], "algorithm": "adamw", "lr": 3e-3},
+                      {"params": rest[:1], "algorithm": "adamw", "lr": 3e-3, "weight_decay": 0.1}])
+    assert [g["weight_decay"] for g in opt.param_groups] == [0.05, 0.0, 0.1]

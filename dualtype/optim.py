@@ -170,8 +170,9 @@ class ModularSGD(torch.optim.Optimizer):
         example: an input (a tensor, or a tuple of positional inputs) to record the model's
             graph now instead of on its first forward.
         no_decay: names, globs or roles (e.g. ``"hidden"``) exempted from weight decay
-            besides the parameters whose norm does not decay; they go to a second param group. Roles are the table's at
-            construction: pass ``example=`` so they come from the graph.
+            besides the parameters whose norm does not decay; they go to a second param
+            group. Roles are the table's at construction: pass ``example=`` so they come
+            from the graph.
         method: orthogonalization kernel for the matrix norms (``None``: the kernels'
             default; see :func:`dualtype.kernels.orthogonalize`).
         batched: dualize same-(shape, dtype, device, norm) parameters in one stacked call.

@@ -13,7 +13,8 @@ read every parameter's norm and step size from here and from nowhere else.
    and normalized features RMS, the model's outputs (logits) ℓ∞. So a lookup table is
    ``l1->rms``, a matrix whose result is the model's output is the head (``rms->linf``),
    other matrices ``rms->rms``, gains and biases ``rms``. A weight used in two places gets a
-   norm that fits both uses, or an error naming both;
+   norm that fits both uses (or an error naming both) and the least of the uses' targets,
+   each converted into that norm;
 4. ``fallback``: before a forward was seen (or for a parameter the forward did not use),
    the layer type decides, with one warning naming the parameter.
 
@@ -458,7 +459,8 @@ def _assign_targets(rows: dict[str, dict], graph: Graph | None, masses: Mapping[
         budgets = []
         for i in ids:
             use, m = use_of[name, i]
-            ratio = 1.0 if use == r["role"] else _norm_ratio(r["norm"], _norms.get(ROLE_NORMS[use]), r["shape"])
+            use_norm = _CONV_NORMS[len(r["shape"])] if use == "conv" else _norms.get(ROLE_NORMS[use])
+            ratio = 1.0 if use_norm.name == r["norm"].name else _norm_ratio(r["norm"], use_norm, r["shape"])
             budgets.append(m * factor[i] * ratio)
         r["target"] = min(budgets)
 

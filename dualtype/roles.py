@@ -129,6 +129,9 @@ class Table:
     def __len__(self) -> int:
         return len(self.rows)
 
+    def __str__(self) -> str:
+        return self.table()
+
     @property
     def norms(self) -> dict[str, Norm]:
         return {n: r.norm for n, r in self.rows.items()}

@@ -342,6 +342,12 @@ def test_check_prints_the_table(capsys):
     assert "lm_head.weight" in out and "embedding (embedding+head)" in out and "graph" in out
 
 
+def test_printing_the_returned_table_shows_its_rows():
+    text = str(dualtype.check(TiedGPT(), IDX, show=False))
+    row = next(line for line in text.splitlines() if line.startswith("lm_head.weight"))
+    assert "embedding+head" in row and "l1->rms" in row
+
+
 def test_first_forward_retypes_the_gradient_hook():
     model = HeadFirst()
     handle = dualtype.typed(model)

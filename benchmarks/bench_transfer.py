@@ -36,7 +36,7 @@ def configs() -> list[tuple[int, int]]:
 def job(spec):
     width, depth, mult, args = spec
     a = copy.copy(args)
-    a.d_model, a.layers = width, depth
+    a.d_model, a.layers, a.gpt_seeds = width, depth, 1  # one seed per point: 75 runs already
     _, _, _, loss, secs = B.job(("gpt", "dualtype", B.DEFAULT_LR * mult, 0.0, a))
     return width, depth, mult, loss, secs
 

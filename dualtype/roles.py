@@ -27,7 +27,8 @@ composition rule of the modular norm with every bond 1-Lipschitz. On the model's
 so a chain of k equal layers gives each 1/k (composition), and layers side by side on the
 same input (q, k, v; a weight and its bias; token and position tables) each keep their own
 share: adding a bias or splitting a layer leaves every other step unchanged. A residual body
-``x ← x + f_i(x)`` (i = 1..L) counts as one unit of mass ``BODY_MASS``; it is damped by
+``x ← x + f_i(x)`` (i = 1..L; also post-norm, ``x ← LN(x + f_i(x))``) counts as one unit of
+mass ``BODY_MASS``; it is damped by
 depth as in the paper, x ← (1 − 1/L)·x + (1/L)·f_i(x), so each branch f_i gets the whole
 body's share back, and a layer inside a branch gets
 
@@ -272,12 +273,23 @@ def _branches(graph: Graph) -> dict[int, set[int]]:
 
 
 def _bodies(graph: Graph, top: dict[int, set[int]]) -> dict[int, int]:
-    """Top-level residual → its body: chains x ← x + f_i(x) are one body."""
+    """Top-level residual → its body: chains x ← x + f_i(x) are one body, also through the
+    normalization a post-norm block applies to the sum (x ← LN(x + f(x)), torch's
+    ``nn.TransformerEncoderLayer``). Such a norm joins the next branch in ``top``."""
     body = {r: r for r in top}
     for r in sorted(top):
-        skip = graph.nodes[r].skip
-        if len(skip) == 1 and next(iter(skip)) in top:
-            body[r] = body[next(iter(skip))]
+        skip, between = graph.nodes[r].skip, set()
+        while len(skip) == 1:
+            n = next(iter(skip))
+            if n in top:
+                body[r] = body[n]
+                top[r] |= between
+                break
+            node = graph.nodes[n]
+            if not (isinstance(node, Layer) and node.kind == NORM):
+                break
+            between.add(n)
+            skip = node.preds
     return body
 
 
@@ -365,6 +377,7 @@ def infer(
     owners = _owners(model)
     problems: list[str] = []
     unused: list[str] = []
+    opaque: dict[str, str] = {}  # parameter → the unknown op that used it
     rows: dict[str, dict] = {}
     for name, (module, pname, p) in owners.items():
         role, uses, source = role_from_module(module, pname, p), (), "fallback"
@@ -375,6 +388,8 @@ def infer(
             uses, source = tuple(dict.fromkeys(use_roles)), "graph"
             if err and match(name, norms, p) is None:
                 problems.append(err)
+            if role == "other" and match(name, norms, p) is None and match(name, roles, p) is None:
+                opaque[name] = graph.nodes[graph.uses[name][0]].op
         elif graph is not None and p.requires_grad:
             unused.append(name)
         declared_role = match(name, roles, p)
@@ -399,7 +414,7 @@ def infer(
         rows[name] = dict(name=name, shape=tuple(p.shape), role=role, norm=norm, source=source, uses=uses,
                           mass=ROLE_MASSES[role] if m is None else float(m),
                           excluded=any(x == role or x == name or fnmatch.fnmatchcase(name, x) for x in exclude))
-    _report(problems, unused, strict, warn)
+    _report(problems, unused, opaque, strict, warn)
     _assign_targets(rows, graph, masses)
     _narrowing_factor(rows)
     return Table(ParamInfo(**r) for r in rows.values())
@@ -423,7 +438,7 @@ def _module_table(model: nn.Module, norms: Mapping[Any, Any] | None) -> Table:
     return Table(rows)
 
 
-def _report(problems: list[str], unused: list[str], strict: bool, warn: bool) -> None:
+def _report(problems: list[str], unused: list[str], opaque: dict[str, str], strict: bool, warn: bool) -> None:
     if problems:
         msg = "the declared types contradict the model's graph:\n  " + "\n  ".join(problems)
         if strict:
@@ -432,6 +447,12 @@ def _report(problems: list[str], unused: list[str], strict: bool, warn: bool) ->
     if unused and warn:
         warnings.warn(f"{len(unused)} parameter(s) were not used in the recorded forward and are typed by "
                       f"layer type: {', '.join(unused[:8])}{' …' if len(unused) > 8 else ''}", stacklevel=3)
+    if opaque and warn:
+        names = list(opaque)
+        warnings.warn(f"{len(names)} parameter(s) are used by ops dualtype has no norm for "
+                      f"({', '.join(sorted(set(opaque.values())))}) and fall back to the l2 norm at mass 1: "
+                      f"{', '.join(names[:8])}{' …' if len(names) > 8 else ''}; declare their norms, e.g. "
+                      f"typed(model, norms={{'{names[0]}': ...}})", stacklevel=3)
 
 
 def _assign_targets(rows: dict[str, dict], graph: Graph | None, masses: Mapping[Any, float] | None) -> None:

@@ -8,6 +8,10 @@ calls (``F.linear(x, self.w)``) are seen as they execute. The result is a :class
 - a :class:`Layer` per call that uses a parameter (``linear``, ``embedding``, ``conv*d``,
   ``layer_norm`` …, an elementwise ``x * g`` or ``x + b``), with the layers it reads from;
 - a :class:`Residual` per sum ``x + f(x)`` whose one operand was computed from the other;
+- torch's fused layers opened into the layers they compute: ``nn.MultiheadAttention`` is
+  its in-projection(s) then its out-projection, ``nn.LSTM``/``GRU``/``RNN`` an input and a
+  recurrent matrix per layer and direction (their state is the layer's own output, so both
+  read the layer's input);
 - the model's outputs: the layers whose result reaches the returned value directly.
 
 Sums of unrelated branches (token + position embeddings, a gated MLP's product, q·kᵀ) merge
@@ -19,11 +23,14 @@ The graph is what :mod:`dualtype.roles` reads roles, norms and masses from (docs
 
 from __future__ import annotations
 
+import inspect
+import re
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from torch import Tensor, nn
+from torch.nn import functional as F
 from torch.overrides import TorchFunctionMode
 from torch.utils._pytree import tree_flatten
 
@@ -42,6 +49,11 @@ _MUL_OPS = {"mul", "__mul__", "__rmul__", "__imul__", "mul_", "div", "__truediv_
 _VIEW_OPS = {"t", "T", "mT", "transpose", "permute", "view", "reshape", "contiguous", "to", "type", "float",
              "half", "bfloat16", "double", "squeeze", "unsqueeze", "flatten", "expand", "expand_as",
              "view_as", "reshape_as", "__get__", "detach", "narrow", "type_as", "clone"}
+
+# nn.LSTM/GRU/RNN's flat weights, by their (stable) parameter names
+_RNN_OPS = {"lstm", "gru", "rnn_tanh", "rnn_relu"}
+_RNN_PARAM = re.compile(r"(weight|bias)_(ih|hh|hr)_l(\d+)(_reverse)?$")
+_MHA_SIGNATURE = inspect.signature(F.multi_head_attention_forward)
 
 INPUT = 0  # node id of the model's input
 _PAUSED = [0]  # > 0 while dualtype's own bookkeeping runs inside a recorded forward
@@ -225,6 +237,12 @@ class Recorder(TorchFunctionMode):
             for t in outs:
                 self.mark(t, _Param(params[0]))
             return
+        opened = (self._attention(args, kwargs, frontier) if op == "multi_head_attention_forward"
+                  else self._recurrent(params, frontier) if op in _RNN_OPS else None)
+        if opened is not None:
+            for t in outs:
+                self.mark(t, _Act(opened))
+            return
         kind, slots, parallel = self._classify(op, args, kwargs, params)
         if kind == LOOKUP and op != "embedding" and op != "embedding_bag" and not any(a.index for a in acts):
             preds: frozenset[int] = frozenset()  # a slice of a parameter: a lookup by position
@@ -260,6 +278,61 @@ class Recorder(TorchFunctionMode):
                 return i
         return None
 
+    def _attention(self, args, kwargs, frontier: frozenset[int]) -> frozenset[int] | None:
+        """``F.multi_head_attention_forward``: in-projection(s), then the out-projection."""
+        try:
+            bound = _MHA_SIGNATURE.bind(*args, **kwargs).arguments
+        except TypeError:
+            return None
+
+        def param(key: str) -> str | None:
+            p = self.of(bound.get(key))
+            return p.name if isinstance(p, _Param) else None
+
+        def source(key: str) -> frozenset[int]:
+            a = self.of(bound.get(key))
+            return a.frontier if isinstance(a, _Act) else frontier
+
+        def slots(weight: str | None, bias: str | None) -> dict[str, str]:
+            return {k: v for k, v in (("weight", weight), ("bias", bias)) if v is not None}
+
+        if param("in_proj_weight") is not None:  # one fused [3E, E] matrix for q, k and v
+            ins = [self._add_layer(MATRIX, "linear", slots(param("in_proj_weight"), param("in_proj_bias")),
+                                   source("query") | source("key") | source("value"))]
+        else:  # separate q/k/v matrices (kdim, vdim ≠ embed_dim); the fused bias is their bias
+            ins = [self._add_layer(MATRIX, "linear", slots(param(f"{x}_proj_weight"), None), source(inp))
+                   for x, inp in (("q", "query"), ("k", "key"), ("v", "value")) if param(f"{x}_proj_weight")]
+            if param("in_proj_bias") is not None:
+                ins.append(self._add_layer(SHIFT, "add", {"bias": param("in_proj_bias")}, frozenset(ins)))
+        ins += [self._add_layer(SHIFT, "cat", {"bias": b}, frozenset(ins))
+                for b in (param("bias_k"), param("bias_v")) if b is not None]
+        out = slots(param("out_proj_weight"), param("out_proj_bias"))
+        return frozenset({self._add_layer(MATRIX, "linear", out, frozenset(ins))}) if out else frozenset(ins)
+
+    def _recurrent(self, params: list[str], frontier: frozenset[int]) -> frozenset[int] | None:
+        """``nn.LSTM``/``GRU``/``RNN``: per layer and direction an input matrix and a recurrent
+        matrix (both read the layer's input: the state is the layer's own output), then the
+        projection ``weight_hr`` if any. None when a parameter is not one of these."""
+        cells: dict[tuple[int, bool], dict[str, dict[str, str]]] = {}
+        for name in params:
+            m = _RNN_PARAM.search(name)
+            if m is None:
+                return None
+            kind, which, layer, reverse = m.groups()
+            cells.setdefault((int(layer), bool(reverse)), {}).setdefault(which, {})[
+                "weight" if kind == "weight" else "bias"] = name
+        prev = frontier
+        for layer in sorted({k[0] for k in cells}):
+            out: set[int] = set()
+            for reverse in (False, True):
+                cell = cells.get((layer, reverse))
+                if cell is None:
+                    continue
+                ins = frozenset(self._add_layer(MATRIX, "linear", cell[w], prev) for w in ("ih", "hh") if w in cell)
+                out |= {self._add_layer(MATRIX, "linear", cell["hr"], ins)} if "hr" in cell else ins
+            prev = frozenset(out)
+        return prev
+
     def _classify(self, op: str, args, kwargs, params: list[str]) -> tuple[str, dict[str, str], bool]:
         """(kind, slot → parameter name, parallel?) of a call that uses parameters."""
         shape = {pid: self.shapes[pid] for pid in params}
@@ -278,7 +351,7 @@ class Recorder(TorchFunctionMode):
             if len(shape[pid]) >= 2:  # an additive table, e.g. x + pos_emb[:T]: a lookup by position
                 return LOOKUP, {"weight": pid}, True
             return SHIFT, {"bias": pid}, True
-        if op in _MUL_OPS and len(params) == 1:
+        if (op in _MUL_OPS or op == "prelu") and len(params) == 1:
             return SCALE, {"weight": params[0]}, True
         return OTHER, {f"arg{i}": pid for i, pid in enumerate(params)}, False
 

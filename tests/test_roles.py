@@ -192,7 +192,8 @@ def test_cnn_with_batchnorm():
 def test_conv1d_and_conv3d_get_their_conv_norms_and_transposed_convs_l2():
     audio = nn.Sequential(nn.Conv1d(2, 4, 3, padding=1), nn.ReLU(), nn.ConvTranspose1d(4, 2, 3, padding=1),
                           nn.Flatten(), nn.Linear(16, 3))
-    r, _ = rows(audio, torch.randn(2, 2, 8))
+    with pytest.warns(UserWarning, match=r"ops dualtype has no norm for \(conv_transpose1d\).*: 2\.weight;"):
+        r, _ = rows(audio, torch.randn(2, 2, 8))
     assert r["0.weight"] == ("conv", "conv1d") and r["0.bias"] == ("bias", "rms")
     assert r["2.weight"] == ("other", "l2")  # [in, out, k]: the conv norm's out/in would be swapped
     volume = nn.Sequential(nn.Conv3d(1, 2, 3, padding=1), nn.Flatten(), nn.Linear(2 * 4 * 4 * 4, 3))
@@ -251,6 +252,84 @@ def test_gated_mlp_branches_side_by_side():
     for n in ("w1.weight", "w3.weight", "w2.weight"):  # (w1 ∥ w3) → w2 → head
         assert t[n] == pytest.approx(1 / (2 + H)), n
     assert t["head.weight"] == pytest.approx(H / (2 + H))
+
+
+class TorchEncoder(nn.Module):
+    """torch's own post-norm nn.TransformerEncoder: attention is one fused op."""
+
+    def __init__(self, layers, d=8, vocab=11, **kw):
+        super().__init__()
+        self.emb = nn.Embedding(vocab, d)
+        block = nn.TransformerEncoderLayer(d, 2, d, dropout=0.0, batch_first=True, **kw)
+        self.enc = nn.TransformerEncoder(block, layers, enable_nested_tensor=False)
+        self.out = nn.Linear(d, vocab)
+
+    def forward(self, idx):
+        return self.out(self.enc(self.emb(idx)))
+
+
+@pytest.mark.parametrize("layers", [2, 4])
+def test_torch_multihead_attention_opens_into_its_projections(layers):
+    r, t = rows(TorchEncoder(layers), IDX)
+    a = "enc.layers.0.self_attn."
+    assert r[a + "in_proj_weight"] == r[a + "out_proj.weight"] == ("hidden", "rms->rms")
+    assert r[a + "in_proj_bias"] == r[a + "out_proj.bias"] == ("bias", "rms")
+    # x ← LN(x + f(x)): the blocks are one residual body through their post-norms
+    M = 0.1 + BODY_MASS + 0.1 + H  # embedding, body, the last block's norm2, head
+    assert t[a + "in_proj_weight"] == pytest.approx(BODY_MASS / M / 2)  # in-proj → out-proj
+    assert t["enc.layers.0.linear1.weight"] == pytest.approx(BODY_MASS / M / 2.1)  # norm1 → linear1 → linear2
+    assert t["enc.layers.0.norm1.weight"] == pytest.approx(BODY_MASS / M * 0.1 / 2.1)
+    assert t[f"enc.layers.{layers - 1}.norm2.weight"] == pytest.approx(0.1 / M)
+    assert t["out.weight"] == pytest.approx(H / M)
+
+
+def test_cross_attention_with_separate_projections():
+    class Cross(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.attn = nn.MultiheadAttention(8, 2, kdim=5, vdim=6, add_bias_kv=True, batch_first=True)
+            self.out = nn.Linear(8, 3)
+
+        def forward(self, q, k, v):
+            return self.out(self.attn(q, k, v)[0])
+
+    r, _ = rows(Cross(), torch.randn(2, 4, 8), torch.randn(2, 3, 5), torch.randn(2, 3, 6))
+    for w in ("q_proj_weight", "k_proj_weight", "v_proj_weight", "out_proj.weight"):
+        assert r["attn." + w] == ("hidden", "rms->rms")
+    for b in ("in_proj_bias", "bias_k", "bias_v", "out_proj.bias"):
+        assert r["attn." + b][0] == "bias"
+
+
+@pytest.mark.parametrize("cell, gates", [(nn.LSTM, 4), (nn.GRU, 3), (nn.RNN, 1)])
+def test_recurrent_layers_are_hidden_matrices_per_layer(cell, gates):
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.emb = nn.Embedding(11, 8)
+            self.rnn = cell(8, 8, num_layers=2, bidirectional=True, batch_first=True)
+            self.out = nn.Linear(16, 11)
+
+        def forward(self, idx):
+            return self.out(self.rnn(self.emb(idx))[0])
+
+    r, t = rows(Net(), IDX)
+    M = 0.1 + 1 + 1 + H  # embedding, layer 0 (its ih and hh side by side), layer 1, head
+    for name, fan_in in (("weight_ih_l0", 8), ("weight_hh_l0_reverse", 8), ("weight_ih_l1", 16)):
+        assert r["rnn." + name] == ("hidden", "rms->rms")
+        assert t["rnn." + name] == pytest.approx(max(1, fan_in / (gates * 8)) ** 0.5 / M)  # nn.RNN's l1 narrows
+    assert r["rnn.bias_hh_l1_reverse"] == ("bias", "rms") and t["rnn.bias_ih_l0"] == pytest.approx(0.1 / M)
+
+
+def test_lstm_projection_is_a_layer_after_the_cell():
+    net = nn.Sequential(nn.LSTM(4, 8, proj_size=6, batch_first=True))
+    r, t = rows(net, torch.randn(2, 5, 4))
+    assert r["0.weight_hr_l0"] == ("head", "rms->linf")  # it produces the model's output
+    assert t["0.weight_ih_l0"] == pytest.approx(1 / (1 + H))
+
+
+def test_prelu_slope_is_a_gain():
+    r, _ = rows(nn.Sequential(nn.Linear(4, 8), nn.PReLU(8), nn.Linear(8, 3)), X4)
+    assert r["1.weight"] == ("gain", "rms")
 
 
 def test_control_flow_is_recorded_as_it_ran():

@@ -28,9 +28,8 @@ so a chain of k equal layers gives each 1/k (composition), and layers side by si
 same input (q, k, v; a weight and its bias; token and position tables) each keep their own
 share: adding a bias or splitting a layer leaves every other step unchanged. A residual body
 ``x ← x + f_i(x)`` (i = 1..L; also post-norm, ``x ← LN(x + f_i(x))``) counts as one unit of
-mass ``BODY_MASS``; it is damped by
-depth as in the paper, x ← (1 − 1/L)·x + (1/L)·f_i(x), so each branch f_i gets the whole
-body's share back, and a layer inside a branch gets
+mass ``BODY_MASS``; it is damped by depth as in the paper, x ← (1 − 1/L)·x + (1/L)·f_i(x),
+so each branch f_i gets the whole body's share back, and a layer inside a branch gets
 
     target = (BODY_MASS / M_body) · m / M_branch
 

@@ -20,7 +20,7 @@ import libcst as cst
 from libcst.metadata import MetadataWrapper, PositionProvider
 
 from .config import Settings
-from .limits import OverBudget, check_structure, is_heavy, light_depth, run_bounded
+from .limits import OverBudget, check_structure, gc_paused, is_heavy, light_depth, run_bounded
 from .dataflow import Analyzer, Dualizers, Finding
 from .directives import file_directive, suppressed
 from .names import is_grad_name
@@ -296,7 +296,8 @@ def _parse_and_analyze(text: str, path: str, settings: Settings, codes: frozense
     if not flow:
         return out
     try:
-        analyzer, findings, ranges = _analyze(module, path, settings, flow)
+        with gc_paused():  # the tree is alive: full collections would traverse all of it
+            analyzer, findings, ranges = _analyze(module, path, settings, flow)
     except RecursionError:
         if SYNTAX_ERROR in codes:
             msg = "could not analyze: the code is nested too deeply (e.g. a very long operator chain)"

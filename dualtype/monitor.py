@@ -649,7 +649,7 @@ class Monitor:
         """‖x‖ of same-shape weights or updates (``column``) ``[B]``: the spectral norms by
         Lanczos (warm-started per bucket and column), the others exactly."""
         stack = _stack([w for _, _, w in items], norm)
-        spectral = isinstance(norm, (_norms.RMSToRMS, _norms.ConvNorm))
+        spectral = isinstance(norm, (_norms.RMSToRMS, _norms.ConvNorm)) and not isinstance(norm, _norms.Transposed)
         if self.spectral == "exact" or not spectral or stack.is_complex() or stack.numel() == 0:
             return _per_item(norm.value(stack), len(items))
         if isinstance(norm, _norms.ConvNorm):  # K slices [..., K, o, i]; ‖W‖ = K·max_j ‖W_j‖ (§3)

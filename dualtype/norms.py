@@ -61,7 +61,15 @@ canonical name            aliases                     used for
 ``conv1d``                                            nn.Conv1d ``[out, in, k]``
 ``conv2d``                conv                        nn.Conv2d ``[out, in, kh, kw]``
 ``conv3d``                                            nn.Conv3d ``[out, in, kd, kh, kw]``
+``rms->rms.t``                                        hidden weights stored ``[in, out]``
+``l1->rms.t``                                         a Linear on one-hot ``[d, vocab]``
+``rms->linf.t``                                       a head stored ``[d, classes]``
 ========================  ==========================  ============================
+
+**Transposed storage.** ``<name>.t`` is the same operator norm for a weight stored the other
+way round: read as ``x @ W`` (``[in, out]``, e.g. transformers' ``Conv1D``), or an
+``nn.Linear(vocab, d)`` fed one-hot ids (``[d, vocab]``, where the table's rows are its
+columns). Every formula reads Wᵀ, so the step is the transpose of the map of Gᵀ.
 """
 
 from __future__ import annotations
@@ -89,6 +97,7 @@ __all__ = [
     "Conv1D",
     "Conv2D",
     "Conv3D",
+    "Transposed",
     "get",
     "names",
 ]
@@ -508,6 +517,58 @@ class RMSToLInf(_MatrixNorm):
         x = _prescale(_acc(g), self, dim=-1)
         rows = torch.linalg.vector_norm(x, dim=-1, keepdim=True)
         return (_safe_div(x, rows) / math.sqrt(g.shape[-1])).to(g.dtype)
+
+
+class Transposed(_MatrixNorm):
+    """Base for ``<name>.t``: the operator norm of the subclass's second base, for W stored
+    transposed (module doc). ‖W‖ = ‖Wᵀ‖;  ‖G‖† = ‖Gᵀ‖†;  dualize(G) = dualize(Gᵀ)ᵀ.
+
+    A row map read on columns needs the whole matrix, hence locality ``matrix``."""
+
+    locality = MATRIX
+
+    def _base(self) -> Norm:
+        return type(self).__bases__[1]()
+
+    def _layout(self) -> str:
+        inner = self._base()._layout()[len("[..., "):-1].split(", ")
+        return f"[..., {inner[1]}, {inner[0]}]"
+
+    def cost(self, shape: tuple[int, ...]) -> int:
+        return self._base().cost((*shape[:-2], shape[-1], shape[-2]))
+
+    def _value(self, w: Tensor) -> Tensor:
+        return self._base()._value(w.mT)
+
+    def _dual_value(self, g: Tensor) -> Tensor:
+        return self._base()._dual_value(g.mT)
+
+    def _dualize(self, g: Tensor, method: str | None = None) -> Tensor:
+        return self._base()._dualize(g.mT, method).mT
+
+    def _dualize_rows(self, values: Tensor, shape: tuple[int, ...], method: str | None) -> Tensor:
+        if len(shape) > 2:  # stored values are whole matrices of a batch
+            return self._dualize(values, method)
+        raise ShapeError(f"{self} cannot dualize a row-sparse gradient: its rows are the matrix's "
+                         "columns. Convert it with g.to_dense() first.")
+
+
+class RMSToRMST(Transposed, RMSToRMS):
+    """``rms->rms`` of W stored ``[..., in, out]``."""
+
+    name = "rms->rms.t"
+
+
+class L1ToRMST(Transposed, L1ToRMS):
+    """``l1->rms`` of W stored ``[..., d, vocab]`` (an ``nn.Linear(vocab, d)`` on one-hot ids)."""
+
+    name = "l1->rms.t"
+
+
+class RMSToLInfT(Transposed, RMSToLInf):
+    """``rms->linf`` of W stored ``[..., in, classes]``."""
+
+    name = "rms->linf.t"
 
 
 class ConvNorm(Norm):

@@ -230,6 +230,7 @@ def _use_role(graph: Graph, layer: Layer, slot: str, shape: tuple[int, ...]) -> 
     return "other"
 
 
+_T = {False: "", True: ".t"}  # the suffix of a norm for a weight stored transposed
 _WHY = {"embedding": "it is a lookup table: its input is one-hot ids (ℓ1)",
         "head": "its output is the model's logits (ℓ∞)",
         "hidden": "it maps hidden features (RMS) to hidden features (RMS)"}
@@ -248,14 +249,25 @@ def _tied_role(name: str, uses: list[str]) -> tuple[str, str | None]:
                      f"both uses; declare one, e.g. norms={{'{name}': '{ROLE_NORMS[uses[0]]}'}}")
 
 
-def _contradiction(name: str, declared: Norm, role: str) -> str | None:
-    """A message if a declared matrix norm contradicts the spaces the graph found."""
-    want = ROLE_NORMS.get(role)
-    if declared.spaces is None or role not in _WHY or declared.name == want:
+def _flipped(pairs: list[tuple[Layer, str]], use_roles: list[str]) -> bool:
+    """Whether a weight is stored the other way round from its role's norm (norms.py
+    "Transposed storage"): every use a matrix product that reads it so. A lookup table's rows
+    are its inputs ([vocab, d]); a hidden or head matrix's rows its outputs ([out, in])."""
+    return all(n.kind == MATRIX and slot == "weight" and n.in_out != (role == "embedding")
+               for (n, slot), role in zip(pairs, use_roles)) and bool(pairs)
+
+
+def _contradiction(name: str, declared: Norm, role: str, flipped: bool = False) -> str | None:
+    """A message if a declared matrix norm contradicts the spaces or the layout the graph found."""
+    if declared.spaces is None or role not in _WHY:
         return None  # only operator norms, whose spaces can contradict the graph
-    if role == "head" and declared.name == "rms->rms":
-        return None  # a Muon-style head: logits read in RMS, coarser than ℓ∞ but the same input space
-    return (f"'{name}' declared {declared.name}, but {_WHY[role]}: use {want} "
+    want = ROLE_NORMS[role] + _T[flipped]
+    if declared.name == want or (role == "head" and declared.name == "rms->rms" + _T[flipped]):
+        return None  # (a Muon-style head: logits read in RMS, coarser than ℓ∞, the same input space)
+    why = _WHY[role]
+    if declared.name.removesuffix(".t") == ROLE_NORMS[role]:
+        why = f"it is stored {_norms.get(want)._layout()}" + (" (read as x @ W)" if flipped and role != "embedding" else "")
+    return (f"'{name}' declared {declared.name}, but {why}: use {want} "
             f"(or type it as you declared with strict=False)")
 
 
@@ -379,11 +391,13 @@ def infer(
     opaque: dict[str, str] = {}  # parameter → the unknown op that used it
     rows: dict[str, dict] = {}
     for name, (module, pname, p) in owners.items():
-        role, uses, source = role_from_module(module, pname, p), (), "fallback"
+        role, uses, source, flipped = role_from_module(module, pname, p), (), "fallback", False
         if graph is not None and name in graph.uses:
-            use_roles = [_use_role(graph, graph.nodes[i], slot, tuple(p.shape))
-                         for i in graph.uses[name] for slot, pn in graph.nodes[i].params.items() if pn == name]
+            pairs = [(graph.nodes[i], slot) for i in graph.uses[name]
+                     for slot, pn in graph.nodes[i].params.items() if pn == name]
+            use_roles = [_use_role(graph, n, slot, tuple(p.shape)) for n, slot in pairs]
             role, err = _tied_role(name, use_roles)
+            flipped = _flipped(pairs, use_roles)
             uses, source = tuple(dict.fromkeys(use_roles)), "graph"
             if err and match(name, norms, p) is None:
                 problems.append(err)
@@ -400,12 +414,12 @@ def infer(
         if spec is not None:
             norm = _norms.get(spec)
             if source == "graph":
-                msg = _contradiction(name, norm, role) if role != "embedding" or "head" not in uses else None
+                msg = _contradiction(name, norm, role, flipped) if role != "embedding" or "head" not in uses else None
                 if msg:
                     problems.append(msg)
             source = "declared"
         else:
-            norm = _CONV_NORMS[p.ndim] if role == "conv" else _norms.get(ROLE_NORMS[role])
+            norm = _CONV_NORMS[p.ndim] if role == "conv" else _norms.get(ROLE_NORMS[role] + _T[flipped and role in _WHY])
         norm.check(p, f"parameter '{name}'")
         m = match(name, masses, p)
         if m is not None and (not is_real(m) or not 0 <= m < float("inf")):
@@ -419,7 +433,8 @@ def infer(
     return Table(ParamInfo(**r) for r in rows.values())
 
 
-_ROLE_OF_NORM = {"l1->rms": "embedding", "rms->linf": "head", "rms->rms": "hidden", "conv1d": "conv",
+_ROLE_OF_NORM = {"l1->rms": "embedding", "rms->linf": "head", "rms->rms": "hidden", "l1->rms.t": "embedding",
+                 "rms->linf.t": "head", "rms->rms.t": "hidden", "conv1d": "conv",
                  "conv2d": "conv", "conv3d": "conv", "linf": "gain", "rms": "bias"}
 
 
@@ -510,7 +525,9 @@ def _narrowing_factor(rows: dict[str, dict]) -> None:
     (the MLP's down-projection). docs/design.md §3 "Narrowing matrices"."""
     for r in rows.values():
         out, inp = r["shape"][-2:] if len(r["shape"]) >= 2 else (1, 1)
-        if r["role"] == "hidden" and r["norm"].name == "rms->rms" and 0 < out < inp:
+        if r["norm"].name == "rms->rms.t":
+            out, inp = inp, out
+        if r["role"] == "hidden" and r["norm"].name in ("rms->rms", "rms->rms.t") and 0 < out < inp:
             r["target"] *= math.sqrt(inp / out)
 
 

@@ -46,9 +46,9 @@ _NORM_OPS = {"layer_norm", "rms_norm", "batch_norm", "group_norm", "instance_nor
 _ADD_OPS = {"add", "__add__", "__radd__", "__iadd__", "add_", "sub", "__sub__", "__rsub__", "__isub__", "sub_"}
 _MUL_OPS = {"mul", "__mul__", "__rmul__", "__imul__", "mul_", "div", "__truediv__", "__itruediv__", "div_"}
 # View-like ops: applied to a parameter they give the same parameter, seen differently.
-_VIEW_OPS = {"t", "T", "mT", "transpose", "permute", "view", "reshape", "contiguous", "to", "type", "float",
-             "half", "bfloat16", "double", "squeeze", "unsqueeze", "flatten", "expand", "expand_as",
-             "view_as", "reshape_as", "__get__", "detach", "narrow", "type_as", "clone"}
+_VIEW_OPS = {"t", "T", "mT", "adjoint", "swapaxes", "swapdims", "transpose", "permute", "view", "reshape",
+             "contiguous", "to", "type", "float", "half", "bfloat16", "double", "squeeze", "unsqueeze", "flatten",
+             "expand", "expand_as", "view_as", "reshape_as", "__get__", "detach", "narrow", "type_as", "clone"}
 
 # nn.LSTM/GRU/RNN's flat weights, by their (stable) parameter names
 _RNN_OPS = {"lstm", "gru", "rnn_tanh", "rnn_relu"}
@@ -77,7 +77,8 @@ class TraceError(RuntimeError):
 class Layer:
     """One call that used parameters. ``params`` maps a slot (``"weight"``, ``"bias"``) to
     the parameter's name; ``preds`` are the nodes its input came from; ``onehot`` is True when
-    that input is a one-hot (ℓ1) vector."""
+    that input is a one-hot (ℓ1) vector; ``in_out`` when the stored weight's rows are the
+    layer's inputs (``x @ W``, ``addmm(b, x, W)``)."""
 
     id: int
     kind: str
@@ -85,6 +86,7 @@ class Layer:
     params: dict[str, str]
     preds: frozenset[int]
     onehot: bool = False
+    in_out: bool = False  # a MATRIX whose weight is read as [in, out] (x @ W), not [out, in]
 
 
 @dataclass
@@ -150,6 +152,7 @@ class _Act:
 @dataclass(frozen=True)
 class _Param:
     name: str
+    flipped: bool = False  # a view that swaps the matrix's two dimensions (W.t(), W.T)
 
 
 def _name(func: Callable) -> str:
@@ -212,9 +215,9 @@ class Recorder(TorchFunctionMode):
     # --- the rules ------------------------------------------------------------------------
 
     def _add_layer(self, kind: str, op: str, params: dict[str, str], preds: frozenset[int],
-                   onehot: bool = False) -> int:
+                   onehot: bool = False, in_out: bool = False) -> int:
         i = len(self.graph.nodes)
-        self.graph.nodes.append(Layer(i, kind, op, params, preds, onehot))
+        self.graph.nodes.append(Layer(i, kind, op, params, preds, onehot, in_out))
         for pname in params.values():
             uses = self.graph.uses.setdefault(pname, [])
             if i not in uses:
@@ -230,12 +233,15 @@ class Recorder(TorchFunctionMode):
         frontier = frozenset().union(*(a.frontier for a in acts)) if acts else frozenset()
         onehot = bool(acts) and all(a.onehot for a in acts)
         outs = [t for t in tree_flatten(out)[0] if isinstance(t, Tensor)]
+        if not outs:  # metadata: w.size(), w.dim(), w.numel(), …
+            return
         if not params:
             self._bond(op, acts, frontier, onehot, outs)
             return
         if op in _VIEW_OPS and len(params) == 1 and not acts:
+            src = next(p for _, p in provs if isinstance(p, _Param))
             for t in outs:
-                self.mark(t, _Param(params[0]))
+                self.mark(t, _Param(params[0], src.flipped != _swaps(func, op, args)))
             return
         opened = (self._attention(args, kwargs, frontier) if op == "multi_head_attention_forward"
                   else self._recurrent(params, frontier) if op in _RNN_OPS else None)
@@ -248,7 +254,8 @@ class Recorder(TorchFunctionMode):
             preds: frozenset[int] = frozenset()  # a slice of a parameter: a lookup by position
         else:
             preds = frontier
-        node = self._add_layer(kind, op, slots, preds, onehot and kind == MATRIX)
+        in_out = kind == MATRIX and self._reads_in_out(op, args, kwargs, slots.get("weight"))
+        node = self._add_layer(kind, op, slots, preds, onehot and kind == MATRIX, in_out)
         result = (frontier | {node}) if parallel else frozenset({node})
         for t in outs:
             self.mark(t, _Act(result))
@@ -333,12 +340,31 @@ class Recorder(TorchFunctionMode):
             prev = frozenset(out)
         return prev
 
+    def _reads_in_out(self, op: str, args, kwargs, weight: str | None) -> bool:
+        """Whether ``weight`` enters this matrix product as ``[in, out]``: the right operand
+        of ``x @ W`` (or ``W.t()`` on the left), against ``F.linear``'s ``[out, in]``."""
+        if op == "linear":
+            operands = (None, args[1] if len(args) > 1 else kwargs.get("weight"))
+        elif op in ("matmul", "mm", "bmm", "__matmul__"):
+            operands = args[:2]
+        elif op == "addmm":
+            operands = args[1:3]
+        elif op == "__rmatmul__":  # other @ self
+            operands = (args[1], args[0]) if len(args) > 1 else ()
+        else:
+            return False
+        for right, t in enumerate(operands):
+            p = self.of(t)
+            if isinstance(p, _Param) and p.name == weight:
+                return p.flipped != (right == 1 and op != "linear")
+        return False
+
     def _classify(self, op: str, args, kwargs, params: list[str]) -> tuple[str, dict[str, str], bool]:
         """(kind, slot → parameter name, parallel?) of a call that uses parameters."""
         shape = {pid: self.shapes[pid] for pid in params}
         if op in _NORM_OPS:
             w = self.of(kwargs.get("weight", _positional(op, args)))
-            slots = {("weight" if w == _Param(pid) else "bias"): pid for pid in params}
+            slots = {("weight" if isinstance(w, _Param) and w.name == pid else "bias"): pid for pid in params}
             return NORM, slots, False
         if op in _CONV_OPS:
             return CONV, _weight_bias(params, shape, lambda s: len(s) >= 3), False
@@ -354,6 +380,24 @@ class Recorder(TorchFunctionMode):
         if (op in _MUL_OPS or op == "prelu") and len(params) == 1:
             return SCALE, {"weight": params[0]}, True
         return OTHER, {f"arg{i}": pid for i, pid in enumerate(params)}, False
+
+
+def _swaps(func: Callable, op: str, args) -> bool:
+    """Whether a view op swaps a matrix's last two dimensions (``W.t()``, ``W.T``, ``W.mT``,
+    ``W.transpose(0, 1)``, ``W.permute(1, 0)``)."""
+    if op == "__get__":
+        return getattr(getattr(func, "__self__", None), "__name__", "") in ("T", "mT", "H", "mH")
+    if op in ("t", "adjoint"):
+        return True
+    if not args or not isinstance(args[0], Tensor) or args[0].ndim < 2:
+        return False
+    nd = args[0].ndim
+    if op in ("transpose", "swapaxes", "swapdims") and len(args) >= 3:
+        return {d % nd for d in args[1:3]} == {nd - 2, nd - 1}
+    if op == "permute":
+        perm = tuple(args[1]) if len(args) == 2 and not isinstance(args[1], int) else tuple(args[1:])
+        return [d % nd for d in perm] == [*range(nd - 2), nd - 1, nd - 2]
+    return False
 
 
 def _positional(op: str, args):

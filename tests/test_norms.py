@@ -909,3 +909,35 @@ def test_pickle_round_trip(name, protocol):
     assert copy.deepcopy(norm) == norm and copy.copy(norm) == norm
     g = torch.randn(2, 3, 3, 3, 3, dtype=F64)
     assert torch.equal(back.dualize(g), norm.dualize(g))
+
+
+# --------------------------------------------------------------------------------------------
+# Transposed storage: <name>.t is the operator norm of Wᵀ (weights read as x @ W)
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", MATRIX)
+@given(data=st.data())
+def test_transposed_norm_is_the_norm_of_the_transpose(name, data):
+    base, t = get(name), get(name.upper() + ".T")
+    assert t.name == name + ".t" and t.spaces == base.spaces and t.decays == base.decays
+    g = as_tensor(draw_array(data, data.draw(shapes(name))))
+    np.testing.assert_allclose(np64(t.value(g)), np64(base.value(g.mT)), rtol=1e-12)
+    np.testing.assert_allclose(np64(t.dual_value(g)), np64(base.dual_value(g.mT)), rtol=1e-12)
+    d = t.dualize(g, method="svd")
+    np.testing.assert_allclose(np64(d), np64(exact(base, g.mT).mT), rtol=1e-12, atol=1e-300)
+    # the defining properties hold for the transposed map too: ‖d‖ = 1, ⟨g, d⟩ = ‖g‖†
+    nz = np64(base.dual_value(g.mT)) > 0
+    np.testing.assert_allclose(np64(t.value(d)), nz.astype(float), rtol=1e-9, atol=1e-9)
+    pairing = (g * d).sum(dim=(-2, -1))
+    np.testing.assert_allclose(np64(pairing), np64(t.dual_value(g)), rtol=1e-9)
+
+
+@pytest.mark.parametrize("name", MATRIX)
+def test_transposed_norm_reads_whole_matrices_and_refuses_row_sparse_gradients(name):
+    t = get(name + ".t")
+    assert t.locality == "matrix"  # a row map on columns: a shard of rows cannot be mapped alone
+    assert t.cost((3, 5)) == get(name).cost((5, 3))
+    rows = torch.sparse_coo_tensor(torch.tensor([[0, 2]]), torch.randn(2, 4), (5, 4))
+    with pytest.raises(ShapeError, match="rows are the matrix's columns"):
+        t.dualize(rows)

@@ -356,7 +356,57 @@ def test_onehot_input_makes_a_linear_an_embedding():
             return self.head(torch.tanh(self.emb(F.one_hot(idx, 5).float())))
 
     table = dualtype.check(OneHot(), torch.randint(5, (3,)), show=False)
-    assert table["emb.weight"].role == "embedding"
+    # nn.Linear(5, 8) stores [d, vocab]: the table's rows are its columns
+    assert table["emb.weight"].role == "embedding" and table["emb.weight"].norm == N("l1->rms.t")
+
+
+class InOut(nn.Module):
+    """Weights read as x @ W ([in, out]: transformers' Conv1D via addmm, a bare head), beside
+    one read as x @ W.T ([out, in]); ``transpose`` picks the layout of every weight."""
+
+    def __init__(self, transpose=True, d=6, hidden=12, classes=5):
+        super().__init__()
+        lay = (lambda o, i: (i, o)) if transpose else (lambda o, i: (o, i))
+        self.transpose = transpose
+        self.fc = nn.Parameter(torch.randn(*lay(hidden, d)) / d**0.5)
+        self.fc_bias = nn.Parameter(torch.zeros(hidden))
+        self.proj = nn.Parameter(torch.randn(*lay(d, hidden)) / hidden**0.5)
+        self.out = nn.Parameter(torch.randn(*lay(classes, d)) / d**0.5)
+
+    def forward(self, x):
+        if self.transpose:
+            shape = x.shape[:-1] + (self.fc.size(-1),)  # metadata reads are not uses
+            h = torch.addmm(self.fc_bias, x.reshape(-1, x.shape[-1]), self.fc).view(shape)
+            return (x + F.gelu(h) @ self.proj) @ self.out
+        return F.linear(x + F.linear(F.gelu(F.linear(x, self.fc, self.fc_bias)), self.proj), self.out)
+
+
+def test_weights_read_as_x_at_w_get_the_transposed_norms():
+    r, t = rows(InOut(), torch.randn(3, 6))
+    assert r["fc"] == ("hidden", "rms->rms.t") and r["fc_bias"] == ("bias", "rms")
+    assert r["proj"] == ("hidden", "rms->rms.t") and r["out"] == ("head", "rms->linf.t")
+    _, t_plain = rows(InOut(transpose=False), torch.randn(3, 6))
+    assert t == pytest.approx(t_plain)  # proj narrows 12 → 6 either way: the same √2
+
+
+def test_a_transposed_weight_steps_as_the_transpose_of_the_plain_one():
+    plain, flipped = InOut(transpose=False), InOut()
+    with torch.no_grad():
+        for name in ("fc", "proj", "out"):
+            getattr(flipped, name).copy_(getattr(plain, name).T)
+    x = torch.randn(4, 6)
+    for model in (plain, flipped):
+        opt = ModularSGD(model, lr=0.1, weight_decay=0.0, example=(x,))
+        model(x).square().mean().backward()
+        opt.step()
+    for name in ("fc", "proj", "out"):
+        torch.testing.assert_close(getattr(flipped, name).detach(), getattr(plain, name).detach().T,
+                                   rtol=1e-4, atol=1e-5)
+
+
+def test_a_declared_norm_with_the_wrong_layout_names_the_fix():
+    with pytest.raises(NormMismatchError, match=r"'fc' declared rms->rms, but it is stored .*in, out.*use rms->rms\.t"):
+        dualtype.typed(InOut(), norms={"fc": "rms->rms"}, example=(torch.randn(3, 6),))
 
 
 # --- one source of truth -----------------------------------------------------------------------

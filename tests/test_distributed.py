@@ -264,6 +264,7 @@ CASES = [  # (global shape, norm, shard dim): uneven, empty and column shards at
     ((5, 6), "rms->rms", 1), ((4, 3, 2, 2), "conv2d", 0), ((7, 5), "l1->rms", 0),
     ((7, 5), "rms->linf", 1), ((8,), "rms", 0), ((2,), "rms", 0), ((7, 3), "l2", 0),
     ((7, 3), "linf", 1), ((6, 4), "rms->rms", None), ((3, 4), "rms->rms", 0),
+    ((7, 5), "rms->linf.t", 0), ((5, 7), "l1->rms.t", 1), ((4, 6), "rms->rms.t", 0),  # whole matrices
 ]
 
 

@@ -50,6 +50,11 @@ _VIEW_OPS = {"t", "T", "mT", "adjoint", "swapaxes", "swapdims", "transpose", "pe
              "contiguous", "to", "type", "float", "half", "bfloat16", "double", "squeeze", "unsqueeze", "flatten",
              "expand", "expand_as", "view_as", "reshape_as", "__get__", "detach", "narrow", "type_as", "clone"}
 
+# Elementwise functions of a parameter alone are a reparametrization of it (x * s.exp(),
+# -torch.exp(A_log)): the layer that then uses the result uses the parameter.
+_REPARAM_OPS = {"exp", "sigmoid", "softplus", "tanh", "abs", "neg", "__neg__", "sqrt", "rsqrt", "square", "pow",
+                "__pow__", "clamp", "clip", "log", "relu", "sin", "cos"}
+_CAT_OPS = {"cat", "concat", "concatenate", "stack"}
 # nn.LSTM/GRU/RNN's flat weights, by their (stable) parameter names
 _RNN_OPS = {"lstm", "gru", "rnn_tanh", "rnn_relu"}
 _RNN_PARAM = re.compile(r"(weight|bias)_(ih|hh|hr)_l(\d+)(_reverse)?$")
@@ -238,7 +243,7 @@ class Recorder(TorchFunctionMode):
         if not params:
             self._bond(op, acts, frontier, onehot, outs)
             return
-        if op in _VIEW_OPS and len(params) == 1 and not acts:
+        if (op in _VIEW_OPS or op in _REPARAM_OPS) and len(params) == 1 and not acts:
             src = next(p for _, p in provs if isinstance(p, _Param))
             for t in outs:
                 self.mark(t, _Param(params[0], src.flipped != _swaps(func, op, args)))
@@ -372,6 +377,8 @@ class Recorder(TorchFunctionMode):
             return LOOKUP, {"weight": params[0]}, False
         if op in _MATRIX_OPS:
             return MATRIX, _weight_bias(params, shape, lambda s: len(s) >= 2), False
+        if op in _CAT_OPS and len(params) == 1 and len(shape[params[0]]) >= 2:
+            return LOOKUP, {"weight": params[0]}, True  # a learned token beside the inputs (ViT's cls)
         if op in _ADD_OPS and len(params) == 1:
             pid = params[0]
             if len(shape[pid]) >= 2:  # an additive table, e.g. x + pos_emb[:T]: a lookup by position

@@ -327,6 +327,26 @@ def test_lstm_projection_is_a_layer_after_the_cell():
     assert t["0.weight_ih_l0"] == pytest.approx(1 / (1 + H))
 
 
+def test_vit_tokens_and_a_reparametrized_scale():
+    class ViT(nn.Module):
+        def __init__(self, d=8):
+            super().__init__()
+            self.patch = nn.Conv2d(3, d, 4, stride=4)
+            self.cls, self.pos = nn.Parameter(torch.zeros(1, 1, d)), nn.Parameter(torch.zeros(1, 5, d))
+            self.head, self.logit_scale = nn.Linear(d, 3), nn.Parameter(torch.zeros(()))
+
+        def forward(self, x):
+            x = self.patch(x).flatten(2).transpose(1, 2)
+            x = torch.cat([self.cls.expand(x.shape[0], -1, -1), x], dim=1) + self.pos
+            return self.head(x[:, 0]) * self.logit_scale.exp()  # exp(s): still the parameter s
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # nothing falls back
+        r, _ = rows(ViT(), torch.randn(2, 3, 8, 8))
+    assert r["cls"] == r["pos"] == ("embedding", "l1->rms")  # learned tokens beside the patches
+    assert r["logit_scale"] == ("gain", "rms") and r["head.weight"] == ("head", "rms->linf")
+
+
 def test_prelu_slope_is_a_gain():
     r, _ = rows(nn.Sequential(nn.Linear(4, 8), nn.PReLU(8), nn.Linear(8, 3)), X4)
     assert r["1.weight"] == ("gain", "rms")

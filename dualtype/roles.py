@@ -198,8 +198,8 @@ def role_from_module(module: nn.Module, pname: str, param: Tensor) -> str:
     """The role a parameter's layer type suggests (the fallback when no forward was seen)."""
     if isinstance(module, (nn.Embedding, nn.EmbeddingBag)) and pname == "weight":
         return "embedding"
-    if pname == "bias" and param.ndim <= 1:
-        return "bias"
+    if param.ndim <= 1 and (pname == "bias" or pname.startswith("bias_") or pname.endswith("_bias")):
+        return "bias"  # nn.Linear's bias; MultiheadAttention's in_proj_bias, LSTM's bias_ih_l0, …
     if isinstance(module, _NORM_LAYERS):
         return "gain"
     if isinstance(module, nn.modules.conv._ConvNd) and pname == "weight":

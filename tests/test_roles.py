@@ -312,7 +312,9 @@ def test_recurrent_layers_are_hidden_matrices_per_layer(cell, gates):
         def forward(self, idx):
             return self.out(self.rnn(self.emb(idx))[0])
 
+    before = dualtype.typed(Net()).norms  # by layer type, before any forward: the cell's norms agree
     r, t = rows(Net(), IDX)
+    assert {n: str(v) for n, v in before.items() if "rnn" in n} == {n: v[1] for n, v in r.items() if "rnn" in n}
     M = 0.1 + 1 + 1 + H  # embedding, layer 0 (its ih and hh side by side), layer 1, head
     for name, fan_in in (("weight_ih_l0", 8), ("weight_hh_l0_reverse", 8), ("weight_ih_l1", 16)):
         assert r["rnn." + name] == ("hidden", "rms->rms")

@@ -88,6 +88,11 @@ class Analyzer(Reporting, Expressions, Calls, Binding, Statements):
         self._grad_param_fns: dict[int, tuple[cst.FunctionDef, str | None]] = {}
         self.dualizers = dualizers or Dualizers()
         self.imports: dict[str, str] = {}  # local name -> dotted origin
+        self.imports_version = 0  # changes of imports
+        # <name> of every d<name> / d_<name> looked up as a hand-written gradient (its binding
+        # matters: see Statements._loop)
+        self.rest_queries: set[str] = set()
+        self.taint_writes = 0  # calls of taint_target, the only reader of State.aliases
         self.findings: dict[tuple[int, str], Finding] = {}
         self.quiet = False
         self.splits = 0  # correlated-branch splits in progress (analysis.branches)
@@ -103,6 +108,10 @@ class Analyzer(Reporting, Expressions, Calls, Binding, Statements):
         d = dotted(func)
         if d is None:
             return None
+        return self.resolve_dotted(d)
+
+    def resolve_dotted(self, d: str) -> str:
+        """:meth:`resolve` of the dotted name ``d`` of an expression."""
         head, _, rest = d.partition(".")
         origin = self.imports.get(head)
         if origin is None:
@@ -110,6 +119,7 @@ class Analyzer(Reporting, Expressions, Calls, Binding, Statements):
         return f"{origin}.{rest}" if rest else origin
 
     def record_import(self, node: cst.Import | cst.ImportFrom) -> None:
+        self.imports_version += 1
         if type(node) is cst.Import:
             for alias in node.names:
                 full = dotted(alias.name)

@@ -74,6 +74,7 @@ class Binding:
     def taint_target(self, node: cst.BaseExpression, suffix: str = "") -> None:
         """A raw gradient was written into ``node`` (or its part ``suffix``, e.g.
         ``['GG']``): it is a buffer now (a source)."""
+        self.taint_writes += 1  # reads st.aliases (see Statements._walk_again_same)
         k = key_of(node)
         if k is None:
             return

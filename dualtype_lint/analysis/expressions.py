@@ -58,6 +58,8 @@ class Expressions:
 
     def _hand_grad(self, n: str) -> bool:
         """``dW1`` next to ``W1``, ``d_w`` next to ``w``: a hand-computed gradient (see names)."""
+        if n[:1] == "d" and len(n) > 1:
+            self.rest_queries.add(n[2:] if n[1] == "_" else n[1:])
         return _names.is_paired_grad_name(n, self.st.weights, self.st.bound)
 
     def _e_attribute(self, node: cst.Attribute) -> Value:

@@ -197,6 +197,7 @@ class Statements:
         cur = self.st
         for _ in range(4):
             self.st = cur.copy()
+            before = self._tables()
             if is_for:
                 self._bind(node.target, item, None)
             else:
@@ -204,11 +205,46 @@ class Statements:
             self.suite(node.body)
             nxt = cur.copy()
             nxt.join(self.st)
-            if nxt.same(cur):
+            if nxt.same(cur) or self._walk_again_same(cur, nxt, before):
                 cur = nxt
                 break
             cur = nxt
         self.st = cur
+
+    def _tables(self) -> tuple:
+        """What a walk reads besides the state: the file's functions, aliases and imports,
+        which functions have been walked and met a gradient; and whether it wrote a gradient
+        into a buffer (the only step that reads ``State.aliases``, which the fixed point
+        test leaves out)."""
+        return (
+            self.summaries.version, self.imports_version, len(self.walked_fns), len(self.grad_fns),
+            self.taint_writes,
+        )
+
+    def _walk_again_same(self, cur: State, nxt: State, before: tuple) -> bool:
+        """Would walking the body again from ``nxt`` repeat the walk from ``cur`` exactly (so
+        that ``nxt`` is the fixed point)? Yes if the walk changed none of the tables it reads,
+        ``nxt`` differs from ``cur`` only in names now bound (``x = ...`` in the body), and no
+        such name is read in a way that depends on being bound: a gradient name (a free
+        ``grads`` is a source, a bound one is not), a ``d<name>``, or the ``<name>`` of a
+        ``d<name>`` that was looked up (a hand-written gradient). The second walk was most of
+        the cost of loops; it is still made whenever any of this does not hold."""
+        if self._tables() != before:
+            return False
+        if (
+            nxt.tainted != cur.tainted
+            or nxt.weights != cur.weights
+            or nxt.derived != cur.derived
+            or nxt.flags != cur.flags
+            or len(nxt.elems) != len(cur.elems)
+            or any(cur.elems.get(k) is not e for k, e in nxt.elems.items())
+        ):
+            return False
+        rests = self.rest_queries
+        for n in nxt.bound - cur.bound:
+            if n[:1] == "d" or n in rests or is_grad_name(n):
+                return False
+        return True
         if node.orelse is not None:
             self.suite(node.orelse.body)
 

@@ -85,6 +85,7 @@ class Summaries:
         # function -> argument position -> whether some call in this file passes a gradient
         self.callsites: dict[int, dict[int, bool]] = {}
         self.depth = 0
+        self.version = 0  # changes of defs and aliases (a loop's walk is repeated only if needed)
 
     # ---- tables
 
@@ -105,6 +106,7 @@ class Summaries:
             return
         if node.name.value not in self.defs or self.defs[node.name.value].node is not node:
             self.defs[node.name.value] = FunctionInfo(node, a, None)
+            self.version += 1
 
     def bind_alias(self, a: "Analyzer", target: cst.BaseExpression, value: cst.BaseExpression) -> None:
         t = type(value)
@@ -122,8 +124,10 @@ class Summaries:
         if fns:
             # a may-alias: ``func = _single_tensor_adam`` / ``func = _multi_tensor_adam``
             self.aliases[k] = _union((self.aliases.get(k, ()), fns))
+            self.version += 1
         elif k in self.aliases:
             del self.aliases[k]
+            self.version += 1
 
     def functions_of(
         self, a: "Analyzer", e: cst.BaseExpression, imports: bool = True

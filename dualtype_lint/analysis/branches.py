@@ -22,6 +22,8 @@ region of the number line the literals cut, so it holds for ints and floats alik
 
 from __future__ import annotations
 
+import dataclasses
+
 from typing import Callable, Sequence
 
 import libcst as cst
@@ -116,15 +118,44 @@ def correlated(stmts: Sequence[cst.CSTNode], i: int) -> tuple[int, Test] | None:
 
 def declared_outside(function: cst.FunctionDef) -> frozenset[str]:
     """The names declared ``global`` or ``nonlocal`` anywhere in ``function`` (nested functions
-    included): a call may rebind them, so their tests are not correlated."""
+    included): a call may rebind them, so their tests are not correlated. Declarations are
+    statements, so only statements are visited (no expression holds one)."""
     out: set[str] = set()
     stack: list[cst.CSTNode] = [function.body]
     while stack:
         n = stack.pop()
-        if type(n) is cst.Global or type(n) is cst.Nonlocal:
+        t = type(n)
+        if t is cst.Global or t is cst.Nonlocal:
             out.update(x.name.value for x in n.names if type(x.name) is cst.Name)
-        stack.extend(n.children)
+        elif t is cst.SimpleStatementLine or t is cst.SimpleStatementSuite or t is cst.IndentedBlock:
+            stack.extend(n.body)
+        elif isinstance(n, _HOLDS_STATEMENTS):
+            stack.extend(c for c in fast_children(n) if isinstance(c, _HOLDS_STATEMENTS))
     return frozenset(out)
+
+
+# what statements are found in: blocks, compound statements and their clauses (not expressions)
+_HOLDS_STATEMENTS = (
+    cst.BaseSuite, cst.BaseCompoundStatement, cst.SimpleStatementLine, cst.Global, cst.Nonlocal,
+    cst.Else, cst.Finally, cst.ExceptHandler, cst.ExceptStarHandler, cst.MatchCase,
+)
+_FIELDS: dict[type, tuple[str, ...]] = {}
+
+
+def fast_children(node: cst.CSTNode) -> list[cst.CSTNode]:
+    """The nodes ``node.children`` lists (not in its order), read from the dataclass fields
+    directly: ``children`` runs a visitor over the node, several times slower."""
+    names = _FIELDS.get(type(node))
+    if names is None:
+        names = _FIELDS[type(node)] = tuple(f.name for f in dataclasses.fields(node))
+    out: list[cst.CSTNode] = []
+    for name in names:
+        v = getattr(node, name)
+        if isinstance(v, cst.CSTNode):
+            out.append(v)
+        elif type(v) is tuple or type(v) is list:
+            out.extend(x for x in v if isinstance(x, cst.CSTNode))
+    return out
 
 
 def assigns(node: cst.CSTNode, name: str) -> bool:
@@ -148,7 +179,7 @@ def assigns(node: cst.CSTNode, name: str) -> bool:
         for tg in targets:
             if _mentions(tg, name):
                 return True
-        stack.extend(n.children)
+        stack.extend(fast_children(n))
     return False
 
 
@@ -159,5 +190,5 @@ def _mentions(node: cst.CSTNode, name: str) -> bool:
         if type(n) is cst.Name and n.value == name:
             return True
         if type(n) is not cst.Attribute and type(n) is not cst.Subscript:  # `x.a = `, `x[0] = `
-            stack.extend(n.children)
+            stack.extend(fast_children(n))
     return False

@@ -44,7 +44,8 @@ class Calls:
         func = node.func
         args = node.args
         ft = type(func)
-        resolved = self.resolve(func)
+        d = dotted(func)
+        resolved = self.resolve_dotted(d) if d is not None else None
         last = resolved.rsplit(".", 1)[-1] if resolved else None
         if last is None and ft is cst.Attribute:  # norms[name].dualize(g), f().method(x)
             if func.attr.value in self.dualizers.bare:
@@ -54,7 +55,7 @@ class Calls:
         is_module_func = False
         if resolved is not None and ft is cst.Attribute:
             head = resolved.split(".", 1)[0]
-            is_module_func = (dotted(func) or "").split(".", 1)[0] in self.imports or head in (
+            is_module_func = d.split(".", 1)[0] in self.imports or head in (
                 "torch",
                 "math",
                 "F",

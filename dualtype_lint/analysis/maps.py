@@ -19,6 +19,8 @@ map: it is an elementwise preconditioner (Adam, Adagrad, RMSprop) and is marked 
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 from ..names import GRAD_WORDS
 from .paths import string_index
 from .values import (
@@ -52,6 +54,7 @@ REDUCTIONS = frozenset("sum mean max min amax amin std var prod logsumexp".split
 _ORTHO_WORDS = ("newtonschulz", "newton_schulz", "zeropower", "orthogonaliz", "orthogonalis", "polar_express", "msign")
 
 
+@lru_cache(maxsize=8192)  # called for every method and function call the walk meets
 def looks_like_orthogonalizer(name: str) -> bool:
     """A function the linter cannot see into (imported from outside the linted tree) that is
     named like an orthogonalization: ``zeropower_via_newtonschulz5``, ``orthogonalize``,

@@ -58,7 +58,9 @@ class Expressions:
 
     def _hand_grad(self, n: str) -> bool:
         """``dW1`` next to ``W1``, ``d_w`` next to ``w``: a hand-computed gradient (see names)."""
-        if n[:1] == "d" and len(n) > 1:
+        if n[:1] != "d":  # is_paired_grad_name: a d<name>, or g_slice-style (g_...)
+            return n[:2] == "g_" and _names.is_paired_grad_name(n, self.st.weights, self.st.bound)
+        if len(n) > 1:
             self.rest_queries.add(n[2:] if n[1] == "_" else n[1:])
         return _names.is_paired_grad_name(n, self.st.weights, self.st.bound)
 

@@ -356,6 +356,8 @@ class Recorder(TorchFunctionMode):
             operands = args[1:3]
         elif op == "__rmatmul__":  # other @ self
             operands = (args[1], args[0]) if len(args) > 1 else ()
+        elif op == "einsum":
+            return _einsum_in_out(args, self.of, weight)
         else:
             return False
         for right, t in enumerate(operands):
@@ -387,6 +389,25 @@ class Recorder(TorchFunctionMode):
         if (op in _MUL_OPS or op == "prelu") and len(params) == 1:
             return SCALE, {"weight": params[0]}, True
         return OTHER, {f"arg{i}": pid for i, pid in enumerate(params)}, False
+
+
+def _einsum_in_out(args, of: Callable, weight: str | None) -> bool:
+    """Whether a 2-D ``weight`` in ``torch.einsum(eq, *operands)`` is read ``[in, out]``: its
+    first index is contracted away and its second kept ("bnd,de->bne")."""
+    if not args or not isinstance(args[0], str):
+        return False
+    operands = args[1] if len(args) == 2 and isinstance(args[1], (list, tuple)) else args[1:]
+    eq = args[0].replace(" ", "")
+    lhs, _, rhs = eq.partition("->")
+    terms = lhs.split(",")
+    if not _:  # implicit output: the indices that appear once, in order
+        rhs = "".join(sorted(c for c in set(lhs) if c.isalpha() and lhs.count(c) == 1))
+    for sub, t in zip(terms, operands):
+        p = of(t)
+        if isinstance(p, _Param) and p.name == weight and len(sub) == 2:
+            first, second = (sub[::-1] if p.flipped else sub)
+            return first not in rhs and second in rhs
+    return False
 
 
 def _swaps(func: Callable, op: str, args) -> bool:

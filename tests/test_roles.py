@@ -411,6 +411,22 @@ def test_weights_read_as_x_at_w_get_the_transposed_norms():
     assert t == pytest.approx(t_plain)  # proj narrows 12 → 6 either way: the same √2
 
 
+@pytest.mark.parametrize("eq, stored, norm", [("bnd,de->bne", (6, 12), "rms->rms.t"),
+                                               ("bnd,ed->bne", (12, 6), "rms->rms"),
+                                               ("ab,bc", (6, 12), "rms->rms.t")])  # implicit output "ac"
+def test_einsum_reads_the_layout_from_its_equation(eq, stored, norm):
+    class Mix(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.w, self.head = nn.Parameter(torch.randn(*stored)), nn.Linear(12, 3)
+
+        def forward(self, x):
+            return self.head(torch.einsum(eq, x, self.w))
+
+    r, _ = rows(Mix(), torch.randn(*(2, 4, 6)[3 - len(eq.split(",")[0]):]))
+    assert r["w"] == ("hidden", norm)
+
+
 def test_a_transposed_weight_steps_as_the_transpose_of_the_plain_one():
     plain, flipped = InOut(transpose=False), InOut()
     with torch.no_grad():

@@ -66,11 +66,17 @@ def _weighted_depth(tree: ast.AST) -> int:
         for name in node._fields:  # ast.iter_child_nodes, without its generators
             c = getattr(node, name, None)
             if isinstance(c, AST):
-                push((c, d))
+                if c._fields:
+                    push((c, d))
+                elif d > best:  # a leaf without fields (Load, Add, Eq, ...): only its depth
+                    best = d
             elif type(c) is list:
                 for x in c:
                     if isinstance(x, AST):
-                        push((x, d))
+                        if x._fields:
+                            push((x, d))
+                        elif d > best:
+                            best = d
     return best
 
 

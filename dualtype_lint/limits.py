@@ -86,7 +86,7 @@ def gc_paused() -> Iterator[None]:
     passes over a file's trees: CPython's AST and libcst's CST hold no reference cycles (they
     are freed by reference counting), but while one is alive every full collection that the
     pass's allocations trigger traverses all of it. Measured on bench_lint's 286 torch files
-    (benchmarks/lint.md, re-run of 2026-12-06 22:40 UTC): the structure check of the 11 big
+    (benchmarks/lint.md, re-run of 2026-12-06 22:28-22:58 UTC): the structure check of the 11 big
     files 0.67 -> 0.48 s, the analysis 1.37 -> 1.28 s. The libcst parse itself is never run
     paused, so it costs what a bare ``libcst.parse_module`` does. Cycles made inside (an
     analyzer and its function summaries) are collected by the next collection after it."""

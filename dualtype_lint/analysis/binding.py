@@ -6,11 +6,11 @@ import libcst as cst
 
 from .. import names as _names
 from ..names import is_grad_name, is_weight_name
-from .ops import is_copy
+from .ops import is_copy, names_in
 from .paths import string_index, key_of
 from .sites import AssignSite
 from .tables import FN_EXPRS, VIEW_ATTRS, VIEW_METHODS
-from .values import CLEAN, join as _join, TAINT, Value, WEIGHT
+from .values import CLEAN, join as _join, MOMENT2, SQUARE, TAINT, Value, WEIGHT
 
 
 class Binding:
@@ -204,6 +204,9 @@ class Binding:
             self.summaries.bind_alias(self, target, value_node)
         if tt is cst.Name and not v.taint and (v.weight_ref or v.weight_derived) and is_copy(value_node):
             v = WEIGHT  # p_fp32 = p.float(), chunk = torch.stack(params): a master copy of weights
+        if tt is cst.Name and v.taint and v.flags & SQUARE and any(x.value == target.value for x in names_in(value_node)):
+            # v = β * v + (1 - β) * g * g: a running second moment
+            v = Value(True, v.weight_ref, v.weight_derived, v.elems, v.flags | MOMENT2)
         if (
             tt is cst.Name
             and not v.taint

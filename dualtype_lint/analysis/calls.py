@@ -28,13 +28,19 @@ from .values import (
     combine as _combine,
     INVNORM,
     join as _join,
+    MOMENT2,
     NEW_WEIGHTS,
     NORMV,
     PRIMAL_VALUE,
+    SQUARE,
     TAINT,
     Value,
     WEIGHT,
 )
+
+
+# in-place writes that add what they write to what the buffer holds
+ACCUMULATES = frozenset(("add_", "addcmul_", "lerp_"))
 
 
 class Calls:
@@ -168,6 +174,9 @@ class Calls:
         if last in maps.REDUCTIONS:
             vals = self._argvals(args)
             return maps.reduce_of(vals[0], len(vals) > 1) if vals else CLEAN
+        if last in maps.SQUARES:
+            vals = self._argvals(args)
+            return maps.power(vals[0], 2.0) if vals else CLEAN
         if last in maps.CLAMPS:
             vals = self._argvals(args)
             return self._clamp_args(args, vals) if len(vals) > 1 else _combine(vals)
@@ -309,6 +318,11 @@ class Calls:
         self.taint_target(target)
         if written.precond:
             self._set_target(target, Value(True, flags=written.flags))
+        elif written.flags & (SQUARE | MOMENT2) and base in ACCUMULATES:
+            # v.mul_(β).addcmul_(g, g): a buffer that squared gradients accumulate into is a
+            # second moment (whatever it held before: its flags were lost at the last write)
+            self._set_target(target, Value(True, flags=MOMENT2))
+            return Value(True, flags=MOMENT2)
         return Value(True, flags=written.flags if written.precond else 0)
 
     def _set_target(self, target: cst.BaseExpression, v: Value) -> None:

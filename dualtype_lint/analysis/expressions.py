@@ -13,7 +13,7 @@ from .ops import binop, names_in
 from .paths import string_index, key_of
 from .sites import CollectionUpdate
 from .tables import CLEAN_ATTRS, VIEW_ATTRS
-from .values import CLEAN, combine as _combine, join as _join, NEW_WEIGHTS, TAINT, Value
+from .values import CLEAN, combine as _combine, join as _join, MOMENT2, NEW_WEIGHTS, TAINT, Value
 
 # filled by dualtype_lint.dataflow: expression type -> Analyzer method
 EXPR_HANDLERS: dict = {}
@@ -45,6 +45,8 @@ class Expressions:
         ref = n in st.weights or is_weight_name(n)
         derived = n in st.derived
         fl = st.flags.get(n, 0) if st.flags else 0
+        if not taint and maps.names_curvature(n):
+            fl |= MOMENT2  # exp_hessian_diag_sq, hessian_moment: a Hessian estimate
         if not (taint or ref or derived or fl):
             return CLEAN
         return Value(taint, ref, derived, st.elems.get(n) if st.elems else None, fl)
@@ -84,7 +86,7 @@ class Expressions:
         taint = base.taint or is_grad_name(attr) or tk
         ref = is_weight_name(attr) or (k is not None and k in st.weights)
         if not (taint or ref):
-            return CLEAN
+            return Value(flags=MOMENT2) if maps.names_curvature(attr) else CLEAN
         fl = st.flags.get(k, 0) if tk and not base.taint else base.flags if taint else 0
         return Value(taint, ref, False, None, fl)
 
@@ -109,10 +111,11 @@ class Expressions:
                     return base.elems[int(i)]  # pair[1] of a zip tuple
             taint = base.taint or (k is not None and k in st.tainted)
             ref = base.weight_ref or (k is not None and k in st.weights)
-        if not (taint or ref or base.weight_derived):
+        curv = not taint and s is not None and maps.names_curvature(s)  # state['hessian']
+        if not (taint or ref or base.weight_derived or curv):
             return CLEAN
         fl = st.flags.get(k, base.flags) if (k is not None and st.flags) else base.flags
-        return Value(taint, ref, base.weight_derived, None, fl if taint else 0)
+        return Value(taint, ref, base.weight_derived, None, fl if taint else MOMENT2 if curv else 0)
 
     def _e_binop(self, node: cst.BinaryOperation) -> Value:
         left = self.expr(node.left)

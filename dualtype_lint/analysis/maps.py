@@ -14,7 +14,9 @@ Written out in user code they look like this, and their result is primal (clean)
 A division by an elementwise square root of a gradient statistic (``m / (√v + ε)``,
 ``g * v.rsqrt()``, ``addcdiv_(m, √v)``, Adam-atan2's ``atan2(m, √v)``) is *not* a duality
 map: it is an elementwise preconditioner (Adam, Adagrad, RMSprop) and is marked ``PRECOND``
-(rule DTL006). Neither is a norm clamped against a bound (clipping, see :func:`clamped`).
+(rule DTL006). So is a division by such a statistic with no root taken (``m / (v + ε)``,
+``addcdiv_(m, h + ε)``: AdaHessian, Sophia, Kate; see ``MOMENT2`` in :mod:`.values`).
+Neither is a norm clamped against a bound (clipping, see :func:`clamped`).
 """
 
 from __future__ import annotations
@@ -27,6 +29,8 @@ from .values import (
     CLEAN,
     INVNORM,
     INVROOT,
+    MOMENT2,
+    SQUARE,
     NORM_VALUE,
     NORMV,
     PRECOND,
@@ -41,6 +45,7 @@ SIGN = frozenset(("sign", "sgn", "_foreach_sign"))
 SIGN_INPLACE = frozenset(("sign_", "sgn_", "_foreach_sign_"))
 ROOTS = frozenset(("sqrt", "_foreach_sqrt"))
 INV_ROOTS = frozenset(("rsqrt", "_foreach_rsqrt"))
+SQUARES = frozenset(("square",))
 DIVIDES = frozenset(("div", "divide", "true_divide", "_foreach_div"))
 ATAN2 = frozenset(("atan2", "arctan2"))
 MULTIPLIES = frozenset(("mul", "multiply", "_foreach_mul"))
@@ -76,6 +81,24 @@ def norm_of(vals, name: str = "") -> Value:
     if any(v.taint or v.flags & NORMV for v in vals) or names_gradient(name):
         return NORM_VALUE
     return CLEAN
+
+
+_CURVATURE_WORDS = frozenset(("hessian", "hess"))
+# a Hessian word next to one of these names a setting or a schedule, not an estimate
+_NOT_CURVATURE_WORDS = frozenset(
+    "power period update every freq frequency interval samples sample num distribution fn func "
+    "mode step steps count clip enabled flag flags".split()
+)
+
+
+@lru_cache(maxsize=4096)
+def names_curvature(name: str) -> bool:
+    """``hessian``, ``state['hessian']``, ``exp_hessian_diag_sq``, ``hessian_moment``: a
+    Hessian(-diagonal) estimate (AdaHessian, Sophia). It is computed where the linter cannot
+    follow it (Hutchinson's estimate, written into the optimizer state by a helper), so it is
+    recognised by name; ``hessian_power`` or ``hessian_update_period`` are settings."""
+    words = name.lower().strip("_").split("_")
+    return any(w in _CURVATURE_WORDS for w in words) and not any(w in _NOT_CURVATURE_WORDS for w in words)
 
 
 def names_gradient(name: str) -> bool:
@@ -156,14 +179,16 @@ def power(v: Value, exponent: float | None) -> Value:
         return root_of(v)
     if -1 < exponent < 0:
         return rsqrt_of(v)
-    if exponent == 2.0 and v.taint:
-        return Value(True)  # g² is a gradient statistic, not a norm
+    if exponent == 2.0 and v.taint and not v.flags & NORMV:
+        return Value(True, flags=SQUARE)  # g² is quadratic in the gradient, not a norm
     return combine((v,))
 
 
 def divide(num: Value, den: Value) -> Value:
     if den.taint and den.flags & ROOT and not num.flags & NORMV:
         return Value(True, flags=PRECOND)  # m / √v
+    if den.flags & MOMENT2 and num.taint and not num.flags & NORMV:
+        return Value(True, flags=PRECOND)  # m / (v + ε), m / (ρ·h + ε): no root, still elementwise
     if num.flags & PRECOND and not den.taint:
         return Value(True, flags=PRECOND)  # normalizing m/√v leaves it a preconditioned update
     if num.taint and not num.flags & NORMV:
@@ -188,6 +213,9 @@ def multiply(a: Value, b: Value) -> Value:
                 return PRIMAL_VALUE  # g * (c / ‖g‖)
             if y.taint and y.flags & (INVROOT | PRECOND):
                 return Value(True, flags=PRECOND)  # g * v.rsqrt(), m * (lr / √v)
+    if a.taint and b.taint and not (a.flags | b.flags) & (NORMV | PRECOND | INVROOT):
+        # g * g, (g - m) * (g - m): quadratic in the gradient (√s · √q stays a root as well)
+        return Value(True, flags=combine((a, b)).flags | SQUARE)
     if a.flags & PRIMAL and not a.taint and not b.taint:
         return PRIMAL_VALUE if not b.weight_ref else combine((a, b))
     if b.flags & PRIMAL and not b.taint and not a.taint:

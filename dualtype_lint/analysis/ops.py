@@ -62,6 +62,8 @@ def method_map(mname: str, recv: Value, vals: list[Value], args) -> Value | None
         return maps.rsqrt_of(recv)
     if mname == "pow" and args:
         return maps.power(recv, maps.exponent(args[0].value))
+    if mname in maps.SQUARES:
+        return maps.power(recv, 2.0)
     if vals and mname in maps.DIVIDES:
         return maps.divide(recv, vals[0])
     if vals and mname in maps.ATAN2:
@@ -90,6 +92,8 @@ def inplace_map(base: str, tv: Value, vals: list[Value], args) -> Value | None:
         return maps.root_of(vals[0]) if base in maps.ROOTS else maps.rsqrt_of(vals[0])
     if base == "pow_" and args:
         return maps.power(tv, maps.exponent(args[0].value))
+    if base == "square_":
+        return maps.power(tv, 2.0)
     if base == "div_" and vals and not tv.weight_ref:
         return maps.divide(tv, vals[0])
     if base in ("atan2_", "arctan2_") and vals and not tv.weight_ref:

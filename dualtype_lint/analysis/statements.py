@@ -11,7 +11,7 @@ from . import branches
 from .ops import binop
 from .sites import AugAssignSite
 from .tables import AUG_OPS
-from .values import State
+from .values import MOMENT2, SQUARE, State, Value
 
 if TYPE_CHECKING:
     from .reporting import Finding
@@ -170,6 +170,8 @@ class Statements:
             self.summaries.record_write(self, target, v, is_weight)
             if not is_weight:
                 self.taint_target(target)
+                if type(node.operator) is cst.AddAssign and v.flags & (SQUARE | MOMENT2):
+                    self._set_target(target, Value(True, flags=MOMENT2))  # v += g * g: a second moment
 
     def _s_return(self, node) -> None:
         if node.value is not None:

@@ -12,6 +12,14 @@ values of its elements (tuples, ``zip``), and a few *kind* flags that refine a g
     a norm or reduction of a gradient (a magnitude, possibly per row) and its reciprocal.
 ``PRIMAL``
     the output of a duality map (``dualize``, ``sign``, ``g / ‖g‖``, U·Vᵀ): clean.
+``SQUARE``
+    quadratic in the gradient (``g * g``, ``g.pow(2)``, ``(g - m).square()``): not yet a statistic.
+``MOMENT2``
+    a second-moment or curvature statistic of the gradient, with no root taken: a buffer that
+    squares accumulate into (``v.mul_(β).addcmul_(g, g)``, ``v = β * v + g * g``), or a
+    Hessian(-diagonal) estimate. Dividing a gradient by it (``m / (v + eps)``) preconditions it
+    elementwise, as ``m / √v`` does; dividing by this step's square (``g / (1 + g²)``) does not.
+    On a clean value it marks a Hessian estimate read by name (``state['hessian']``).
 """
 
 from __future__ import annotations
@@ -24,9 +32,11 @@ INVROOT = 4
 NORMV = 8
 INVNORM = 16
 PRIMAL = 32
+SQUARE = 64
+MOMENT2 = 128
 # flags that describe a gradient (kept only while every tainted operand has them)
-TAINT_FLAGS = PRECOND | ROOT | INVROOT | NORMV
-CLEAN_FLAGS = NORMV | INVNORM | PRIMAL
+TAINT_FLAGS = PRECOND | ROOT | INVROOT | NORMV | SQUARE | MOMENT2
+CLEAN_FLAGS = NORMV | INVNORM | PRIMAL | MOMENT2
 
 
 class Value:
@@ -56,7 +66,7 @@ class Value:
 
     def __repr__(self) -> str:  # for debugging and test failure messages
         flags = [n for n in ("taint", "weight_ref", "weight_derived") if getattr(self, n)]
-        names = ("PRECOND", "ROOT", "INVROOT", "NORMV", "INVNORM", "PRIMAL")
+        names = ("PRECOND", "ROOT", "INVROOT", "NORMV", "INVNORM", "PRIMAL", "SQUARE", "MOMENT2")
         flags += [n for i, n in enumerate(names) if self.flags & (1 << i)]
         return f"Value({', '.join(flags)}{', elems=' + repr(self.elems) if self.elems else ''})"
 
@@ -76,7 +86,7 @@ def merge_flags(vals: Iterable[Value], taint: bool) -> int:
         f = TAINT_FLAGS
         for v in vals:
             if v.taint:
-                f &= v.flags
+                f &= v.flags | SQUARE if v.flags & MOMENT2 else v.flags  # a second moment is quadratic
         return f
     f = 0
     for v in vals:

@@ -383,8 +383,8 @@ def test_onehot_input_makes_a_linear_an_embedding():
 
 
 class InOut(nn.Module):
-    """Weights read as x @ W ([in, out]: transformers' Conv1D via addmm, a bare head), beside
-    one read as x @ W.T ([out, in]); ``transpose`` picks the layout of every weight."""
+    """Weights read as x @ W ([in, out]: transformers' Conv1D via addmm, a bare head); with
+    ``transpose=False`` the same network stored [out, in] and read by F.linear."""
 
     def __init__(self, transpose=True, d=6, hidden=12, classes=5):
         super().__init__()
@@ -424,6 +424,28 @@ def test_einsum_reads_the_layout_from_its_equation(eq, stored, norm):
             return self.head(torch.einsum(eq, x, self.w))
 
     r, _ = rows(Mix(), torch.randn(*(2, 4, 6)[3 - len(eq.split(",")[0]):]))
+    assert r["w"] == ("hidden", norm)
+
+
+OUT_IN, IN_OUT = (12, 6), (6, 12)
+
+
+@pytest.mark.parametrize("read, stored, norm", [
+    (lambda x, w: x @ w.T, OUT_IN, "rms->rms"), (lambda x, w: x @ w.mT, OUT_IN, "rms->rms"),
+    (lambda x, w: x @ w.transpose(0, 1), OUT_IN, "rms->rms"), (lambda x, w: x @ w.permute(1, 0), OUT_IN, "rms->rms"),
+    (lambda x, w: (w @ x.T).T, OUT_IN, "rms->rms"),  # W on the left reads [out, in]
+    (lambda x, w: x @ w.T.T, IN_OUT, "rms->rms.t"), (lambda x, w: (w.T @ x.T).T, IN_OUT, "rms->rms.t"),
+])
+def test_views_that_swap_a_matrix_flip_its_layout(read, stored, norm):
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.w, self.head = nn.Parameter(torch.randn(*stored)), nn.Linear(12, 3)
+
+        def forward(self, x):
+            return self.head(read(x, self.w))
+
+    r, _ = rows(Net(), torch.randn(3, 6))
     assert r["w"] == ("hidden", norm)
 
 

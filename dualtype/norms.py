@@ -530,9 +530,10 @@ class Transposed(_MatrixNorm):
     def _base(self) -> Norm:
         return type(self).__bases__[1]()
 
+    stored = "[..., in, out]"  # the layout it reads, for messages
+
     def _layout(self) -> str:
-        inner = self._base()._layout()[len("[..., "):-1].split(", ")
-        return f"[..., {inner[1]}, {inner[0]}]"
+        return self.stored
 
     def cost(self, shape: tuple[int, ...]) -> int:
         return self._base().cost((*shape[:-2], shape[-1], shape[-2]))
@@ -563,6 +564,7 @@ class L1ToRMST(Transposed, L1ToRMS):
     """``l1->rms`` of W stored ``[..., d, vocab]`` (an ``nn.Linear(vocab, d)`` on one-hot ids)."""
 
     name = "l1->rms.t"
+    stored = "[..., d, vocab]"
 
 
 class RMSToLInfT(Transposed, RMSToLInf):

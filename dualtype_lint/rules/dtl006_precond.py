@@ -9,7 +9,10 @@ class PreconditionedUpdate(Rule):
     """DTL006 preconditioned-update: a weight updated with an elementwise-preconditioned
     gradient: Adam's ``m / (√v + ε)`` (also ``addcdiv_(m, √v)``,
     ``torch._foreach_addcdiv_(params, ms, denoms)``), Adagrad's ``g / √Σg²``, RMSprop,
-    ``g * v.rsqrt()``, including through helpers (``update = adam_update(p.grad, m, v, ...)``).
+    ``g * v.rsqrt()``, a second-moment or curvature statistic with no root (AdaHessian's and
+    Sophia's ``m / (h + ε)``: a buffer squared gradients accumulate into, or a Hessian
+    estimate), including through helpers (``update = adam_update(p.grad, m, v, ...)``).
+    Dividing by this step's own square (``g / (1 + g²)``) stays a raw update.
     This is not a duality map of any norm (docs/design.md §4): the update leaves the algebra.
     It is kept apart from the raw-update rules DTL001–DTL005 so that CI can select or ignore
     the Adam family on purpose (``--ignore DTL006`` in a codebase that uses Adam deliberately, or

@@ -428,6 +428,10 @@ class _MatrixNorm(Norm):
     def _layout(self) -> str:
         return "[..., out, in]"
 
+    def out_in(self, shape: tuple[int, ...]) -> tuple[int, int]:
+        """(out, in): the output and input dimensions of a weight of ``shape`` in this layout."""
+        return shape[-2], shape[-1]
+
 
 class RMSToRMS(_MatrixNorm):
     """RMS→RMS operator norm of W ``[..., out, in]`` (Linear, hidden matrices).
@@ -483,6 +487,9 @@ class L1ToRMS(_MatrixNorm):
     def _layout(self) -> str:
         return "[..., vocab, d]"
 
+    def out_in(self, shape: tuple[int, ...]) -> tuple[int, int]:
+        return shape[-1], shape[-2]  # a lookup table's rows are its inputs
+
     def _value(self, w: Tensor) -> Tensor:
         rows = _l2(_acc(w), dim=-1)
         return rows.amax(dim=-1) / math.sqrt(w.shape[-1])
@@ -534,6 +541,9 @@ class Transposed(_MatrixNorm):
 
     def _layout(self) -> str:
         return self.stored
+
+    def out_in(self, shape: tuple[int, ...]) -> tuple[int, int]:
+        return self._base().out_in((*shape[:-2], shape[-1], shape[-2]))
 
     def cost(self, shape: tuple[int, ...]) -> int:
         return self._base().cost((*shape[:-2], shape[-1], shape[-2]))

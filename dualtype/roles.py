@@ -524,10 +524,10 @@ def _narrowing_factor(rows: dict[str, dict]) -> None:
     step, as for a widening matrix; it is Muon's max(1, out/in)^½ convention on such layers
     (the MLP's down-projection). docs/design.md §3 "Narrowing matrices"."""
     for r in rows.values():
-        out, inp = r["shape"][-2:] if len(r["shape"]) >= 2 else (1, 1)
-        if r["norm"].name == "rms->rms.t":
-            out, inp = inp, out
-        if r["role"] == "hidden" and r["norm"].name in ("rms->rms", "rms->rms.t") and 0 < out < inp:
+        if r["role"] != "hidden" or not isinstance(r["norm"], _norms.RMSToRMS):
+            continue
+        out, inp = r["norm"].out_in(r["shape"])
+        if 0 < out < inp:
             r["target"] *= math.sqrt(inp / out)
 
 

@@ -938,6 +938,7 @@ def test_transposed_norm_reads_whole_matrices_and_refuses_row_sparse_gradients(n
     t = get(name + ".t")
     assert t.locality == "matrix"  # a row map on columns: a shard of rows cannot be mapped alone
     assert t.cost((3, 5)) == get(name).cost((5, 3))
+    assert t.out_in((3, 5)) == get(name).out_in((5, 3)) != get(name).out_in((3, 5))
     rows = torch.sparse_coo_tensor(torch.tensor([[0, 2]]), torch.randn(2, 4), (5, 4))
     with pytest.raises(ShapeError, match="rows are the matrix's columns"):
         t.dualize(rows)

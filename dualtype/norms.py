@@ -255,14 +255,15 @@ class Norm:
                               "convert it with torch.as_tensor(...)")
         if t.ndim < self.min_ndim:
             raise ShapeError(
-                f"{self} needs a {self.min_ndim}-D {what} or more ({self._layout()}), "
+                f"{self} needs a {self.min_ndim}-D {what} or more ({self.layout()}), "
                 f"got shape {tuple(t.shape)}. Choose a norm that fits the parameter, "
                 f"e.g. 'rms' for 1-D biases and gains."
             )
         if not (t.is_floating_point() or t.is_complex()):
             raise ShapeError(f"{self} needs a floating-point {what}, got {t.dtype}")
 
-    def _layout(self) -> str:
+    def layout(self) -> str:
+        """The shape this norm reads, for messages: ``"[..., out, in]"`` for a Linear's weight."""
         return "any shape"
 
     def value(self, w: Tensor) -> Tensor:
@@ -425,7 +426,7 @@ class _MatrixNorm(Norm):
     min_ndim = 2
     batchable = True
 
-    def _layout(self) -> str:
+    def layout(self) -> str:
         return "[..., out, in]"
 
     def out_in(self, shape: tuple[int, ...]) -> tuple[int, int]:
@@ -484,7 +485,7 @@ class L1ToRMS(_MatrixNorm):
     spaces = ("l1", "rms")
     locality = ROWS
 
-    def _layout(self) -> str:
+    def layout(self) -> str:
         return "[..., vocab, d]"
 
     def out_in(self, shape: tuple[int, ...]) -> tuple[int, int]:
@@ -539,7 +540,7 @@ class Transposed(_MatrixNorm):
 
     stored = "[..., in, out]"  # the layout it reads, for messages
 
-    def _layout(self) -> str:
+    def layout(self) -> str:
         return self.stored
 
     def out_in(self, shape: tuple[int, ...]) -> tuple[int, int]:
@@ -600,7 +601,7 @@ class ConvNorm(Norm):
         o, i = shape[-2 - self.spatial:-self.spatial]
         return math.prod(shape) * min(o, i)  # (B·K)·o·i·min(o, i): one polar factor per tap
 
-    def _layout(self) -> str:
+    def layout(self) -> str:
         return ("[..., out, in, k]", "[..., out, in, kh, kw]", "[..., out, in, kd, kh, kw]")[self.spatial - 1]
 
     def slices(self, t: Tensor) -> Tensor:

@@ -266,7 +266,7 @@ def _contradiction(name: str, declared: Norm, role: str, flipped: bool = False) 
         return None  # (a Muon-style head: logits read in RMS, coarser than ℓ∞, the same input space)
     why = _WHY[role]
     if declared.name.removesuffix(".t") == ROLE_NORMS[role]:
-        why = f"it is stored {_norms.get(want)._layout()}" + (" (read as x @ W)" if flipped and role != "embedding" else "")
+        why = f"it is stored {_norms.get(want).layout()}" + (" (read as x @ W)" if flipped and role != "embedding" else "")
     return (f"'{name}' declared {declared.name}, but {why}: use {want} "
             f"(or type it as you declared with strict=False)")
 

@@ -747,9 +747,12 @@ def types_of(model: nn.Module) -> ModelTypes:
 
 
 
-def check(model: nn.Module, *example: Any, strict: bool = True, show: bool = True, **kwargs: Any) -> Table:
-    """Type-check an architecture: record ``model(*example, **kwargs)``, infer every
+def check(model: nn.Module, *inputs: Any, example: Any = None, strict: bool = True, show: bool = True,
+          **kwargs: Any) -> Table:
+    """Type-check an architecture: record ``model(*inputs, **kwargs)``, infer every
     parameter's role and norm from the graph, print the table (``show``) and return it.
+    ``example=`` takes the inputs as ``typed()`` and ``ModularSGD`` do (a tensor, or a tuple
+    of positional inputs) instead of positionally.
 
     Raises :class:`NormMismatchError` where a declared norm (``typed(model, norms=...)``)
     contradicts the graph, or a weight is used in two places no norm fits. Usable in a test:
@@ -757,11 +760,15 @@ def check(model: nn.Module, *example: Any, strict: bool = True, show: bool = Tru
     """
     if not isinstance(model, nn.Module):
         raise ConfigError(f"check() takes an nn.Module, got {type(model).__name__}")
+    if example is not None:
+        if inputs:
+            raise ConfigError("check() takes the inputs positionally or as example=, not both")
+        inputs = example if isinstance(example, tuple) else (example,)
     types = types_of(model)
     old = types.strict
     types.strict = strict
     try:
-        types.observe(*example, **kwargs)
+        types.observe(*inputs, **kwargs)
         table = types.table
     finally:
         types.strict = old

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import dualtype
-from dualtype import NormMismatchError, norm_of
+from dualtype import ConfigError, NormMismatchError, norm_of
 from dualtype.norms import get as N
 from dualtype.optim import ModularSGD
 from dualtype.roles import BODY_MASS, ROLE_MASSES, types_of
@@ -529,6 +529,14 @@ def test_check_prints_the_table(capsys):
     dualtype.check(TiedGPT(), IDX)
     out = capsys.readouterr().out
     assert "lm_head.weight" in out and "embedding (embedding+head)" in out and "graph" in out
+
+
+def test_check_takes_example_as_typed_does():
+    by_position = dualtype.check(TiedGPT(), IDX, show=False)
+    for example in (IDX, (IDX,)):
+        assert dualtype.check(TiedGPT(), example=example, show=False).norms == by_position.norms
+    with pytest.raises(ConfigError, match="positionally or as example="):
+        dualtype.check(TiedGPT(), IDX, example=IDX)
 
 
 def test_printing_the_returned_table_shows_its_rows():

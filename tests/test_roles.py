@@ -411,23 +411,27 @@ def test_weights_read_as_x_at_w_get_the_transposed_norms():
     assert t == pytest.approx(t_plain)  # proj narrows 12 → 6 either way: the same √2
 
 
-@pytest.mark.parametrize("eq, stored, norm", [("bnd,de->bne", (6, 12), "rms->rms.t"),
-                                               ("bnd,ed->bne", (12, 6), "rms->rms"),
-                                               ("ab,bc", (6, 12), "rms->rms.t")])  # implicit output "ac"
-def test_einsum_reads_the_layout_from_its_equation(eq, stored, norm):
-    class Mix(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.w, self.head = nn.Parameter(torch.randn(*stored)), nn.Linear(12, 3)
-
-        def forward(self, x):
-            return self.head(torch.einsum(eq, x, self.w))
-
-    r, _ = rows(Mix(), torch.randn(*(2, 4, 6)[3 - len(eq.split(",")[0]):]))
-    assert r["w"] == ("hidden", norm)
-
-
 OUT_IN, IN_OUT = (12, 6), (6, 12)
+
+
+class ReadW(nn.Module):
+    """One hidden matrix ``w`` of shape ``stored`` read by ``read(x, w)`` into 12 features."""
+
+    def __init__(self, read, stored):
+        super().__init__()
+        self.read, self.w, self.head = read, nn.Parameter(torch.randn(*stored)), nn.Linear(12, 3)
+
+    def forward(self, x):
+        return self.head(self.read(x, self.w))
+
+
+@pytest.mark.parametrize("eq, stored, norm", [("bnd,de->bne", IN_OUT, "rms->rms.t"),
+                                               ("bnd,ed->bne", OUT_IN, "rms->rms"),
+                                               ("ab,bc", IN_OUT, "rms->rms.t")])  # implicit output "ac"
+def test_einsum_reads_the_layout_from_its_equation(eq, stored, norm):
+    x = torch.randn(*(2, 4, 6)[3 - len(eq.split(",")[0]):])
+    r, _ = rows(ReadW(lambda x, w: torch.einsum(eq, x, w), stored), x)
+    assert r["w"] == ("hidden", norm)
 
 
 @pytest.mark.parametrize("read, stored, norm", [
@@ -437,15 +441,7 @@ OUT_IN, IN_OUT = (12, 6), (6, 12)
     (lambda x, w: x @ w.T.T, IN_OUT, "rms->rms.t"), (lambda x, w: (w.T @ x.T).T, IN_OUT, "rms->rms.t"),
 ])
 def test_views_that_swap_a_matrix_flip_its_layout(read, stored, norm):
-    class Net(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.w, self.head = nn.Parameter(torch.randn(*stored)), nn.Linear(12, 3)
-
-        def forward(self, x):
-            return self.head(read(x, self.w))
-
-    r, _ = rows(Net(), torch.randn(3, 6))
+    r, _ = rows(ReadW(read, stored), torch.randn(3, 6))
     assert r["w"] == ("hidden", norm)
 
 

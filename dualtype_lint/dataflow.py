@@ -86,6 +86,7 @@ class Analyzer(Reporting, Expressions, Calls, Binding, Statements):
         self.grad_fns: set[int] = set()  # ... and those in which it met a gradient source
         # functions with parameters named like gradients: (node, enclosing class)
         self._grad_param_fns: dict[int, tuple[cst.FunctionDef, str | None]] = {}
+        self._write_back: dict[int, frozenset[str]] = {}  # id(function) -> writes_back(function)
         self.dualizers = dualizers or Dualizers()
         self.imports: dict[str, str] = {}  # local name -> dotted origin
         self.imports_version = 0  # changes of imports

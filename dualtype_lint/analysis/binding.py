@@ -6,7 +6,7 @@ import libcst as cst
 
 from .. import names as _names
 from ..names import is_grad_name, is_weight_name
-from .ops import is_copy, names_in
+from .ops import is_copy, names_in, writes_back
 from .paths import string_index, key_of
 from .sites import AssignSite
 from .tables import FN_EXPRS, VIEW_ATTRS, VIEW_METHODS
@@ -44,6 +44,12 @@ class Binding:
             if node.func.attr.value in VIEW_METHODS:
                 return self.is_weight_target(node.func.value)
         return False
+
+    def _writes_back(self, fn: cst.FunctionDef) -> frozenset[str]:
+        k = id(fn)
+        if k not in self._write_back:
+            self._write_back[k] = writes_back(fn)
+        return self._write_back[k]
 
     def _set_key(self, k: str, v: Value, strong: bool = True) -> None:
         st = self.st
@@ -203,7 +209,8 @@ class Binding:
         if type(value_node) in FN_EXPRS:
             self.summaries.bind_alias(self, target, value_node)
         if tt is cst.Name and not v.taint and (v.weight_ref or v.weight_derived) and is_copy(value_node):
-            v = WEIGHT  # p_fp32 = p.float(), chunk = torch.stack(params): a master copy of weights
+            if not self.fn_nodes or target.value in self._writes_back(self.fn_nodes[-1]):
+                v = WEIGHT  # p_fp32 = p.float(), chunk = torch.stack(params): a master copy of weights
         if tt is cst.Name and v.taint and v.flags & SQUARE and any(x.value == target.value for x in names_in(value_node)):
             # v = β * v + (1 - β) * g * g: a running second moment
             v = Value(True, v.weight_ref, v.weight_derived, v.elems, v.flags | MOMENT2)

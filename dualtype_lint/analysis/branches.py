@@ -16,8 +16,12 @@ the walk is split instead: the block from the first ``if`` to the second is walk
 branch of the first, and the second ``if`` walks only the branches feasible on that path.
 
 Decided means: the tests compare the same name with number literals (``==``, ``!=``, ``<``,
-``<=``, ``>``, ``>=``) or with ``None`` (``is``, ``is not``); feasibility is checked on every
-region of the number line the literals cut, so it holds for ints and floats alike.
+``<=``, ``>``, ``>=``) or with ``None`` (``is``, ``is not``), or test its truth (``if flag``,
+``if not flag``); feasibility is checked on every region of the number line the literals cut,
+so it holds for ints and floats alike. A member of a name counts as a name
+(``if group['rectify']`` ... ``if group['rectify']``, ``self.nesterov``) when nothing in
+between rebinds the name or writes any of its members; a call that changes a hyperparameter
+behind the analysis' back is not seen (the same tests in one step read the same setting).
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from typing import Callable, Sequence
 import libcst as cst
 
 from .maps import float_literal
+from .paths import string_index
 
 MAX_NESTED = 3  # splits inside splits (each doubles the walk of its span)
 MAX_AHEAD = 64  # statements searched for the second test (linear time in long blocks)
@@ -47,9 +52,35 @@ _HOLDS: dict[str, Callable[[float, float], bool]] = {
 }
 
 
+def _key(node: cst.BaseExpression) -> str | None:
+    """A tested value's key: ``n``; ``self.nesterov`` and ``group['rectify']`` (one member of a
+    name: a hyperparameter). The name before the first ``.`` or ``[`` is its base."""
+    t = type(node)
+    if t is cst.Name:
+        return node.value
+    if t is cst.Attribute and type(node.value) is cst.Name:
+        return f"{node.value.value}.{node.attr.value}"
+    if t is cst.Subscript and type(node.value) is cst.Name:
+        k = string_index(node)
+        return None if k is None else f"{node.value.value}[{k!r}]"
+    return None
+
+
+def base_of(key: str) -> str:
+    return key.split(".", 1)[0].split("[", 1)[0]
+
+
 def simple_test(node: cst.BaseExpression) -> Test | None:
-    """``n == 0``, ``0 < n``, ``buf is None``: the name, the operator and the literal."""
-    if type(node) is not cst.Comparison or len(node.comparisons) != 1:
+    """``n == 0``, ``0 < n``, ``buf is None``, ``group['nesterov']``, ``not self.amsgrad``: the
+    key, the operator and the literal."""
+    t = type(node)
+    if t is cst.UnaryOperation and type(node.operator) is cst.Not:
+        k = _key(node.expression)
+        return None if k is None else (k, "falsy", 0.0)
+    if t is not cst.Comparison:
+        k = _key(node)
+        return None if k is None else (k, "truthy", 0.0)
+    if len(node.comparisons) != 1:
         return None
     left, comp = node.left, node.comparisons[0]
     op = _OPS.get(type(comp.operator))
@@ -57,20 +88,25 @@ def simple_test(node: cst.BaseExpression) -> Test | None:
     if op is None:
         return None
     if op in ("is", "is not"):
-        if type(left) is cst.Name and type(right) is cst.Name and right.value == "None":
-            return left.value, op, None
+        k = _key(left)
+        if k is not None and type(right) is cst.Name and right.value == "None":
+            return k, op, None
         return None
-    if type(left) is cst.Name:
-        k = float_literal(right)
-        return None if k is None else (left.value, op, k)
-    if type(right) is cst.Name:
-        k = float_literal(left)
-        return None if k is None else (right.value, _FLIP[op], k)
+    k = _key(left)
+    if k is not None:
+        c = float_literal(right)
+        return None if c is None else (k, op, c)
+    k = _key(right)
+    if k is not None:
+        c = float_literal(left)
+        return None if c is None else (k, _FLIP[op], c)
     return None
 
 
 def _holds(t: Test, x: "float | None") -> bool:
     _, op, k = t
+    if op == "truthy" or op == "falsy":
+        return (x is not None and x != 0) == (op == "truthy")
     if k is None or x is None:
         same = (k is None) == (x is None)
         return same if op in ("is", "==") else not same if op in ("is not", "!=") else False
@@ -103,14 +139,14 @@ def correlated(stmts: Sequence[cst.CSTNode], i: int) -> tuple[int, Test] | None:
     first = simple_test(stmts[i].test)  # type: ignore[attr-defined]
     if first is None:
         return None
-    name = first[0]
+    key = first[0]
     for j in range(i + 1, min(len(stmts), i + 1 + MAX_AHEAD)):  # rebinding: checked on a match
         s = stmts[j]
         second = simple_test(s.test) if type(s) is cst.If else None
-        if second is not None and second[0] == name:
+        if second is not None and second[0] == key:
             if all(all(feasible(first, b, second)) for b in (True, False)):
                 return None  # the first test does not decide the second
-            if any(assigns(x, name) for x in stmts[i:j]):
+            if any(assigns(x, base_of(key), members=key != base_of(key)) for x in stmts[i:j]):
                 return None
             return j, first
     return None
@@ -158,9 +194,10 @@ def fast_children(node: cst.CSTNode) -> list[cst.CSTNode]:
     return out
 
 
-def assigns(node: cst.CSTNode, name: str) -> bool:
+def assigns(node: cst.CSTNode, name: str, members: bool = False) -> bool:
     """Might ``node`` rebind the local ``name``? (Any binding form, ``del``, or a
-    ``global``/``nonlocal`` declaration of it, nested functions included.)"""
+    ``global``/``nonlocal`` declaration of it, nested functions included.) With ``members``,
+    also a write into one of its members (``name.x = ``, ``name['k'] = ``)."""
     stack = [node]
     while stack:
         n = stack.pop()
@@ -177,9 +214,25 @@ def assigns(node: cst.CSTNode, name: str) -> bool:
         elif (t is cst.FunctionDef or t is cst.ClassDef) and n.name.value == name:
             return True
         for tg in targets:
-            if _mentions(tg, name):
+            if _mentions(tg, name) or (members and _member_of(tg, name)):
                 return True
         stack.extend(fast_children(n))
+    return False
+
+
+def _member_of(target: cst.CSTNode, name: str) -> bool:
+    """Is a member of ``name`` among the (possibly unpacked) targets ``target``?"""
+    stack = [target]
+    while stack:
+        n = stack.pop()
+        t = type(n)
+        if t is cst.Attribute or t is cst.Subscript:
+            while type(n) is cst.Attribute or type(n) is cst.Subscript:
+                n = n.value
+            if type(n) is cst.Name and n.value == name:
+                return True
+        elif t in (cst.Tuple, cst.List, cst.Element, cst.StarredElement):
+            stack.extend(fast_children(n))
     return False
 
 

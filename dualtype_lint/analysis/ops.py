@@ -21,6 +21,45 @@ def is_copy(node: cst.BaseExpression) -> bool:
     return False
 
 
+_WRITE_BACK = frozenset({"copy_", "set_", "_foreach_copy_"})
+
+
+def writes_back(fn: cst.FunctionDef) -> frozenset[str]:
+    """The names ``fn`` writes back into other tensors: read in the source of ``q.copy_(x)``,
+    ``q.set_(x)``, ``torch._foreach_copy_(qs, xs)``, ``q.data = x``, or in what a loop with such a
+    write iterates over (``for q, x in zip(params, chunk.unbind(0)): q.copy_(x)``). An updated
+    copy of a weight is a master copy only if it is written back (``p32 = p.float();
+    p32.add_(u); p.copy_(p32)``); otherwise it is scratch space (``update = p.clone();
+    update.addcdiv_(m, d)``), a buffer like any other."""
+    from .branches import fast_children
+
+    out: set[str] = set()
+
+    def walk(root: cst.CSTNode) -> bool:  # adds the names written back; did it write any?
+        found = False
+        stack = [root]
+        while stack:
+            n = stack.pop()
+            t = type(n)
+            if t is cst.Call and type(n.func) is cst.Attribute and n.func.attr.value in _WRITE_BACK:
+                out.update(x.value for a in n.args for x in names_in(a.value))
+                found = True
+            elif t is cst.Assign and any(
+                type(g.target) is cst.Attribute and g.target.attr.value == "data" for g in n.targets
+            ):
+                out.update(x.value for x in names_in(n.value))
+                found = True
+            elif t is cst.For and walk(n.body):
+                out.update(x.value for x in names_in(n.iter))
+                found = True
+                continue
+            stack.extend(fast_children(n))
+        return found
+
+    walk(fn.body)
+    return frozenset(out)
+
+
 def data_args(args: Sequence[cst.Arg], vals: list[Value]) -> list[Value]:
     """The values of the arguments that carry data (see ``Analyzer._argvals``)."""
     return [v for a, v in zip(args, vals) if a.keyword is None or a.keyword.value not in META_KWARGS]

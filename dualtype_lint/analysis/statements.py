@@ -69,7 +69,7 @@ class Statements:
             # double the walk, so they are bounded
             if type(s) is cst.If and self.fn_nodes and not self.quiet and self.splits < branches.MAX_NESTED:
                 found = branches.correlated(stmts, i)
-                if found is not None and found[1][0] not in self._declared_outside():
+                if found is not None and branches.base_of(found[1][0]) not in self._declared_outside():
                     self._split_walk(stmts, i, *found)
                     i = found[0] + 1
                     continue

@@ -20,7 +20,13 @@ def test_simple_tests():
     assert _t("n >= -1.5") == ("n", ">=", -1.5)
     assert _t("buf is None") == ("buf", "is", None)
     assert _t("buf is not None") == ("buf", "is not", None)
-    for other in ("n == m", "n.x == 0", "0 < n < 3", "n in (0, 1)", "n", "not n", "n is 0"):
+    assert _t("n") == ("n", "truthy", 0.0)
+    assert _t("not n") == ("n", "falsy", 0.0)
+    assert _t("n.x == 0") == ("n.x", "==", 0.0)
+    assert _t("group['rectify']") == ("group['rectify']", "truthy", 0.0)
+    assert _t("not self.nesterov") == ("self.nesterov", "falsy", 0.0)
+    assert _t("state['buf'] is None") == ("state['buf']", "is", None)
+    for other in ("n == m", "0 < n < 3", "n in (0, 1)", "n is 0", "n.x.y", "g[0]", "f(n)", "a[b]"):
         assert _t(other) is None, other
 
 
@@ -36,10 +42,56 @@ def test_simple_tests():
         ("b is None", True, "b is not None", (False, True)),
         ("b is None", False, "b is not None", (True, False)),
         ("b is None", False, "b == 0", (True, True)),
+        ("f", True, "f", (True, False)),
+        ("f", False, "not f", (True, False)),
+        ("f", True, "f is None", (False, True)),  # None is falsy
+        ("f is None", True, "f", (False, True)),
+        ("f is None", False, "f", (True, True)),  # 0 is not None and falsy
+        ("n > 0", True, "n", (True, False)),
+        ("n >= 0", True, "not n", (True, True)),
     ],
 )
 def test_feasible(first, taken, second, expected):
     assert branches.feasible(_t(first), taken, _t(second)) == expected
+
+
+_RECTIFY = """
+def step(p, exp_avg, exp_avg_sq, lr, group):
+    exp_avg.lerp_(p.grad, 0.1)
+    exp_avg_sq.addcmul_(p.grad, p.grad)
+    if {first}:
+        u = p.clone()
+        u.add_(exp_avg, alpha=-lr)
+    else:
+        u = exp_avg / exp_avg_sq.sqrt()
+    {between}
+    if {second}:
+        p.add_(exp_avg, alpha=-lr)
+    else:
+        p.add_(u, alpha=-lr)
+"""
+
+
+@pytest.mark.parametrize(
+    "first, between, second, codes",
+    [
+        # the else branch of the second test only sees u = m/√v
+        ("group['rectify']", "pass", "group['rectify']", ["DTL002", "DTL006"]),
+        ("self.rectify", "pass", "self.rectify", ["DTL002", "DTL006"]),
+        ("not rectify", "pass", "not rectify", ["DTL002", "DTL006"]),
+        # a write into the hyperparameters in between: the raw u of the first branch joins in
+        ("group['rectify']", "group['rectify'] = False", "group['rectify']", ["DTL002", "DTL002"]),
+        ("group['rectify']", "group, x = {}, 1", "group['rectify']", ["DTL002", "DTL002"]),
+        ("self.rectify", "self.rectify = 0", "self.rectify", ["DTL002", "DTL002"]),
+        ("group['rectify']", "pass", "group['amsgrad']", ["DTL002", "DTL002"]),  # another key
+    ],
+)
+def test_members_and_truth_tests_are_correlated(first, between, second, codes):
+    """A copy of the weight that is never written back is scratch space (``u = p.clone()``):
+    the raw momentum written into it is a buffer, reported where ``u`` reaches ``p``."""
+    src = _RECTIFY.format(first=first, between=between, second=second)
+    res = lint_text(src, "m.py", Settings())
+    assert [d.code for d in res.diagnostics] == codes, src
 
 
 def test_nested_splits_are_bounded():

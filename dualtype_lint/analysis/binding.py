@@ -160,6 +160,10 @@ class Binding:
                         ev = v
                 elif v.taint:
                     ev = TAINT
+                elif not v.flags and type(sub) is cst.Name and is_grad_name(sub.value) and _computed(value_node):
+                    # fut, g_slice = self._futures[p]: a target named as a gradient, unpacked from
+                    # something computed, is one (as `g_slice = ...` alone would be)
+                    ev = TAINT
                 self._bind(sub, ev, None)
         elif t is cst.StarredElement:
             self._bind(target.value, v, None)
@@ -259,3 +263,8 @@ class Binding:
                 st.tainted.add(n)
             else:
                 st.tainted.discard(n)
+
+
+def _computed(node) -> bool:
+    """Not a literal or a bare name: a call, a subscript, an attribute (unknown contents)."""
+    return node is not None and type(node) in (cst.Call, cst.Subscript, cst.Attribute, cst.Await)

@@ -8,7 +8,7 @@ import libcst as cst
 
 from ..names import is_grad_name, is_inplace_method, is_weight_name
 from . import maps
-from .ops import data_args, inplace_map, method_map, written_value
+from .ops import MAXIMA, data_args, inplace_map, method_map, written_value
 from .paths import dotted, key_of
 from .sites import CollectionUpdate, InplaceCall
 from .tables import (
@@ -40,7 +40,8 @@ from .values import (
 
 
 # in-place writes that add what they write to what the buffer holds
-ACCUMULATES = frozenset(("add_", "addcmul_", "lerp_"))
+# in-place updates of a buffer that accumulate what they write (a running sum, average or maximum)
+ACCUMULATES = frozenset(("add_", "addcmul_", "lerp_")) | MAXIMA
 
 
 class Calls:
@@ -95,10 +96,10 @@ class Calls:
         if ft is cst.Attribute and not is_module_func and is_inplace_method(func.attr.value):
             recv = self.expr(func.value)
             target = func.value
-            while (
+            while (  # v.mul_(β).add_(x) and v.view(-1).add_(x) write into v
                 type(target) is cst.Call
                 and type(target.func) is cst.Attribute
-                and is_inplace_method(target.func.attr.value)
+                and (is_inplace_method(target.func.attr.value) or target.func.attr.value in VIEW_METHODS)
             ):
                 target = target.func.value
             return self._inplace(node, "method", func.attr.value, target, args, recv)
@@ -177,6 +178,9 @@ class Calls:
         if last in maps.SQUARES:
             vals = self._argvals(args)
             return maps.power(vals[0], 2.0) if vals else CLEAN
+        if last in maps.ABS:
+            vals = self._argvals(args)
+            return maps.abs_of(vals[0]) if vals else CLEAN
         if last in maps.CLAMPS:
             vals = self._argvals(args)
             return self._clamp_args(args, vals) if len(vals) > 1 else _combine(vals)
@@ -307,6 +311,11 @@ class Calls:
                     self.summaries.record_write(self, target, new, False)
                 return new
         if not tainted:
+            if not is_weight and _running_statistic(base, node, written_value(base, vals)):
+                # v.mul_(β).add_(‖g‖²), u.lerp_(n, 1-β): a running average of squared norms
+                # (NovoGrad per tensor, Nero per row) is a second moment, as Adam's is
+                self._set_target(target, Value(flags=MOMENT2))
+                return Value(flags=MOMENT2)
             return WEIGHT if is_weight else (recv if recv is not None else CLEAN)
         written = written_value(base, vals)
         self.fire_inplace(
@@ -414,3 +423,22 @@ class Calls:
             return first
         # a literal mixing weights and non-weights: an element is not known to be a weight
         return Value(v.taint, False, False)
+
+
+def _running_statistic(base: str, node: cst.Call, written: Value) -> bool:
+    """Does this in-place write keep a running statistic of gradient magnitudes in a buffer?
+    A decayed average of norms (``v.mul_(β).add_(n)``, ``v.lerp_(n, 1 - β)``) or a running
+    maximum of a statistic (``torch.max(m, v, out=m)``). A plain sum of norms
+    (``total.add_(n ** 2)``, the global norm of clipping) is not one: it stays a norm."""
+    if written.taint:
+        return False
+    if base in MAXIMA:
+        return bool(written.flags & MOMENT2)
+    recv = node.func.value if type(node.func) is cst.Attribute else None  # v.mul_(β) in v.mul_(β).add_(n)
+    decayed = base == "lerp_" or (
+        base in ("add_", "addcmul_")
+        and type(recv) is cst.Call
+        and type(recv.func) is cst.Attribute
+        and recv.func.attr.value == "mul_"
+    )
+    return decayed and bool(written.flags & (NORMV | MOMENT2))

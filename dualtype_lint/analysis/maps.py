@@ -46,6 +46,7 @@ SIGN_INPLACE = frozenset(("sign_", "sgn_", "_foreach_sign_"))
 ROOTS = frozenset(("sqrt", "_foreach_sqrt"))
 INV_ROOTS = frozenset(("rsqrt", "_foreach_rsqrt"))
 SQUARES = frozenset(("square",))
+ABS = frozenset(("abs", "absolute", "_foreach_abs"))
 DIVIDES = frozenset(("div", "divide", "true_divide", "_foreach_div"))
 ATAN2 = frozenset(("atan2", "arctan2"))
 MULTIPLIES = frozenset(("mul", "multiply", "_foreach_mul"))
@@ -150,7 +151,10 @@ def clamped(v: Value, bounds) -> Value:
 
 
 def root_of(v: Value) -> Value:
-    """``√x``: of a norm, a norm; of a gradient statistic (Adam's v), an elementwise root."""
+    """``√x``: of a norm, a norm; of a gradient statistic (Adam's v, a running average of
+    squared norms), an elementwise root."""
+    if v.flags & MOMENT2 and not v.taint:
+        return Value(flags=MOMENT2)
     if v.flags & NORMV:
         return Value(v.taint, flags=NORMV)
     if v.taint:
@@ -159,6 +163,8 @@ def root_of(v: Value) -> Value:
 
 
 def rsqrt_of(v: Value) -> Value:
+    if v.flags & MOMENT2 and not v.taint:
+        return Value(flags=MOMENT2)
     if v.flags & NORMV:
         return Value(flags=INVNORM)
     if v.taint:
@@ -181,6 +187,15 @@ def power(v: Value, exponent: float | None) -> Value:
         return rsqrt_of(v)
     if exponent == 2.0 and v.taint and not v.flags & NORMV:
         return Value(True, flags=SQUARE)  # g² is quadratic in the gradient, not a norm
+    return combine((v,))
+
+
+def abs_of(v: Value) -> Value:
+    """``|g|``: like ``g²``, a magnitude of this step, not yet a statistic. A buffer it is
+    accumulated into by a running maximum is one (Adamax's ``u = max(β·u, |g|)``, the ∞-norm
+    analogue of Adam's second moment, see ``MOMENT2``)."""
+    if v.taint and not v.flags & NORMV:
+        return Value(True, flags=SQUARE)
     return combine((v,))
 
 

@@ -8,7 +8,7 @@ import libcst as cst
 
 from . import maps
 from .tables import COPY_METHODS, META_KWARGS
-from .values import INVNORM, NORMV, PRECOND, PRIMAL_VALUE, Value, combine as _combine
+from .values import INVNORM, MOMENT2, NORMV, PRECOND, PRIMAL_VALUE, SQUARE, Value, combine as _combine
 
 
 def is_copy(node: cst.BaseExpression) -> bool:
@@ -21,6 +21,7 @@ def is_copy(node: cst.BaseExpression) -> bool:
     return False
 
 
+MAXIMA = frozenset(("maximum", "maximum_", "max", "fmax"))
 _WRITE_BACK = frozenset({"copy_", "set_", "_foreach_copy_"})
 
 
@@ -93,6 +94,8 @@ def method_map(mname: str, recv: Value, vals: list[Value], args) -> Value | None
     """``g.sign()``, ``g.norm()``, ``v.sqrt()``, ``a.div(b)``, ``g.svd()`` (see analysis.maps)."""
     if mname in maps.SIGN or mname in maps.SIGN_INPLACE:
         return PRIMAL_VALUE
+    if mname == "sparse_mask":
+        return _combine((recv,))  # p.sparse_mask(grad): the values of p where grad has entries
     if maps.is_norm_name(mname):
         return maps.norm_of([recv])
     if mname in maps.ROOTS:
@@ -103,6 +106,8 @@ def method_map(mname: str, recv: Value, vals: list[Value], args) -> Value | None
         return maps.power(recv, maps.exponent(args[0].value))
     if mname in maps.SQUARES:
         return maps.power(recv, 2.0)
+    if mname in maps.ABS:
+        return maps.abs_of(recv)
     if vals and mname in maps.DIVIDES:
         return maps.divide(recv, vals[0])
     if vals and mname in maps.ATAN2:
@@ -133,6 +138,8 @@ def inplace_map(base: str, tv: Value, vals: list[Value], args) -> Value | None:
         return maps.power(tv, maps.exponent(args[0].value))
     if base == "square_":
         return maps.power(tv, 2.0)
+    if base in ("abs_", "absolute_"):
+        return maps.abs_of(tv)
     if base == "div_" and vals and not tv.weight_ref:
         return maps.divide(tv, vals[0])
     if base in ("atan2_", "arctan2_") and vals and not tv.weight_ref:
@@ -156,4 +163,7 @@ def written_value(base: str, vals: list[Value]) -> Value:
         return _combine((maps.divide(vals[0], vals[1]), *vals[2:]))
     if base == "addcmul_" and len(vals) >= 2:
         return _combine((maps.multiply(vals[0], vals[1]), *vals[2:]))
+    if base in MAXIMA and any(v.taint and v.flags & (SQUARE | MOMENT2) for v in vals):
+        # max(β·u, |g|): a running maximum of magnitudes, whatever the buffer held before
+        return Value(True, flags=SQUARE)
     return _combine(vals)

@@ -36,9 +36,9 @@ _ROOT = re.compile(r"[.\[]")
 
 
 class FunctionInfo:
-    __slots__ = ("node", "params", "vararg", "owner", "cls", "bound")
+    __slots__ = ("node", "params", "vararg", "owner", "cls", "bound", "nested")
 
-    def __init__(self, node: cst.FunctionDef, owner: "Analyzer", cls: str | None) -> None:
+    def __init__(self, node: cst.FunctionDef, owner: "Analyzer", cls: str | None, nested: bool = False) -> None:
         p = node.params
         self.node = node
         self.params = [x.name.value for x in (*p.posonly_params, *p.params, *p.kwonly_params)]
@@ -50,6 +50,8 @@ class FunctionInfo:
         # @staticmethod)
         static = any(type(d.decorator) is cst.Name and d.decorator.value == "staticmethod" for d in node.decorators)
         self.bound = 0 if cls is None or static else 1
+        # defined inside another function: it reads the enclosing function's locals (closure)
+        self.nested = nested
 
     @property
     def name(self) -> str:
@@ -105,7 +107,7 @@ class Summaries:
         if self.classes and node.name.value in self.methods.get(self.classes[-1], {}):
             return
         if node.name.value not in self.defs or self.defs[node.name.value].node is not node:
-            self.defs[node.name.value] = FunctionInfo(node, a, None)
+            self.defs[node.name.value] = FunctionInfo(node, a, None, nested=bool(a.fn_nodes))
             self.version += 1
 
     def bind_alias(self, a: "Analyzer", target: cst.BaseExpression, value: cst.BaseExpression) -> None:
@@ -279,10 +281,13 @@ class Summaries:
             else:
                 kw = x.keyword.value
                 index.append(fi.params.index(kw) if kw in fi.params else None)
-        if id(fi.node) in a.walked_fns and id(fi.node) not in a.grad_fns:
+        # a nested function called from where it is visible reads the caller's locals: it is
+        # walked from the caller's state, not memoized (the closure differs from call to call)
+        closure = a.st if fi.nested and fi.owner is a else None
+        if closure is None and id(fi.node) in a.walked_fns and id(fi.node) not in a.grad_fns:
             base = None  # its walk met no gradient source: with clean arguments, nothing
         else:
-            base = fi.owner.summaries.run(fi, ())
+            base = fi.owner.summaries.run(fi, (), closure)
             if base is not None and (base.ret.taint or base.writes) and fi.owner is a:
                 a.grad_fns.update(map(id, a.fn_nodes))  # a source reached through the call
         parts = [base.ret if base is not None else CLEAN]
@@ -305,7 +310,7 @@ class Summaries:
                     tainted.append((i, v.flags & TAINT_FLAGS, x))
         if tainted:
             # one walk with every gradient argument a gradient, so that m/√v sees both
-            r = fi.owner.summaries.run(fi, tuple((i, f) for i, f, _ in tainted))
+            r = fi.owner.summaries.run(fi, tuple((i, f) for i, f, _ in tainted), closure)
             if r is None:
                 parts.extend(vals[k] for k, i in enumerate(index) if i in {t[0] for t in tainted})
             else:
@@ -383,22 +388,27 @@ class Summaries:
 
     # ---- runs
 
-    def run(self, fi: FunctionInfo, tainted: tuple[tuple[int, int], ...]) -> Run | None:
-        """Walk ``fi`` with the arguments ``tainted`` (position, kind flags) gradients."""
+    def run(
+        self, fi: FunctionInfo, tainted: tuple[tuple[int, int], ...], closure: State | None = None
+    ) -> Run | None:
+        """Walk ``fi`` with the arguments ``tainted`` (position, kind flags) gradients; a nested
+        function from its caller's state ``closure`` (its parameters shadow the caller's names)."""
         key = (id(fi.node), tainted)
-        if key in self.memo:
+        if key in self.memo and closure is None:
             return self.memo[key]
         if self.depth >= MAX_DEPTH:
             return None
-        self.memo[key] = None  # recursion: unknown while in progress
+        if closure is None:
+            self.memo[key] = None  # recursion: unknown while in progress
         a = fi.owner
         saved = (a.st, a.quiet)
         run = Run(fi.params)
         a.quiet = True
-        a.st = st = State()
-        st.bound.update(fi.params)
-        if fi.vararg is not None:
-            st.bound.add(fi.vararg)
+        a.st = st = State() if closure is None else closure.copy()
+        for n in (*fi.params, *((fi.vararg,) if fi.vararg is not None else ())):
+            st.bound.add(n)
+            if closure is not None:
+                _forget(st, n)
         for j, flags in tainted:
             name = fi.params[j] if 0 <= j < len(fi.params) else fi.vararg if j >= 0 else None
             if name is not None:
@@ -417,8 +427,19 @@ class Summaries:
                 self.classes.pop()
             self.stack.pop()
             a.st, a.quiet = saved
-        self.memo[key] = run
+        if closure is None:
+            self.memo[key] = run
         return run
+
+
+def _forget(st: State, name: str) -> None:
+    """A parameter shadows the enclosing function's ``name``."""
+    st.tainted.discard(name)
+    st.weights.discard(name)
+    st.derived.discard(name)
+    st.aliases.pop(name, None)
+    st.flags.pop(name, None)
+    st.elems.pop(name, None)
 
 
 def _key(node: cst.BaseExpression) -> str | None:

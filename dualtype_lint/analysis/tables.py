@@ -18,7 +18,7 @@ VIEW_ATTRS = frozenset("data T mT H mH real imag _local_tensor".split())
 
 VIEW_METHODS = frozenset(
     """detach view view_as reshape reshape_as flatten narrow select t transpose squeeze
-    unsqueeze to_local as_strided unflatten movedim permute expand expand_as""".split()
+    unsqueeze to_local as_strided unflatten movedim permute expand expand_as _values""".split()
 )
 
 SCALAR_METHODS = frozenset(

@@ -188,13 +188,19 @@ class State:
 
 
 def _join_flags(a: State, b: State) -> dict[str, int]:
-    """A flag survives a join if every side on which the path holds something has it."""
+    """A flag survives a join if every side on which the path holds something has it. A
+    running statistic on one side and a norm on the other (``v.copy_(n)`` on the first step,
+    ``v.mul_(β).add_(n)`` after) is a statistic."""
     out: dict[str, int] = {}
     for k in a.flags.keys() | b.flags.keys():
         f = -1
         for s in (a, b):
             if k in s.flags or k in s.tainted:
                 f &= s.flags.get(k, 0)
+        if not f & MOMENT2 and k not in a.tainted and k not in b.tainted:
+            fa, fb = a.flags.get(k, 0), b.flags.get(k, 0)
+            if (fa | fb) & MOMENT2 and fa & (NORMV | MOMENT2) and fb & (NORMV | MOMENT2):
+                f = MOMENT2
         if f > 0:
             out[k] = f
     return out

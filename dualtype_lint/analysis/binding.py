@@ -10,7 +10,7 @@ from .ops import is_copy, names_in, writes_back
 from .paths import string_index, key_of
 from .sites import AssignSite
 from .tables import FN_EXPRS, VIEW_ATTRS, VIEW_METHODS
-from .values import CLEAN, join as _join, MOMENT2, SQUARE, TAINT, Value, WEIGHT
+from .values import CLEAN, join as _join, MOMENT2, NORMV, SQUARE, TAINT, Value, WEIGHT
 
 
 class Binding:
@@ -218,6 +218,8 @@ class Binding:
         if tt is cst.Name and v.taint and v.flags & SQUARE and any(x.value == target.value for x in names_in(value_node)):
             # v = β * v + (1 - β) * g * g: a running second moment
             v = Value(True, v.weight_ref, v.weight_derived, v.elems, v.flags | MOMENT2)
+        if tt is cst.Name and not v.taint and v.flags == NORMV and is_grad_name(target.value) and _sum_of(value_node):
+            v = TAINT  # grad_a = grad_y_pred.sum(): the gradient of a scalar weight, not a norm
         if (
             tt is cst.Name
             and not v.taint
@@ -268,3 +270,12 @@ class Binding:
 def _computed(node) -> bool:
     """Not a literal or a bare name: a call, a subscript, an attribute (unknown contents)."""
     return node is not None and type(node) in (cst.Call, cst.Subscript, cst.Attribute, cst.Await)
+
+
+def _sum_of(node) -> bool:
+    """``x.sum()``, ``torch.sum(x)``, ``x.mean()``: a full reduction."""
+    return (
+        type(node) is cst.Call
+        and type(node.func) is cst.Attribute
+        and node.func.attr.value in ("sum", "mean")
+    )

@@ -94,7 +94,14 @@ class Calls:
             self._args(args)
             return recv  # `w.requires_grad_(flag)` writes no data into w
         if ft is cst.Attribute and not is_module_func and is_inplace_method(func.attr.value):
-            recv = self.expr(func.value)
+            outer = self.chain is None
+            if outer:  # p.add_(g).mul_(z).add_(buf): one update site, reported once per rule
+                self.chain = node
+            try:
+                recv = self.expr(func.value)
+            finally:
+                if outer:
+                    self.chain = None
             target = func.value
             while (  # v.mul_(β).add_(x) and v.view(-1).add_(x) write into v
                 type(target) is cst.Call
@@ -178,9 +185,10 @@ class Calls:
         if last in maps.SQUARES:
             vals = self._argvals(args)
             return maps.power(vals[0], 2.0) if vals else CLEAN
-        if last in maps.ABS:
+        if last in maps.ABS or last in maps.RECIPROCALS:
             vals = self._argvals(args)
-            return maps.abs_of(vals[0]) if vals else CLEAN
+            f = maps.abs_of if last in maps.ABS else maps.reciprocal_of
+            return f(vals[0]) if vals else CLEAN
         if last in maps.CLAMPS:
             vals = self._argvals(args)
             return self._clamp_args(args, vals) if len(vals) > 1 else _combine(vals)
@@ -200,7 +208,9 @@ class Calls:
     def _known_callee(self, node: cst.Call, func, args, name: str | None) -> tuple[Value | None, list]:
         """(the call's value, None) for an orthogonalizer by name or a summarized function;
         else (None, the values of its data arguments)."""
-        if name is not None and maps.looks_like_orthogonalizer(name):
+        if name is not None and maps.looks_like_orthogonalizer(name) and not self.summaries.returns_input(self, func):
+            # trusted by its name, unless its body can hand its input back unchanged (a bypass
+            # for vectors: then the summary says which path is raw)
             self._args(args)
             return PRIMAL_VALUE, []
         s = self.summaries.call(self, node, func, args)
@@ -292,6 +302,9 @@ class Calls:
         tainted: list[cst.BaseExpression] = []
         fixable: list[cst.BaseExpression] = []
         base = name[9:] if name.startswith("_foreach_") else name
+        if kind == "method" and base in ("addcdiv_", "addcmul_") and len(value_args) == 3:
+            if all(a.keyword is None for a in value_args):  # deprecated p.addcdiv_(value, t1, t2)
+                value_args = [value_args[1], value_args[2], value_args[0]]
         for i, a in enumerate(value_args):
             v = self.expr(a.value)
             if a.keyword is not None and a.keyword.value in META_KWARGS:

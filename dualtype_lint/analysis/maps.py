@@ -47,6 +47,7 @@ ROOTS = frozenset(("sqrt", "_foreach_sqrt"))
 INV_ROOTS = frozenset(("rsqrt", "_foreach_rsqrt"))
 SQUARES = frozenset(("square",))
 ABS = frozenset(("abs", "absolute", "_foreach_abs"))
+RECIPROCALS = frozenset(("reciprocal", "_foreach_reciprocal"))
 DIVIDES = frozenset(("div", "divide", "true_divide", "_foreach_div"))
 ATAN2 = frozenset(("atan2", "arctan2"))
 MULTIPLIES = frozenset(("mul", "multiply", "_foreach_mul"))
@@ -188,6 +189,15 @@ def power(v: Value, exponent: float | None) -> Value:
     if exponent == 2.0 and v.taint and not v.flags & NORMV:
         return Value(True, flags=SQUARE)  # g² is quadratic in the gradient, not a norm
     return combine((v,))
+
+
+def reciprocal_of(v: Value) -> Value:
+    """``1 / x``: of a root an inverse root (LAMB's ``_foreach_reciprocal_(√v + ε)``), and back;
+    of a norm its reciprocal (a trust ratio's denominator)."""
+    if v.taint and v.flags & (ROOT | INVROOT) and not v.flags & NORMV:
+        swapped = (ROOT if v.flags & INVROOT else 0) | (INVROOT if v.flags & ROOT else 0)
+        return Value(True, flags=swapped)
+    return divide(CLEAN, v)
 
 
 def abs_of(v: Value) -> Value:

@@ -108,6 +108,8 @@ def method_map(mname: str, recv: Value, vals: list[Value], args) -> Value | None
         return maps.power(recv, 2.0)
     if mname in maps.ABS:
         return maps.abs_of(recv)
+    if mname in maps.RECIPROCALS:
+        return maps.reciprocal_of(recv)
     if vals and mname in maps.DIVIDES:
         return maps.divide(recv, vals[0])
     if vals and mname in maps.ATAN2:
@@ -140,6 +142,8 @@ def inplace_map(base: str, tv: Value, vals: list[Value], args) -> Value | None:
         return maps.power(tv, 2.0)
     if base in ("abs_", "absolute_"):
         return maps.abs_of(tv)
+    if base == "reciprocal_":
+        return maps.reciprocal_of(tv)
     if base == "div_" and vals and not tv.weight_ref:
         return maps.divide(tv, vals[0])
     if base in ("atan2_", "arctan2_") and vals and not tv.weight_ref:

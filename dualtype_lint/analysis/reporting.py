@@ -31,7 +31,7 @@ class Reporting:
     def report(self, rule: Rule, node: cst.CSTNode, message: str, fix_leaves=None) -> None:
         if self.quiet:
             return
-        key = (id(node), rule.code)
+        key = (id(self.chain or node), rule.code)
         if key not in self.findings:
             self.findings[key] = Finding(rule.code, node, message, fix_leaves, tuple(map(id, self.fn_nodes)))
 

@@ -8,7 +8,7 @@ import libcst as cst
 
 from ..names import is_grad_name
 from . import branches
-from .ops import binop
+from .ops import binop, names_in
 from .sites import AugAssignSite
 from .tables import AUG_OPS
 from .values import MOMENT2, SQUARE, State, Value
@@ -153,7 +153,9 @@ class Statements:
         v = self.expr(node.value)
         target = node.target
         tv = self.expr(target)
-        is_weight = self.is_weight_target(target)
+        is_weight = self.is_weight_target(target) or (
+            v.taint and type(target) is cst.Name and _pairs_with(target.value, node.value)
+        )
         op = AUG_OPS.get(type(node.operator))
         if op is not None and not is_weight and (tv.taint or tv.flags or v.taint):
             # X /= ‖X‖ normalizes a buffer; m /= √v preconditions it; u *= c scales it
@@ -337,3 +339,10 @@ class Statements:
             self.summaries.classes.pop()
             self.st = saved
         saved.bound.add(node.name.value)
+
+
+def _pairs_with(name: str, value: cst.BaseExpression) -> bool:
+    """``a -= lr * grad_a``: the update names ``name``'s own gradient (``grad_a``, ``a_grad``,
+    ``da``, ``d_a``), so ``name`` is a weight even if nothing else says so."""
+    own = {f"grad_{name}", f"{name}_grad", f"d{name}", f"d_{name}"}
+    return any(x.value in own for x in names_in(value))

@@ -243,6 +243,13 @@ class Summaries:
             return bool(self.aliases) and _key(func) in self.aliases
         return t is cst.Subscript and bool(self.aliases)
 
+    def returns_input(self, a: "Analyzer", func: cst.BaseExpression) -> bool:
+        """Can a function of this file that ``func`` names return one of its parameters
+        unchanged (``if bypass(t.ndim): return t`` before ``t`` is rebound)?"""
+        if not self.may_resolve(a, func):
+            return False
+        return any(_returns_param(fi) for fi, _ in self.functions_of(a, func, imports=False))
+
     def call(
         self, a: "Analyzer", node: cst.Call, func: cst.BaseExpression, args
     ) -> Value | list[Value] | None:
@@ -440,6 +447,25 @@ def _forget(st: State, name: str) -> None:
     st.aliases.pop(name, None)
     st.flags.pop(name, None)
     st.elems.pop(name, None)
+
+
+def _returns_param(fi: FunctionInfo) -> bool:
+    """Does ``fi``'s body, before it rebinds a parameter, return that parameter as it is?"""
+    from .branches import assigns
+
+    live = set(fi.params)
+    for s in fi.node.body.body:
+        stack: list[cst.CSTNode] = [s]
+        while stack:
+            n = stack.pop()
+            if type(n) is cst.Return and type(n.value) is cst.Name and n.value.value in live:
+                return True
+            if isinstance(n, (cst.BaseCompoundStatement, cst.BaseSuite, cst.SimpleStatementLine, cst.Else)):
+                stack.extend(c for c in n.children if isinstance(c, (cst.BaseStatement, cst.BaseSuite, cst.Else, cst.BaseSmallStatement)))
+        live = {p for p in live if not assigns(s, p)}
+        if not live:
+            return False
+    return False
 
 
 def _key(node: cst.BaseExpression) -> str | None:

@@ -194,10 +194,13 @@ def _join_flags(a: State, b: State) -> dict[str, int]:
     out: dict[str, int] = {}
     for k in a.flags.keys() | b.flags.keys():
         f = -1
+        tainted = k in a.tainted or k in b.tainted
         for s in (a, b):
-            if k in s.flags or k in s.tainted:
+            # a gradient on one side, a clean value on the other (m/√v or g.sign()): the
+            # gradient's kind is the tainted side's
+            if k in s.tainted or (not tainted and k in s.flags):
                 f &= s.flags.get(k, 0)
-        if not f & MOMENT2 and k not in a.tainted and k not in b.tainted:
+        if not f & MOMENT2 and not tainted:
             fa, fb = a.flags.get(k, 0), b.flags.get(k, 0)
             if (fa | fb) & MOMENT2 and fa & (NORMV | MOMENT2) and fb & (NORMV | MOMENT2):
                 f = MOMENT2

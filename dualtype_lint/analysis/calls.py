@@ -250,12 +250,24 @@ class Calls:
             return CLEAN
         if mname == "grad" and not vals:  # modula: weights.grad()
             return TAINT
+        if mname in ("append", "appendleft", "insert") and vals and args and self.is_collection_update(vals[-1], args[-1].value):
+            # new_ws.append(w - lr * g) in a loop over zip(ws, grads): a comprehension unrolled
+            if self._h_coll and not self.quiet:
+                site = CollectionUpdate(node, vals[-1], args[-1].value)
+                for r in self._h_coll:
+                    r.on_collection(self, site)
+            return recv
         if mname in CONTAINER_WRITES and any(v.taint for v in vals):
             self.taint_target(func.value)  # grads.append(p.grad)
             self.summaries.record_write(self, func.value, _join(vals), False)
         return _combine([recv, *vals])
 
     def _call_function(self, node, func, ft, args, resolved, last) -> Value:
+        if resolved in ("zip", "enumerate") and ft is cst.Name:
+            # zipped = zip(groups, grads): a collection of tuples, kept per position for the
+            # loop that iterates it later (for group, grads in zipped)
+            e = self.elem_of(node)
+            return Value(e.taint, e.weight_ref, e.weight_derived, (e,))
         if ft is not cst.Name:
             self.expr(func)
         done, vals = self._known_callee(node, func, args, last)

@@ -73,6 +73,9 @@ class Expressions:
             k = key_of(node.value)
             if k is not None:
                 self.st.weights.add(k)  # whatever has a .grad is a parameter
+                alias = self.st.aliases.get(k)  # buff = model._buffers[key]: so is the slot
+                if alias is not None:
+                    self.st.weights.add(alias)
             self.expr(node.value)
             return TAINT
         base = self.expr(node.value)

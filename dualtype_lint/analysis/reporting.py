@@ -60,6 +60,26 @@ class Reporting:
                 return self.is_update_expr(f.value)
         return False
 
+    def is_reassign_update(self, site) -> bool:
+        """Does the assignment ``site`` (into a weight, of a gradient) compute new weights:
+        ``p - lr * g``, ``_add(p, -lr, g)`` (a helper of this tree whose summary computes
+        w + c·g), or, into a slot (``p.data = ``, ``params[i] = ``), a name holding one?
+        ``w = p.grad`` and ``ctx.params = (w, grad)`` are not updates."""
+        v, node = site.value, site.value_node
+        helper = (
+            v.weight_derived
+            and type(node) is cst.Call
+            and self.summaries.may_resolve(self, node.func)
+            and bool(self.summaries.functions_of(self, node.func))
+        )
+        if type(site.target) is cst.Name:
+            return v.weight_derived and (self.is_update_expr(node) or helper)
+        return (
+            self.is_update_expr(node)
+            or helper
+            or (v.weight_derived and type(node) in (cst.Name, cst.Attribute, cst.Subscript))
+        )
+
     def advice(self, code: str, exprs: Iterable[cst.BaseExpression], each: bool = False) -> str:
         """What to do about a finding. A gradient that went through a function the linter does
         not know (Muon-like code: ``update = my_orthogonalize(buf)``) may be dualized already:

@@ -193,7 +193,11 @@ class Statements:
         self.record_import(node)
 
     def _s_if(self, node: cst.If) -> None:
-        self._if_branches(node, True, True)
+        known = self.summaries.known_none(node.test)
+        if known is None:
+            self._if_branches(node, True, True)
+        else:  # `if a3 is None:` in a helper called with a3 given (see Summaries.known_none)
+            self._if_branches(node, known, not known)
 
     def _loop(self, node, is_for: bool) -> None:
         if is_for:

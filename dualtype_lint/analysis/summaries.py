@@ -61,10 +61,11 @@ class FunctionInfo:
 class Run:
     """One walk of a function body with argument ``j`` (or none) a raw gradient."""
 
-    __slots__ = ("params", "returns", "writes", "external")
+    __slots__ = ("params", "returns", "writes", "external", "none")
 
     def __init__(self, params: list[str]) -> None:
         self.params = {n: i for i, n in enumerate(params)}
+        self.none: dict[str, bool] = {}  # parameters known to be None (True) or a tensor (False)
         self.returns: list[Value] = []
         # (param index, part written, e.g. "['exp_avg']") -> (value, seen as a weight)
         self.writes: dict[tuple[int, str], tuple[Value, bool]] = {}
@@ -86,6 +87,8 @@ class Summaries:
         self.memo: dict[tuple[int, tuple], Run | None] = {}
         # function -> argument position -> whether some call in this file passes a gradient
         self.callsites: dict[int, dict[int, bool]] = {}
+        self.running: list[FunctionInfo] = []  # the functions of the runs on self.stack
+        self.rebinds: dict[tuple[int, str], bool] = {}  # (function, parameter) -> rebound in it
         self.depth = 0
         self.version = 0  # changes of defs and aliases (a loop's walk is repeated only if needed)
 
@@ -316,8 +319,10 @@ class Summaries:
                 else:
                     tainted.append((i, v.flags & TAINT_FLAGS, x))
         if tainted:
-            # one walk with every gradient argument a gradient, so that m/√v sees both
-            r = fi.owner.summaries.run(fi, tuple((i, f) for i, f, _ in tainted), closure)
+            # one walk with every gradient argument a gradient, so that m/√v sees both; the
+            # positions given a tensor, so that `if a3 is None:` takes its one feasible branch
+            tensors = frozenset(i for v, i in zip(vals, index) if i is not None and (v.taint or v.weight_ref))
+            r = fi.owner.summaries.run(fi, tuple((i, f) for i, f, _ in tainted), closure, tensors)
             if r is None:
                 parts.extend(vals[k] for k, i in enumerate(index) if i in {t[0] for t in tainted})
             else:
@@ -382,6 +387,32 @@ class Summaries:
             new = (v, is_weight) if prev is None else (join((prev[0], v)), prev[1] or is_weight)
             run.writes[(i, part)] = new
 
+    def known_none(self, test: cst.BaseExpression) -> bool | None:
+        """In a summary run, the value of ``p is None`` / ``p is not None`` for a parameter ``p``
+        the caller gave a tensor and the function never rebinds; else None (unknown)."""
+        run = self.stack[-1] if self.stack else None
+        if run is None or not run.none or type(test) is not cst.Comparison or len(test.comparisons) != 1:
+            return None
+        c = test.comparisons[0]
+        op = type(c.operator)
+        if type(test.left) is not cst.Name or op not in (cst.Is, cst.IsNot):
+            return None
+        if type(c.comparator) is not cst.Name or c.comparator.value != "None":
+            return None
+        is_none = run.none.get(test.left.value)
+        if is_none is None or self._rebinds(test.left.value):
+            return None
+        return is_none if op is cst.Is else not is_none
+
+    def _rebinds(self, name: str) -> bool:
+        from .branches import assigns
+
+        fi = self.running[-1]
+        k = (id(fi.node), name)
+        if k not in self.rebinds:
+            self.rebinds[k] = assigns(fi.node.body, name)
+        return self.rebinds[k]
+
     def record_return(self, v: Value) -> None:
         if self.stack and self.stack[-1] is not None:
             self.stack[-1].returns.append(v)
@@ -396,11 +427,16 @@ class Summaries:
     # ---- runs
 
     def run(
-        self, fi: FunctionInfo, tainted: tuple[tuple[int, int], ...], closure: State | None = None
+        self,
+        fi: FunctionInfo,
+        tainted: tuple[tuple[int, int], ...],
+        closure: State | None = None,
+        tensors: frozenset[int] = frozenset(),
     ) -> Run | None:
         """Walk ``fi`` with the arguments ``tainted`` (position, kind flags) gradients; a nested
-        function from its caller's state ``closure`` (its parameters shadow the caller's names)."""
-        key = (id(fi.node), tainted)
+        function from its caller's state ``closure`` (its parameters shadow the caller's names).
+        ``tensors``: positions given a tensor (never None)."""
+        key = (id(fi.node), tainted, tensors)
         if key in self.memo and closure is None:
             return self.memo[key]
         if self.depth >= MAX_DEPTH:
@@ -422,13 +458,16 @@ class Summaries:
                 st.tainted.add(name)
                 if flags and name != fi.vararg:
                     st.flags[name] = flags
+        run.none = {fi.params[i]: False for i in tensors if 0 <= i < len(fi.params)}
         self.stack.append(run)
         if fi.cls is not None:
             self.classes.append(fi.cls)
         self.depth += 1
+        self.running.append(fi)
         try:
             a.suite(fi.node.body)
         finally:
+            self.running.pop()
             self.depth -= 1
             if fi.cls is not None:
                 self.classes.pop()

@@ -40,15 +40,8 @@ class RawGradReassignment(Rule):
             return
         if isinstance(site.value_node, COMPREHENSIONS) or a.is_map_call(site.value_node):
             return  # DTL005 reports the comprehension itself
-        if isinstance(site.target, cst.Name) and not (
-            v.weight_derived and a.is_update_expr(site.value_node)
-        ):
-            return  # `w = p.grad`, `w = f(w, g_shape)`: an alias or a call, not an update
-        if not (
-            a.is_update_expr(site.value_node)
-            or (v.weight_derived and isinstance(site.value_node, (cst.Name, cst.Attribute, cst.Subscript)))
-        ):
-            return  # `ctx.params = (w, grad)`, `self.blocked_params = split(...)`: not an update
+        if not a.is_reassign_update(site):
+            return  # `w = p.grad`, `ctx.params = (w, grad)`: an alias or a container, not an update
         if v.precond:
             return  # DTL006
         a.report(

@@ -58,11 +58,7 @@ class PreconditionedUpdate(Rule):
             a.report(self, site.node, _msg(a, site.node.target))
 
     def on_assign(self, a, site: AssignSite) -> None:
-        if not (site.target_is_weight and site.value.precond):
-            return
-        if isinstance(site.target, cst.Name) and not a.is_update_expr(site.value_node):
-            return
-        if a.is_update_expr(site.value_node):
+        if site.target_is_weight and site.value.precond and a.is_reassign_update(site):
             a.report(self, site.node, _msg(a, site.target))
 
     def on_collection(self, a, site: CollectionUpdate) -> None:

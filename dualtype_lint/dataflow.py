@@ -96,6 +96,7 @@ class Analyzer(Reporting, Expressions, Calls, Binding, Statements):
         self.taint_writes = 0  # calls of taint_target, the only reader of State.aliases
         self.findings: dict[tuple[int, str], Finding] = {}
         self.quiet = False
+        self.carried: set[str] = set()  # attributes a weight carries a gradient in (p.update = -lr * g)
         self.chain: cst.Call | None = None  # the outermost call of an in-place chain being walked
         self.splits = 0  # correlated-branch splits in progress (analysis.branches)
         self.fn_nodes: list[cst.FunctionDef] = []  # the functions the walk is inside, innermost last

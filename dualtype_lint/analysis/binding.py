@@ -236,6 +236,10 @@ class Binding:
                 self._call_origin[target.value] = fn
             else:
                 self._call_origin.pop(target.value, None)
+        if v.taint and tt is cst.Attribute and target.attr.value not in VIEW_ATTRS and self.is_weight_target(target.value):
+            # learn2learn's p.update = -lr * g: a gradient carried on the weight to where it is
+            # applied (`p + p.update` in update_module)
+            self.carried.add(target.attr.value)
         if v.taint and tt in (cst.Name, cst.Attribute, cst.Subscript):
             if tt is not cst.Name:
                 self.summaries.record_write(self, target, v, self.is_weight_target(target))

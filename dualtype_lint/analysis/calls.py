@@ -27,10 +27,12 @@ from .values import (
     CLEAN,
     combine as _combine,
     INVNORM,
+    INVROOT,
     join as _join,
     MOMENT2,
     NEW_WEIGHTS,
     NORMV,
+    PRECOND,
     PRIMAL_VALUE,
     SQUARE,
     TAINT,
@@ -39,8 +41,7 @@ from .values import (
 )
 
 
-# in-place writes that add what they write to what the buffer holds
-# in-place updates of a buffer that accumulate what they write (a running sum, average or maximum)
+# in-place writes that accumulate what they write into the buffer (a running sum, average or maximum)
 ACCUMULATES = frozenset(("add_", "addcmul_", "lerp_")) | MAXIMA
 
 
@@ -192,6 +193,12 @@ class Calls:
         if last in maps.CLAMPS:
             vals = self._argvals(args)
             return self._clamp_args(args, vals) if len(vals) > 1 else _combine(vals)
+        if last == "where" and len(args) == 3 and all(a.keyword is None for a in args):
+            self.expr(args[0].value)
+            x, y = (self.expr(a.value) for a in args[1:])
+            if _sometimes_one(x, args[2].value) or _sometimes_one(y, args[1].value):
+                return CLEAN  # where(ρ > 5, lr/√v, 1.0): on one path the factor is 1, the update raw
+            return _join((x, y))
         if last in maps.ATAN2:
             vals = self._argvals(args)
             return maps.atan2(vals[0], vals[1]) if len(vals) >= 2 else _combine(vals)
@@ -467,3 +474,8 @@ def _running_statistic(base: str, node: cst.Call, written: Value) -> bool:
         and recv.func.attr.value == "mul_"
     )
     return decayed and bool(written.flags & (NORMV | MOMENT2))
+
+
+def _sometimes_one(factor: Value, other: cst.BaseExpression) -> bool:
+    """A preconditioner factor (1/√v) chosen against a number: the other path scales by it."""
+    return factor.taint and bool(factor.flags & (PRECOND | INVROOT)) and maps.float_literal(other) is not None

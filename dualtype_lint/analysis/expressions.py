@@ -86,7 +86,8 @@ class Expressions:
         k = key_of(node)
         st = self.st
         tk = k is not None and k in st.tainted
-        taint = base.taint or is_grad_name(attr) or tk
+        # p.update = -lr * g elsewhere in the file: `.update` of a weight carries a gradient
+        taint = base.taint or is_grad_name(attr) or tk or (attr in self.carried and base.weight_ref)
         ref = is_weight_name(attr) or (k is not None and k in st.weights)
         if not (taint or ref):
             return Value(flags=MOMENT2) if maps.names_curvature(attr) else CLEAN

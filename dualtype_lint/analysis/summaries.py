@@ -36,7 +36,7 @@ _ROOT = re.compile(r"[.\[]")
 
 
 class FunctionInfo:
-    __slots__ = ("node", "params", "vararg", "owner", "cls", "bound", "nested")
+    __slots__ = ("node", "params", "vararg", "owner", "cls", "bound", "nested", "reads")
 
     def __init__(self, node: cst.FunctionDef, owner: "Analyzer", cls: str | None, nested: bool = False) -> None:
         p = node.params
@@ -52,6 +52,7 @@ class FunctionInfo:
         self.bound = 0 if cls is None or static else 1
         # defined inside another function: it reads the enclosing function's locals (closure)
         self.nested = nested
+        self.reads: frozenset[str] | None = None  # names in the body (computed when needed)
 
     @property
     def name(self) -> str:
@@ -292,8 +293,8 @@ class Summaries:
                 kw = x.keyword.value
                 index.append(fi.params.index(kw) if kw in fi.params else None)
         # a nested function called from where it is visible reads the caller's locals: it is
-        # walked from the caller's state, not memoized (the closure differs from call to call)
-        closure = a.st if fi.nested and fi.owner is a else None
+        # walked from the caller's state when a name it reads holds something there
+        closure = a.st if fi.nested and fi.owner is a and _closure_key(fi, a.st) else None
         if closure is None and id(fi.node) in a.walked_fns and id(fi.node) not in a.grad_fns:
             base = None  # its walk met no gradient source: with clean arguments, nothing
         else:
@@ -435,14 +436,14 @@ class Summaries:
     ) -> Run | None:
         """Walk ``fi`` with the arguments ``tainted`` (position, kind flags) gradients; a nested
         function from its caller's state ``closure`` (its parameters shadow the caller's names).
-        ``tensors``: positions given a tensor (never None)."""
-        key = (id(fi.node), tainted, tensors)
-        if key in self.memo and closure is None:
+        ``tensors``: positions given a tensor (never None). Memoized on all of these, the
+        closure by what the names the function reads hold in it."""
+        key = (id(fi.node), tainted, tensors, _closure_key(fi, closure) if closure is not None else ())
+        if key in self.memo:
             return self.memo[key]
         if self.depth >= MAX_DEPTH:
             return None
-        if closure is None:
-            self.memo[key] = None  # recursion: unknown while in progress
+        self.memo[key] = None  # recursion: unknown while in progress
         a = fi.owner
         saved = (a.st, a.quiet)
         run = Run(fi.params)
@@ -473,9 +474,32 @@ class Summaries:
                 self.classes.pop()
             self.stack.pop()
             a.st, a.quiet = saved
-        if closure is None:
-            self.memo[key] = run
+        self.memo[key] = run
         return run
+
+
+def _closure_key(fi: FunctionInfo, st: State) -> tuple:
+    """What the names ``fi`` reads hold in the enclosing state ``st`` (gradient, kind, weight);
+    empty if none holds anything, and then the closure does not matter."""
+    if fi.reads is None:
+        fi.reads = frozenset(_names_read(fi.node.body))
+    return tuple(
+        (n, n in st.tainted, st.flags.get(n, 0), n in st.weights)
+        for n in sorted(fi.reads)
+        if n not in fi.params and (n in st.tainted or n in st.flags or n in st.weights)
+    )
+
+
+def _names_read(node: cst.CSTNode):
+    from .branches import fast_children
+
+    stack = [node]
+    while stack:
+        n = stack.pop()
+        if type(n) is cst.Name:
+            yield n.value
+        else:
+            stack.extend(fast_children(n))
 
 
 def _forget(st: State, name: str) -> None:

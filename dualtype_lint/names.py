@@ -30,7 +30,7 @@ NOT_WEIGHT_WORDS = frozenset(
 GRAD_WORDS = frozenset("grad grads gradient gradients".split())
 # A grad word next to one of these names a setting, a function or a scalar, not a gradient.
 NOT_GRAD_WORDS = frozenset(
-    """norm norms fn fns func mode enabled enable requires is has no set clip clipping scaler
+    """norm norms fn fns func mode enabled enable requires is has no set clip clipping scaler pseudo
     scale scales hook hooks count counts step steps accum accumulation checkpointing idx index
     indices name names key keys shape shapes size sizes dtype type none zero sync ready flag
     flags op ops param params parameter parameters with sample samples layout placement dim
@@ -48,6 +48,8 @@ def is_weight_name(name: str) -> bool:
     if "_with_" in low:  # params_with_grad: the list of params (that have a grad)
         low = low.split("_with_", 1)[0]
     words = [w.rstrip("0123456789") for w in low.split("_")]
+    if len(words) > 1 and words[0] in ("names", "named") and words[1] in WEIGHT_WORDS:
+        words = [w for w in words[1:] if w != "dict"]  # names_weights_dict: name -> weight
     return any(w in WEIGHT_WORDS for w in words) and not any(w in NOT_WEIGHT_WORDS for w in words)
 
 
@@ -58,6 +60,8 @@ def is_grad_name(name: str) -> bool:
     if low in _GRAD_EXACT or _SHORT_QUALIFIED_GRAD.match(name):
         return True
     words = low.split("_")
+    if "wrt" in words and any(w in GRAD_WORDS for w in words[: words.index("wrt")]):
+        return True  # names_grads_wrt_params_dict: gradients with respect to the parameters
     return any(w in GRAD_WORDS for w in words) and not any(w in NOT_GRAD_WORDS for w in words)
 
 

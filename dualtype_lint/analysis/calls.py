@@ -157,7 +157,7 @@ class Calls:
             if ft is cst.Attribute and not is_module_func:
                 self.expr(func.value)
             return CLEAN
-        if resolved == "map" or last in ("tree_map", "tree_map_only"):
+        if resolved in ("map", "jax.tree.map") or last in ("tree_map", "tree_map_only", "tree_multimap"):
             # map(f, params, grads); torch.utils._pytree / optree / jax tree_map(f, *trees)
             return self._map(node, skip=1 if last == "tree_map_only" else 0)
         if is_module_func and args:
@@ -249,7 +249,7 @@ class Calls:
                     return TAINT
                 if is_weight_name(s[1:-1]):
                     return WEIGHT
-        if mname in ("parameters", "named_parameters"):
+        if mname in ("parameters", "named_parameters", "weights"):  # weights(): DARTS' own accessor
             return WEIGHT
         if mname in ("items", "values", "copy"):
             return Value(recv.taint, recv.weight_ref, recv.weight_derived, None, recv.flags)
@@ -321,9 +321,12 @@ class Calls:
         tainted: list[cst.BaseExpression] = []
         fixable: list[cst.BaseExpression] = []
         base = name[9:] if name.startswith("_foreach_") else name
+        deprecated_scale = False  # p.add_(value, t): p + value * t
         if kind == "method" and base in ("addcdiv_", "addcmul_") and len(value_args) == 3:
             if all(a.keyword is None for a in value_args):  # deprecated p.addcdiv_(value, t1, t2)
                 value_args = [value_args[1], value_args[2], value_args[0]]
+        elif kind == "method" and base in ("add_", "sub_") and len(value_args) == 2:
+            deprecated_scale = all(a.keyword is None for a in value_args)
         for i, a in enumerate(value_args):
             v = self.expr(a.value)
             if a.keyword is not None and a.keyword.value in META_KWARGS:
@@ -349,7 +352,9 @@ class Calls:
                 self._set_target(target, Value(flags=MOMENT2))
                 return Value(flags=MOMENT2)
             return WEIGHT if is_weight else (recv if recv is not None else CLEAN)
-        written = written_value(base, vals)
+        written = maps.multiply(vals[0], vals[1]) if deprecated_scale else written_value(base, vals)
+        if not written.taint:
+            return WEIGHT if is_weight else CLEAN  # p.add_(R, v) with R = r / ‖v‖: normalized
         self.fire_inplace(
             InplaceCall(node, kind, name, target, is_weight, tuple(tainted), written.precond, tuple(fixable))
         )
@@ -436,7 +441,7 @@ class Calls:
                 return CLEAN
             if type(it.func) is cst.Attribute:
                 m = it.func.attr.value
-                if m == "parameters":
+                if m in ("parameters", "weights"):
                     self.expr(it.func.value)
                     self._args(args)
                     return WEIGHT

@@ -216,6 +216,9 @@ class Expressions:
         return Value(elt.taint, elt.weight_ref, elt.weight_derived)
 
     def is_collection_update(self, elt: Value, elt_node: cst.BaseExpression | None) -> bool:
+        if type(elt_node) is cst.Tuple and elt.elems is not None and len(elt.elems) == len(elt_node.elements):
+            # OrderedDict((name, p - lr * g) for ...), [(w - lr * dw, b - lr * db) for ...]
+            return any(self.is_collection_update(v, e.value) for v, e in zip(elt.elems, elt_node.elements))
         return (
             elt.taint
             and (elt.weight_ref or elt.weight_derived)

@@ -45,7 +45,10 @@ GRAD_FUNCTIONS = frozenset(
 )
 
 GRAD_TRANSFORMS = frozenset(
-    ("torch.func.grad", "torch.func.grad_and_value", "functorch.grad", "functorch.grad_and_value")
+    (
+        "torch.func.grad", "torch.func.grad_and_value", "functorch.grad", "functorch.grad_and_value",
+        "jax.grad", "jax.value_and_grad", "autograd.grad",  # the same transform in JAX and HIPS autograd
+    )
 )
 
 ELEMENT_PRESERVING = frozenset(("reversed", "list", "tuple", "sorted", "iter", "set"))

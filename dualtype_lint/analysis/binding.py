@@ -45,6 +45,14 @@ class Binding:
                 return self.is_weight_target(node.func.value)
         return False
 
+    def _copies_a_weight(self, call: cst.Call) -> bool:
+        """Is what ``p.clone()`` / ``torch.clone(p)`` copies a weight itself (not
+        ``v.type_as(p)``, a buffer cast like a weight)?"""
+        f = call.func
+        module_fn = type(f.value) is cst.Name and f.value.value in self.imports
+        src = (call.args[0].value if call.args else None) if module_fn else f.value
+        return src is not None and self.expr(src).weight_ref
+
     def _writes_back(self, fn: cst.FunctionDef) -> frozenset[str]:
         k = id(fn)
         if k not in self._write_back:
@@ -215,6 +223,12 @@ class Binding:
         if tt is cst.Name and not v.taint and (v.weight_ref or v.weight_derived) and is_copy(value_node):
             if not self.fn_nodes or target.value in self._writes_back(self.fn_nodes[-1]):
                 v = WEIGHT  # p_fp32 = p.float(), chunk = torch.stack(params): a master copy of weights
+        elif tt is cst.Subscript and not v.taint and is_copy(value_node) and self._copies_a_weight(value_node):
+            v = WEIGHT  # state[p]['z'] = torch.clone(p): a weight iterate kept in the state (schedule-free)
+            k = key_of(target)
+            root = k.split("[", 1)[0] if k is not None else None
+            if root in self.st.aliases:  # state = self.state[p]; state['z'] = ...: self.state[*]['z']
+                self.st.weights.add(self.st.aliases[root] + k[len(root):])
         if tt is cst.Name and v.taint and v.flags & SQUARE and any(x.value == target.value for x in names_in(value_node)):
             # v = β * v + (1 - β) * g * g: a running second moment
             v = Value(True, v.weight_ref, v.weight_derived, v.elems, v.flags | MOMENT2)

@@ -271,6 +271,15 @@ class Calls:
 
     def _call_function(self, node, func, ft, args, resolved, last) -> Value:
         if resolved in ("zip", "enumerate") and ft is cst.Name:
+            if resolved == "zip" and len(args) == 1 and args[0].star == "*":
+                # y, grad, z = zip(*[(p, p.grad, state[p]['z']) for p in ps]): the transpose of
+                # a list of tuples is a tuple of lists, one per position
+                rows = self.expr(args[0].value)
+                row = rows.elems[0] if rows.elems and len(rows.elems) == 1 else None
+                if row is not None and row.elems:
+                    cols = tuple(Value(c.taint, c.weight_ref, c.weight_derived) for c in row.elems)
+                    return Value(rows.taint, rows.weight_ref, rows.weight_derived, cols)
+                return Value(rows.taint, rows.weight_ref, rows.weight_derived)
             # zipped = zip(groups, grads): a collection of tuples, kept per position for the
             # loop that iterates it later (for group, grads in zipped)
             e = self.elem_of(node)

@@ -213,7 +213,8 @@ class Expressions:
                 r.on_collection(self, site)
         if self.is_collection_update(elt, elt_node):
             return NEW_WEIGHTS  # reported here; downstream these are weights, not gradients
-        return Value(elt.taint, elt.weight_ref, elt.weight_derived)
+        # a list of tuples keeps the tuple's positions for zip(*...) (see Calls._call_function)
+        return Value(elt.taint, elt.weight_ref, elt.weight_derived, (elt,) if elt.elems else None)
 
     def is_collection_update(self, elt: Value, elt_node: cst.BaseExpression | None) -> bool:
         if type(elt_node) is cst.Tuple and elt.elems is not None and len(elt.elems) == len(elt_node.elements):

@@ -254,6 +254,10 @@ class Binding:
             # learn2learn's p.update = -lr * g: a gradient carried on the weight to where it is
             # applied (`p + p.update` in update_module)
             self.carried.add(target.attr.value)
+        if v.taint and tt in (cst.Name, cst.Attribute) and _steps_itself(target, value_node):
+            # ctx.task_context = ctx.task_context - lr * grads[k]: what steps against a gradient
+            # from itself is a weight (CAVIA's context parameters, differentiated like weights)
+            self.st.weights.add(key_of(target))
         if v.taint and tt in (cst.Name, cst.Attribute, cst.Subscript):
             if tt is not cst.Name:
                 self.summaries.record_write(self, target, v, self.is_weight_target(target))
@@ -297,3 +301,16 @@ def _sum_of(node) -> bool:
         and type(node.func) is cst.Attribute
         and node.func.attr.value in ("sum", "mean")
     )
+
+
+def _steps_itself(target: cst.BaseExpression, value) -> bool:
+    """``x = x - c * g`` for a target not named as a buffer or a gradient (``buf``, ``m``...)."""
+    if type(value) is not cst.BinaryOperation or type(value.operator) is not cst.Subtract:
+        return False
+    if type(value.right) is not cst.BinaryOperation or type(value.right.operator) is not cst.Multiply:
+        return False
+    k = key_of(target)
+    if k is None or k != key_of(value.left):
+        return False
+    last = k.rsplit(".", 1)[-1]
+    return not is_grad_name(last) and not any(w in _names.NOT_WEIGHT_WORDS for w in last.lower().split("_"))

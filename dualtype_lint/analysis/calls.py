@@ -10,7 +10,7 @@ from ..names import is_grad_name, is_inplace_method, is_weight_name
 from . import maps
 from .ops import MAXIMA, data_args, inplace_map, method_map, written_value
 from .paths import dotted, key_of
-from .sites import CollectionUpdate, InplaceCall
+from .sites import AssignSite, CollectionUpdate, InplaceCall
 from .tables import (
     CLEAN_BUILTINS,
     CONSTRUCTORS,
@@ -150,6 +150,8 @@ class Calls:
                 self.expr(func.value)
             self._args(args)
             return CLEAN
+        if resolved == "setattr" and len(args) == 3 and not any(a.keyword or a.star for a in args):
+            return self._setattr(node, args)
         if resolved in CLEAN_BUILTINS or (
             is_module_func and (resolved.startswith("math.") or last.startswith("is_"))
         ):
@@ -296,6 +298,19 @@ class Calls:
                 return maps.norm_of(vals)
             return _join(vals)
         return _combine(vals)
+
+    def _setattr(self, node: cst.Call, args) -> Value:
+        """``setattr(module, name, w - lr * g)``: new weights stored under a dynamic name are a
+        reassignment of a weight (DTL003); in a helper (``set_param(mod, name, tmp)``), reported
+        at the caller that passes new weights."""
+        obj, _, value = (self.expr(a.value) for a in args)
+        if value.taint and value.weight_derived and self._h_assign and not self.quiet:
+            site = AssignSite(node, node, args[2].value, value, True)
+            for r in self._h_assign:
+                r.on_assign(self, site)
+        if value.taint:
+            self.summaries.record_setattr(self, args[0].value, value)
+        return CLEAN
 
     def _clamp_args(self, args: Sequence[cst.Arg], vals: list[Value]) -> Value:
         """``min(c / ‖g‖, 1.0)``, ``torch.clamp(n, min=1)``: a norm among the arguments,

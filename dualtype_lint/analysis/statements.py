@@ -318,14 +318,16 @@ class Statements:
         if not self.quiet and any(is_grad_name(p.name.value) for p in (*params.posonly_params, *params.params)):
             cls = self.summaries.classes[-1] if self.summaries.classes else None
             self._grad_param_fns[id(node)] = (node, cls)
-        saved = self.st
+        saved, origins = self.st, self._call_origin
         self.st = saved.copy()
+        self._call_origin = dict(origins)  # a function's `m = whiten(g)` does not name another's m
         self.summaries.barrier()
         self.fn_nodes.append(node)
         try:
             self._bind_params(params)
             self.suite(node.body)
         finally:
+            self._call_origin = origins
             self.fn_nodes.pop()
             if not self.quiet:
                 self.walked_fns.add(id(node))

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 import libcst as cst
 
 from ..names import is_grad_name
-from .sites import InplaceCall
+from .sites import AssignSite, InplaceCall
 from .tables import FN_EXPRS
 from .values import CLEAN, TAINT_FLAGS, State, Value, combine, join, join_struct
 
@@ -32,6 +32,7 @@ if TYPE_CHECKING:
 
 MAX_DEPTH = 8  # nested summary computations (helper calling helper ...)
 MAX_PARAMS = 16  # beyond this, arguments are not followed one by one
+SETATTR = ".<setattr>"  # the part of an argument setattr(arg, name, v) writes
 _ROOT = re.compile(r"[.\[]")
 
 
@@ -345,6 +346,15 @@ class Summaries:
 
     def _apply_write(self, a, node, fi, args, index, src, wi, part, wv, seen_weight, i) -> None:
         """The helper wrote argument ``i`` (a gradient) into argument ``wi``."""
+        if part == SETATTR:
+            # set_param(mod, name, tmp) ends in setattr(mod, name, tmp): new weights passed in
+            # are stored as a weight of mod (DTL003 at this call)
+            v = a.expr(src.value) if src is not None else wv
+            if v.taint and v.weight_derived and a._h_assign and not a.quiet:
+                site = AssignSite(node, node, src.value, v, True)
+                for r in a._h_assign:
+                    r.on_assign(a, site)
+            return
 
         tgt = next((x.value for x, k in zip(args, index) if k == wi), None)
         if tgt is None:
@@ -413,6 +423,13 @@ class Summaries:
         if k not in self.rebinds:
             self.rebinds[k] = assigns(fi.node.body, name)
         return self.rebinds[k]
+
+    def record_setattr(self, a: "Analyzer", obj: cst.BaseExpression, v: Value) -> None:
+        """``setattr(obj, name, v)`` in a run: a write into a member of ``obj`` chosen at run time."""
+        run = self.stack[-1] if self.stack else None
+        k = _key(obj)
+        if run is not None and k is not None and k in run.params:
+            run.writes[(run.params[k], SETATTR)] = (v, True)
 
     def record_return(self, v: Value) -> None:
         if self.stack and self.stack[-1] is not None:

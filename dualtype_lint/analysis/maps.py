@@ -204,9 +204,9 @@ def abs_of(v: Value) -> Value:
     """``|g|``: like ``g²``, a magnitude of this step, not yet a statistic. A buffer it is
     accumulated into by a running maximum is one (Adamax's ``u = max(β·u, |g|)``, the ∞-norm
     analogue of Adam's second moment, see ``MOMENT2``)."""
-    if v.taint and not v.flags & NORMV:
+    if v.taint and not v.flags & (NORMV | PRECOND | ROOT | INVROOT):
         return Value(True, flags=SQUARE)
-    return combine((v,))
+    return combine((v,))  # |m/√v| is as preconditioned as m/√v (Grams)
 
 
 def divide(num: Value, den: Value) -> Value:

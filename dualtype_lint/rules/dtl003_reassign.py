@@ -10,7 +10,9 @@ COMPREHENSIONS = (cst.ListComp, cst.GeneratorExp, cst.SetComp, cst.DictComp)
 class RawGradReassignment(Rule):
     """DTL003 raw-grad-reassign: a weight assigned an out-of-place update computed from a raw
     gradient: ``p.data = p.data - lr * g``, ``model.fc.weight = nn.Parameter(w - lr * g)``,
-    ``params[i] = params[i] - lr * g``, or a weight name rebound to ``w - lr * g``.
+    ``params[i] = params[i] - lr * g``, a weight name rebound to ``w - lr * g``, new weights
+    computed by a helper of the tree (``params[i] = _add(p, -lr, g)``), or stored with
+    ``setattr(module, name, w - lr * g)`` (directly or in a helper such as ``set_param``).
 
     Rebinding a loop variable (``for p in params: p = p - lr * p.grad``) does not even change
     the model; it is reported too, because the update is still a type error.

@@ -20,7 +20,8 @@ class RawGradFunctionalUpdate(Rule):
 
     Also caught: ``tuple(p - lr * g for ...)``, ``list(map(lambda p, g: p - lr * g, params,
     grads))``, ``{k: v - lr * gs[k] for k, v in named.items()}`` with
-    ``gs = torch.func.grad(f)(named)``.
+    ``gs = torch.func.grad(f)(named)``, ``OrderedDict((n, p - lr * g) for ...)`` (an element
+    that is a tuple holding an update), and the loop form ``new.append(w - lr * g)``.
 
     Not flagged: collections of gradient norms (``[g.norm() for g in grads]``), clipped or
     scaled gradients (``[g * c for g in grads]``), copies of weights.

@@ -5,9 +5,9 @@
     python benchmarks/bench_lint.py --every 4 --repeat 3
 
 Single-process rows measure CPU time (getrusage: this process and the children the engine forks
-for deep or big files) over in-memory sources, best of
-``--repeat`` interleaved rounds, so machine load from other processes hurts as little as
-possible. ``lines`` are physical lines. The parallel rows run the real runner (files read from
+for deep or big files) over in-memory sources, best of ``--repeat`` rounds; in the main table the
+bare parse and the two lint runs alternate file by file, so machine load from other processes
+hits them alike. ``lines`` are physical lines. The parallel rows run the real runner (files read from
 disk, worker processes) and compare the CPU time of parent + workers with the wall time: a
 ratio near the number of workers means they all worked.
 
@@ -85,6 +85,36 @@ def bench_lint(texts: list[str], settings: Settings) -> tuple[float, int, int]:
         parsed += res.parsed
         findings += len(res.diagnostics)
     return all_cpu() - t, parsed, findings
+
+
+def bench_interleaved(texts: list[str], on: Settings, off: Settings) -> dict[str, tuple]:
+    """One round of the three single-process rows, file by file: each file is parsed bare and
+    linted (pre-filter on and off) one after the other, in an order that rotates from file to
+    file, so that a change of machine load hits the three alike. (Blocks of 286 files one after
+    the other moved the ratio by 10-20 points from run to run on shared cores.)"""
+    cpu = {"parse": 0.0, "lint": 0.0, "lint_nopf": 0.0}
+    parsed = {"parse": 0, "lint": 0, "lint_nopf": 0}
+    found = {"lint": 0, "lint_nopf": 0}
+    names = list(cpu)
+    for i, x in enumerate(texts):
+        for name in names[i % 3:] + names[: i % 3]:
+            t = all_cpu()
+            if name == "parse":
+                try:
+                    cst.parse_module(x)
+                    parsed[name] += 1
+                except Exception:
+                    pass
+            else:
+                res = lint_text(x, f"f{i}.py", on if name == "lint" else off)
+                parsed[name] += res.parsed
+                found[name] += len(res.diagnostics)
+            cpu[name] += all_cpu() - t
+    return {
+        "parse": (cpu["parse"], parsed["parse"]),
+        "lint": (cpu["lint"], parsed["lint"], found["lint"]),
+        "lint_nopf": (cpu["lint_nopf"], parsed["lint_nopf"], found["lint_nopf"]),
+    }
 
 
 def bench_cross_module(files: list[str], settings: Settings, repeat: int) -> dict[str, tuple[float, int]]:
@@ -199,13 +229,8 @@ def main() -> None:
     on = Settings()
     off = Settings(prefilter=False)
     best: dict[str, tuple] = {}
-    for _ in range(args.repeat):  # interleave so that load changes hit all rows alike
-        for name, fn in (
-            ("parse", lambda: bench_parse(texts)),
-            ("lint", lambda: bench_lint(texts, on)),
-            ("lint_nopf", lambda: bench_lint(texts, off)),
-        ):
-            r = fn()
+    for _ in range(args.repeat):
+        for name, r in bench_interleaved(texts, on, off).items():
             if name not in best or r[0] < best[name][0]:
                 best[name] = r
 
@@ -217,7 +242,7 @@ def main() -> None:
         thr = lines / cpu
         return f"| {label} | {files} | {cpu:.2f} | {thr:,.0f} | {100 * tp / cpu:.0f}% | {extra} |"
 
-    print("Single process, CPU time, sources in memory (best of %d):" % args.repeat)
+    print("Single process, CPU time, sources in memory, file by file interleaved (best of %d rounds):" % args.repeat)
     print()
     print("| run | files parsed | CPU s | lines / CPU-s | vs bare parse | findings |")
     print("|---|---|---|---|---|---|")
@@ -278,9 +303,10 @@ def main() -> None:
           f"load average now {'/'.join(f'{x:.1f}' for x in os.getloadavg())} on {os.cpu_count()} CPUs "
           f"(CPU / wall < jobs means other processes had the cores)")
     print()
-    print(f"target: lint >= 60% of bare-parse throughput per core -> "
-          f"{'met' if tp / tn >= 0.6 else 'NOT met'} ({100 * tp / tn:.0f}% without the pre-filter, "
-          f"{100 * tp / tl:.0f}% with it)")
+    print(f"target (issue 12): lint >= 85% of bare-parse throughput per core, summaries on -> "
+          f"{'met' if tp / tn >= 0.85 else 'NOT met'} ({100 * tp / tn:.0f}% without the pre-filter, "
+          f"{100 * tp / tl:.0f}% with it; on shared cores this moves by a few points from run to "
+          f"run: repeat and take the median)")
 
 
 if __name__ == "__main__":

@@ -91,7 +91,11 @@ def test_no_raw_update_findings_on_orthogonalized_sign_or_normalized_paths():
     """The Muon, Lion, Dion and normalized updates of the public code are clean; only their
     Adam branches are reported, as DTL006."""
     for name in ("muon_keller.py", "lion_lucidrains.py", "dion_muon_reference.py",
-                 "modded_nanogpt_muon_backends.py", "near_misses.py", "soap_dion.py"):
+                 "modded_nanogpt_muon_backends.py", "near_misses.py", "soap_dion.py",
+                 "muon_torch.py", "muon_timm.py", "muon_kozistr.py", "muon_moonlight.py",
+                 "normuon_modded_nanogpt.py", "contra_muon_modded_nanogpt.py",
+                 "muonh_dynmuon_modded_nanogpt.py", "muonsq_modded_nanogpt.py",
+                 "dion_simple_microsoft.py", "distadam_modded_nanogpt.py", "lion_foreach_lucidrains.py"):
         assert not [f for f in found(CORPUS / name) if f[2] in RAW_RULES], name
 
 

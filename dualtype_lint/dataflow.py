@@ -101,6 +101,7 @@ class Analyzer(Reporting, Expressions, Calls, Binding, Statements):
         self.splits = 0  # correlated-branch splits in progress (analysis.branches)
         self.fn_nodes: list[cst.FunctionDef] = []  # the functions the walk is inside, innermost last
         self.declared: dict[int, frozenset[str]] = {}  # function -> its global/nonlocal names
+        self.correlations: dict[int, tuple | None] = {}  # id(if) -> branches.correlated(...)
         self.st = State()
         self._h_inplace = [r for r in rules if r.handles("on_inplace")]
         self._h_aug = [r for r in rules if r.handles("on_augassign")]

@@ -67,8 +67,18 @@ class Statements:
             s = stmts[i]
             # in the main walk of a function (locals: a call cannot rebind them); nested splits
             # double the walk, so they are bounded
-            if type(s) is cst.If and self.fn_nodes and not self.quiet and self.splits < branches.MAX_NESTED:
-                found = branches.correlated(stmts, i)
+            # (and only where a gradient is about: the split walks the span twice)
+            if (
+                type(s) is cst.If
+                and self.fn_nodes
+                and not self.quiet
+                and self.splits < branches.MAX_NESTED
+                and (self.st.tainted or self.st.flags)
+            ):
+                k = id(s)
+                if k not in self.correlations:  # syntax only: the same on every walk of the block
+                    self.correlations[k] = branches.correlated(stmts, i)
+                found = self.correlations[k]
                 if found is not None and branches.base_of(found[1][0]) not in self._declared_outside():
                     self._split_walk(stmts, i, *found)
                     i = found[0] + 1

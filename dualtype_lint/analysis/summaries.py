@@ -53,7 +53,7 @@ class FunctionInfo:
         self.bound = 0 if cls is None or static else 1
         # defined inside another function: it reads the enclosing function's locals (closure)
         self.nested = nested
-        self.reads: frozenset[str] | None = None  # names in the body (computed when needed)
+        self.reads: tuple[str, ...] | None = None  # names the body reads, parameters aside (when needed)
 
     @property
     def name(self) -> str:
@@ -89,6 +89,7 @@ class Summaries:
         self.memo: dict[tuple[int, tuple], Run | None] = {}
         # function -> argument position -> whether some call in this file passes a gradient
         self.callsites: dict[int, dict[int, bool]] = {}
+        self.nested_infos: dict[int, FunctionInfo] = {}  # id(def) -> its info, for defs met in walks
         self.running: list[FunctionInfo] = []  # the functions of the runs on self.stack
         self.rebinds: dict[tuple[int, str], bool] = {}  # (function, parameter) -> rebound in it
         self.depth = 0
@@ -112,7 +113,10 @@ class Summaries:
         if self.classes and node.name.value in self.methods.get(self.classes[-1], {}):
             return
         if node.name.value not in self.defs or self.defs[node.name.value].node is not node:
-            self.defs[node.name.value] = FunctionInfo(node, a, None, nested=bool(a.fn_nodes))
+            fi = self.nested_infos.get(id(node))
+            if fi is None:  # one per definition, so its names are read once
+                fi = self.nested_infos[id(node)] = FunctionInfo(node, a, None, nested=bool(a.fn_nodes))
+            self.defs[node.name.value] = fi
             self.version += 1
 
     def bind_alias(self, a: "Analyzer", target: cst.BaseExpression, value: cst.BaseExpression) -> None:
@@ -498,12 +502,14 @@ class Summaries:
 def _closure_key(fi: FunctionInfo, st: State) -> tuple:
     """What the names ``fi`` reads hold in the enclosing state ``st`` (gradient, kind, weight);
     empty if none holds anything, and then the closure does not matter."""
+    if not st.tainted and not st.flags:
+        return ()  # no gradient anywhere in the caller: its weights alone change no summary
     if fi.reads is None:
-        fi.reads = frozenset(_names_read(fi.node.body))
+        fi.reads = tuple(sorted(set(_names_read(fi.node.body)).difference(fi.params)))
     return tuple(
         (n, n in st.tainted, st.flags.get(n, 0), n in st.weights)
-        for n in sorted(fi.reads)
-        if n not in fi.params and (n in st.tainted or n in st.flags or n in st.weights)
+        for n in fi.reads
+        if n in st.tainted or n in st.flags or n in st.weights
     )
 
 

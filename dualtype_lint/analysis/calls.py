@@ -304,10 +304,8 @@ class Calls:
         reassignment of a weight (DTL003); in a helper (``set_param(mod, name, tmp)``), reported
         at the caller that passes new weights."""
         obj, _, value = (self.expr(a.value) for a in args)
-        if value.taint and value.weight_derived and self._h_assign and not self.quiet:
-            site = AssignSite(node, node, args[2].value, value, True)
-            for r in self._h_assign:
-                r.on_assign(self, site)
+        if value.taint and value.weight_derived:
+            self.fire_assign(AssignSite(node, node, args[2].value, value, True))
         if value.taint:
             self.summaries.record_setattr(self, args[0].value, value)
         return CLEAN

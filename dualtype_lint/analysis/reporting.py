@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Iterable
 import libcst as cst
 
 from .paths import dotted
-from .sites import InplaceCall
+from .sites import AssignSite, InplaceCall
 from .tables import COMPREHENSIONS, CLEAN_BUILTINS, UPDATE_CALLS, VIEW_METHODS
 
 if TYPE_CHECKING:
@@ -187,3 +187,8 @@ class Reporting:
         if not self.quiet:
             for r in self._h_inplace:
                 r.on_inplace(self, site)
+
+    def fire_assign(self, site: AssignSite) -> None:
+        if not self.quiet:
+            for r in self._h_assign:
+                r.on_assign(self, site)

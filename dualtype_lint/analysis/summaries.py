@@ -354,10 +354,8 @@ class Summaries:
             # set_param(mod, name, tmp) ends in setattr(mod, name, tmp): new weights passed in
             # are stored as a weight of mod (DTL003 at this call)
             v = a.expr(src.value) if src is not None else wv
-            if v.taint and v.weight_derived and a._h_assign and not a.quiet:
-                site = AssignSite(node, node, src.value, v, True)
-                for r in a._h_assign:
-                    r.on_assign(a, site)
+            if v.taint and v.weight_derived:
+                a.fire_assign(AssignSite(node, node, src.value, v, True))
             return
 
         tgt = next((x.value for x, k in zip(args, index) if k == wi), None)
